@@ -1,0 +1,42 @@
+"""Connections with errors a person can act on, never echoing passwords."""
+
+from __future__ import annotations
+
+import re
+
+import psycopg
+
+from prodclone.errors import ConnectionFailed
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN without its password, safe for logs and error messages."""
+    dsn = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", dsn)
+
+
+def connect(dsn: str, *, role: str, autocommit: bool = False, **kwargs) -> psycopg.Connection:
+    """Connect to ``dsn``; ``role`` names it in errors ("source", "target", ...)."""
+    try:
+        return psycopg.connect(dsn, autocommit=autocommit, connect_timeout=10, **kwargs)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ConnectionFailed(
+            f"cannot connect to the {role} database {redact_dsn(dsn)}: {reason}. "
+            f"Check that the server is up and the credentials are right."
+        ) from None
+
+
+def with_dbname(dsn: str, dbname: str) -> str:
+    """The same server and credentials, another database."""
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    params["dbname"] = dbname
+    return psycopg.conninfo.make_conninfo(**params)
+
+
+def dbname_of(dsn: str) -> str:
+    return psycopg.conninfo.conninfo_to_dict(dsn).get("dbname") or "postgres"
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

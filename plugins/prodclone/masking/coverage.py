@@ -1,0 +1,125 @@
+"""Fail closed: every column of every table has a rule, rules name nothing that
+is gone, and each rule fits its column (type, uniqueness, joins)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from prodclone.catalog import Catalog
+from prodclone.errors import CoverageError, RulesError
+from prodclone.masking.detect import suggest
+from prodclone.masking.rules import Rules, build_transform
+
+# A fixed key for validation only: building a transform needs one; no data moves.
+_CHECK_KEY = b"prodclone-rules-check-key-not-a-secret"
+
+
+@dataclass
+class Problem:
+    table: str
+    column: str | None
+    kind: str  # uncovered | unknown-table | unknown-column | invalid | missing-table
+    message: str
+    suggestion: dict | None = None
+
+    def line(self) -> str:
+        where = f"{self.table}.{self.column}" if self.column else self.table
+        s = f"[{self.kind}] {where}: {self.message}"
+        if self.suggestion:
+            s += f"\n      suggested rule: {json.dumps(self.suggestion)}"
+        return s
+
+
+@dataclass
+class Report:
+    problems: list[Problem] = field(default_factory=list)
+    masked_columns: int = 0
+    kept_columns: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def text(self) -> str:
+        if self.ok:
+            return f"rules OK: {self.masked_columns} columns masked, {self.kept_columns} kept"
+        return f"{len(self.problems)} problem(s):\n" + "\n".join("  " + p.line() for p in self.problems)
+
+    def raise_if_failed(self) -> None:
+        if not self.ok:
+            names = ", ".join(f"{p.table}.{p.column}" if p.column else p.table for p in self.problems[:10])
+            raise CoverageError(f"masking rules do not cover the source: {names}", self.text())
+
+
+def check(catalog: Catalog, rules: Rules) -> Report:
+    report = Report()
+    for tname, table in catalog.tables.items():
+        rule = rules.tables.get(tname)
+        if rule is None:
+            report.problems.append(Problem(tname, None, "missing-table", "table has no rules (new table?); add it, or `skip: true`"))
+            continue
+        keys = set(table.primary_key) | {c for fk in table.foreign_keys for c in fk.columns}
+        for col in table.columns:
+            spec = rule.columns.get(col.name)
+            if spec is None:
+                s, why = suggest(col, is_key=col.name in keys)
+                report.problems.append(Problem(tname, col.name, "uncovered", f"{col.type}: no rule ({why})", s))
+                continue
+            err = _check_rule(spec, col, rules, where=f"{tname}.{col.name}")
+            if err:
+                report.problems.append(Problem(tname, col.name, "invalid", err))
+            elif spec["transform"] == "keep":
+                report.kept_columns += 1
+            else:
+                report.masked_columns += 1
+        for cname in rule.columns:
+            if table.column(cname) is None:
+                report.problems.append(Problem(tname, cname, "unknown-column", "rule names a column that does not exist (renamed or dropped?)"))
+        # Masked FK columns must mask exactly like the column they reference, or joins break.
+        for fk in table.foreign_keys:
+            ref_rule = rules.tables.get(fk.ref_table)
+            for c, rc in zip(fk.columns, fk.ref_columns, strict=True):
+                mine = rule.columns.get(c)
+                theirs = ref_rule.columns.get(rc) if ref_rule else None
+                if mine and theirs and _canon(mine) != _canon(theirs):
+                    report.problems.append(
+                        Problem(tname, c, "invalid", f"references {fk.ref_table}.{rc} but masks differently "
+                                f"({json.dumps(mine)} vs {json.dumps(theirs)}); use the same rule so the foreign key holds")
+                    )
+    for tname in rules.tables:
+        if tname not in catalog.tables:
+            report.problems.append(Problem(tname, None, "unknown-table", "rules name a table that does not exist (renamed or dropped?)"))
+    return report
+
+
+def _canon(spec: dict) -> str:
+    return json.dumps({k: v for k, v in spec.items() if k != "nulls"}, sort_keys=True)
+
+
+def _check_rule(spec: dict, col, rules: Rules, where: str) -> str | None:
+    try:
+        t = build_transform(spec, rules.context(_CHECK_KEY, col.type), where=where)
+    except RulesError as exc:
+        return str(exc).removeprefix(where + ": ")
+    if t.categories is not None and col.category not in t.categories:
+        return f"transform {t.name!r} does not fit type {col.type}"
+    if not t.masks:
+        return None
+    if col.unique and not t.unique and t.name not in ("null", "hash"):
+        if not t.can_be_unique:
+            return f"column is UNIQUE but {t.name!r} cannot keep values distinct; use hash, email/faker with unique: true, or null"
+        return "column is UNIQUE: add `unique: true` so masked values never collide"
+    if col.unique and t.name == "hash" and not t.unique:
+        return "column is UNIQUE: add `unique: true` (hash then needs length >= 20)"
+    if t.name == "null" and col.not_null:
+        return "column is NOT NULL; null would fail the load"
+    if spec.get("nulls") == "mask" and t.name == "null":
+        return None
+    return None
+
+
+def ensure_covered(catalog: Catalog, rules: Rules) -> Report:
+    report = check(catalog, rules)
+    report.raise_if_failed()
+    return report

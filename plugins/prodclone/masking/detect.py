@@ -1,0 +1,80 @@
+"""Guess which columns hold personal data, by name and by sampled values, and
+suggest a rule. Used by `rules scaffold` and in coverage reports."""
+
+from __future__ import annotations
+
+import re
+
+from prodclone.catalog import Column
+
+# (name pattern, rule, why). First match wins; order matters.
+NAME_RULES: list[tuple[str, dict, str]] = [
+    (r"(^|_)e?mail(_?address)?$", {"transform": "email"}, "email address"),
+    (r"(password|passwd|pwd|secret|token|api_?key|salt|otp|mfa)", {"transform": "hash", "length": 40}, "secret or credential"),
+    (r"(^|_)(first|given|middle)_?name$", {"transform": "faker", "provider": "first_name"}, "personal name"),
+    (r"(^|_)(last|family|sur)_?name$", {"transform": "faker", "provider": "last_name"}, "personal name"),
+    (r"(^|_)(full_?name|name|display_?name|contact_?name|holder_?name|cardholder)$", {"transform": "faker", "provider": "name"}, "personal name"),
+    (r"(^|_)(user_?name|login|handle|nick_?name)$", {"transform": "faker", "provider": "user_name"}, "user name"),
+    (r"(phone|mobile|fax|msisdn|tel)", {"transform": "faker", "provider": "phone_number"}, "phone number"),
+    (r"(^|_)(street|address|address_?line\d?|line\d)$", {"transform": "faker", "provider": "street_address"}, "street address"),
+    (r"(^|_)(zip|postal_?code|postcode)$", {"transform": "faker", "provider": "postcode"}, "postal code"),
+    (r"(^|_)city$", {"transform": "faker", "provider": "city"}, "city"),
+    (r"(birth|dob)", {"transform": "date_shift", "days": 180}, "birth date"),
+    (r"(^|_)(ip|ip_?addr(ess)?|last_?ip|remote_?addr)$", {"transform": "faker", "provider": "ipv4"}, "IP address"),
+    (r"(ssn|social_?security|national_?id|passport|tax_?id|iban|account_?number)", {"transform": "hash", "length": 24}, "government or bank identifier"),
+    (r"(card_?number|pan|cc_?num)", {"transform": "redact", "keep_end": 4}, "card number"),
+    (r"(^|_)(company|employer|organi[sz]ation)(_?name)?$", {"transform": "faker", "provider": "company"}, "company name"),
+    (r"(^|_)(body|message|comment|notes?|description|bio|text|content)$", {"transform": "faker", "provider": "paragraph"}, "free text may mention people"),
+    (r"(^|_)(lat|latitude|lng|lon|longitude)$", {"transform": "noise", "relative": 0.01}, "location"),
+]
+
+VALUE_RULES: list[tuple[re.Pattern, dict, str]] = [
+    (re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$", re.I), {"transform": "email"}, "values look like email addresses"),
+    (re.compile(r"^\+?[\d\s().-]{7,20}$"), {"transform": "faker", "provider": "phone_number"}, "values look like phone numbers"),
+    (re.compile(r"^(\d{1,3}\.){3}\d{1,3}$"), {"transform": "faker", "provider": "ipv4"}, "values look like IP addresses"),
+    (re.compile(r"^\$(2[aby]|argon2)"), {"transform": "hash", "length": 40}, "values look like password hashes"),
+    (re.compile(r"[^@\s]+@[^@\s]+\.[a-z]{2,}|\+?\d[\d\s().-]{8,}\d", re.I), {"transform": "faker", "provider": "paragraph"}, "free text mentions emails or phones"),
+]
+
+KEEP_WHY = {
+    "number": "numeric, not personal by name",
+    "bool": "boolean",
+    "temporal": "timestamp, not a birth date by name",
+    "json": "json without personal keys by name: review it",
+    "text": "text, not personal by name or sampled values",
+    "other": "not personal by type and name",
+    "array": "array, not personal by name",
+}
+
+
+def suggest(column: Column, samples: list[str] | None = None, is_key: bool = False) -> tuple[dict, str]:
+    """A rule for ``column`` and why. Keys (ids, FKs) are kept so joins hold."""
+    name = column.name.lower()
+    if is_key and column.category in ("number", "other"):
+        return {"transform": "keep"}, "key column (ids are not personal)"
+    if column.category in ("text", "other", "json", "temporal", "number"):
+        for pattern, rule, why in NAME_RULES:
+            if re.search(pattern, name):
+                if rule["transform"] == "date_shift" and column.category != "temporal":
+                    continue
+                if rule["transform"] == "noise" and column.category != "number":
+                    continue
+                if column.category == "json":
+                    return {"transform": "null"}, f"json that looks like {why}: mask paths with the json transform"
+                if column.category in ("temporal", "number") and rule["transform"] not in ("date_shift", "noise"):
+                    continue
+                return _uniq(dict(rule), column), why
+    if samples and column.category == "text":
+        for pattern, rule, why in VALUE_RULES:
+            hits = sum(1 for s in samples if pattern.search(s))
+            if hits and hits >= max(1, len(samples) // 5):
+                return _uniq(dict(rule), column), why
+    return {"transform": "keep"}, KEEP_WHY.get(column.category, "not personal")
+
+
+def _uniq(rule: dict, column: Column) -> dict:
+    if column.unique and rule["transform"] in ("email", "faker", "template"):
+        rule["unique"] = True
+    if column.unique and rule["transform"] == "redact":
+        rule = {"transform": "hash", "length": 24}
+    return rule

@@ -1,0 +1,169 @@
+"""The masking rules file: load, validate against its JSON Schema (errors carry
+line and column), and build the transforms it names."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from prodclone.errors import RulesError
+from prodclone.masking.transforms import REGISTRY, Context, Transform
+
+SHORTHANDS = ("keep", "null")
+
+
+def json_schema() -> dict:
+    """The JSON Schema of rules files, generated from the transform registry."""
+    names = sorted(REGISTRY)
+    dispatch = [
+        {"if": {"properties": {"transform": {"const": n}}}, "then": REGISTRY[n].schema()} for n in names
+    ]
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://prodclone.dev/schemas/masking-rules.json",
+        "title": "prodclone masking rules",
+        "type": "object",
+        "required": ["version", "tables"],
+        "additionalProperties": False,
+        "properties": {
+            "version": {"const": 1},
+            "defaults": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "locale": {"type": "string", "description": "Faker locale, e.g. en_US"},
+                    "pool_size": {"type": "integer", "minimum": 16, "maximum": 1000000},
+                },
+            },
+            "tables": {
+                "type": "object",
+                "description": "Every table of the source, schema-qualified (public.users).",
+                "propertyNames": {"pattern": "^[^.]+\\.[^.]+$"},
+                "additionalProperties": {"$ref": "#/$defs/table"},
+            },
+        },
+        "$defs": {
+            "table": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "skip": {"type": "boolean", "description": "Schema only: export no rows."},
+                    "where": {"type": "string", "description": "SQL filter for subsetting; referencing rows elsewhere follow."},
+                    "columns": {"type": "object", "additionalProperties": {"$ref": "#/$defs/rule"}},
+                },
+            },
+            "rule": {
+                "anyOf": [
+                    {"enum": list(SHORTHANDS), "description": "keep: no personal data; null: replace with NULL"},
+                    {
+                        "type": "object",
+                        "required": ["transform"],
+                        "properties": {"transform": {"enum": names}},
+                        "allOf": dispatch,
+                    },
+                ]
+            },
+        },
+    }
+
+
+@dataclass
+class TableRule:
+    name: str
+    skip: bool = False
+    where: str | None = None
+    columns: dict[str, dict] = field(default_factory=dict)
+
+
+@dataclass
+class Rules:
+    tables: dict[str, TableRule]
+    locale: str = "en_US"
+    pool_size: int = 4096
+    digest: str = ""
+    source: str = "<rules>"
+
+    def context(self, key: bytes, column_type: str = "text") -> Context:
+        return Context(key=key, locale=self.locale, pool_size=self.pool_size, column_type=column_type)
+
+
+def _marks(node, path=()) -> dict[tuple, tuple[int, int]]:
+    """Map each YAML path to its (line, column), 1-based."""
+    out = {path: (node.start_mark.line + 1, node.start_mark.column + 1)}
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            out[(*path, k.value)] = (k.start_mark.line + 1, k.start_mark.column + 1)
+            out.update({p: m for p, m in _marks(v, (*path, k.value)).items() if p != (*path, k.value)})
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            out.update(_marks(v, (*path, i)))
+    return out
+
+
+def _best_error(err: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    # anyOf/if-then errors nest; the deepest one names the real problem.
+    while err.context:
+        err = max(err.context, key=lambda e: len(e.absolute_path))
+    return err
+
+
+def parse_rules(text: str, source: str = "<rules>") -> Rules:
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise RulesError(f"{where}: malformed YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        raise RulesError(f"{source}: the rules file is empty")
+    marks = _marks(node) if node is not None else {}
+    validator = jsonschema.Draft202012Validator(json_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = []
+        for err in errors[:10]:
+            best = _best_error(err)
+            path = tuple(best.absolute_path)
+            while path not in marks and path:
+                path = path[:-1]
+            line, col = marks.get(path, (1, 1))
+            dotted = ".".join(map(str, best.absolute_path)) or "(top level)"
+            lines.append(f"{source}:{line}:{col}: {dotted}: {best.message}")
+        raise RulesError("invalid masking rules:\n  " + "\n  ".join(lines))
+    defaults = data.get("defaults") or {}
+    tables = {}
+    for name, t in (data.get("tables") or {}).items():
+        t = t or {}
+        cols = {c: ({"transform": r} if isinstance(r, str) else dict(r)) for c, r in (t.get("columns") or {}).items()}
+        tables[name] = TableRule(name=name, skip=t.get("skip", False), where=t.get("where"), columns=cols)
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    return Rules(
+        tables=tables,
+        locale=defaults.get("locale", "en_US"),
+        pool_size=defaults.get("pool_size", 4096),
+        digest=digest,
+        source=source,
+    )
+
+
+def load_rules(path: str | Path) -> Rules:
+    p = Path(path)
+    if not p.exists():
+        raise RulesError(f"rules file {p} does not exist (generate one with `prodclone rules scaffold`)")
+    return parse_rules(p.read_text(), source=str(p))
+
+
+def build_transform(spec: dict, ctx: Context, where: str) -> Transform:
+    cls = REGISTRY.get(spec["transform"])
+    if cls is None:
+        raise RulesError(f"{where}: unknown transform {spec['transform']!r}; known: {', '.join(sorted(REGISTRY))}")
+    try:
+        return cls(spec, ctx)
+    except RulesError as exc:
+        raise RulesError(f"{where}: {exc}") from None

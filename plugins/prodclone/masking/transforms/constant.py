@@ -1,0 +1,21 @@
+from prodclone.masking.copytext import encode
+from prodclone.masking.transforms.base import Transform, register
+
+
+@register
+class Constant(Transform):
+    name = "constant"
+    description = "Replace every value with the same constant."
+    params = {"value": {"type": ["string", "number", "boolean"], "description": "The replacement, as text."}}
+    required = ("value",)
+    can_be_unique = False
+
+    def setup(self) -> None:
+        v = self.spec["value"]
+        self.out = encode(str(v).lower() if isinstance(v, bool) else str(v))
+
+    def __call__(self, value: bytes) -> bytes:
+        return self.out
+
+    def could_emit(self, value: bytes) -> bool:
+        return value == self.out

@@ -1,0 +1,42 @@
+import unicodedata
+
+from prodclone.masking import keys
+from prodclone.masking.copytext import decode
+from prodclone.masking.transforms.base import Transform, register
+from prodclone.masking.transforms.pools import text_pool
+
+# RFC 2606 reserved domains: a masked address can never reach a real inbox.
+SAFE_DOMAINS = ["example.com", "example.net", "example.org"]
+
+
+def _ascii_slug(b: bytes) -> str:
+    s = unicodedata.normalize("NFKD", decode(b)).encode("ascii", "ignore").decode().lower()
+    return "".join(ch for ch in s if ch.isalnum()) or "user"
+
+
+@register
+class Email(Transform):
+    name = "email"
+    description = "A realistic first.last@domain address on reserved example domains; deterministic per input."
+    params = {
+        "domains": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "locale": {"type": "string"},
+    }
+    categories = frozenset({"text", "other"})
+
+    def setup(self) -> None:
+        locale = self.spec.get("locale", self.ctx.locale)
+        firsts = text_pool("first_name", {}, locale, 1024, self.subkey)
+        lasts = text_pool("last_name", {}, locale, 1024, self.subkey[::-1])
+        self.firsts = [_ascii_slug(v) for v in firsts]
+        self.lasts = [_ascii_slug(v) for v in lasts]
+        self.domains = self.spec.get("domains", SAFE_DOMAINS)
+
+    def __call__(self, value: bytes) -> bytes:
+        h = keys.h64(self.subkey, value)
+        local = f"{self.firsts[h % 1024]}.{self.lasts[(h >> 10) % 1024]}"
+        if self.unique:
+            local += "." + self.tag(value)
+        else:
+            local += str((h >> 20) % 100)
+        return f"{local}@{self.domains[(h >> 30) % len(self.domains)]}".encode()

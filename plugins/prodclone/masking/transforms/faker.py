@@ -1,0 +1,36 @@
+from prodclone.masking.transforms.base import Transform, register
+from prodclone.masking.transforms.pools import text_pool
+
+
+@register
+class FakerTransform(Transform):
+    name = "faker"
+    description = "A realistic value from any Faker provider (first_name, phone_number, address, company, paragraph, ...)."
+    params = {
+        "provider": {"type": "string", "description": "A Faker provider method, e.g. first_name."},
+        "args": {"type": "object", "description": "Keyword arguments for the provider."},
+        "locale": {"type": "string"},
+        "pool_size": {"type": "integer", "minimum": 16, "maximum": 1000000},
+    }
+    required = ("provider",)
+
+    def setup(self) -> None:
+        self.pool = text_pool(
+            self.spec["provider"],
+            self.spec.get("args", {}),
+            self.spec.get("locale", self.ctx.locale),
+            self.spec.get("pool_size", self.ctx.pool_size),
+            self.subkey,
+        )
+        self._members = None
+
+    def __call__(self, value: bytes) -> bytes:
+        out = self.pick(self.pool, value)
+        if self.unique:  # the pool repeats; a keyed tag makes each distinct input distinct
+            return out + b"-" + self.tag(value).encode()
+        return out
+
+    def could_emit(self, value: bytes) -> bool:
+        if self._members is None:
+            self._members = frozenset(self.pool)
+        return value in self._members

@@ -1,0 +1,11 @@
+from prodclone.masking.transforms.base import Transform, register
+
+
+@register
+class Keep(Transform):
+    name = "keep"
+    description = "Copy the value unchanged. Use only for columns that hold no personal data."
+    masks = False
+
+    def __call__(self, value: bytes) -> bytes:
+        return value
