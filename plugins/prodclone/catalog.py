@@ -33,10 +33,11 @@ class Column:
     type: str
     not_null: bool
     unique: bool = False  # part of a PK, UNIQUE constraint or unique index
+    base_type: str = ""  # the underlying type of a domain
 
     @property
     def category(self) -> str:
-        return type_category(self.type)
+        return type_category(self.base_type or self.type)
 
 
 @dataclass
@@ -95,16 +96,17 @@ def load_catalog(conn: psycopg.Connection) -> Catalog:
     if not by_oid:
         return Catalog(tables={}, sequences=[])
     oids = list(by_oid)
-    for oid, attname, typ, notnull in conn.execute(
+    for oid, attname, typ, notnull, base in conn.execute(
         """
-        SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
-          FROM pg_attribute a
+        SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+               format_type(coalesce(nullif(t.typbasetype, 0), a.atttypid), NULL)
+          FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
          WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
          ORDER BY a.attrelid, a.attnum
         """,
         (oids,),
     ):
-        by_oid[oid].columns.append(Column(attname, typ, notnull))
+        by_oid[oid].columns.append(Column(attname, typ, notnull, base_type=base))
     # Unique columns: any column of a PK, UNIQUE constraint or unique index.
     for oid, cols, is_pk in conn.execute(
         """

@@ -94,7 +94,7 @@ def check(catalog: Catalog, rules: Rules) -> Report:
 
 
 def _canon(spec: dict) -> str:
-    return json.dumps({k: v for k, v in spec.items() if k != "nulls"}, sort_keys=True)
+    return json.dumps({k: v for k, v in spec.items() if k not in ("nulls", "unique")}, sort_keys=True)
 
 
 def _check_rule(spec: dict, col, rules: Rules, where: str) -> str | None:
@@ -104,18 +104,12 @@ def _check_rule(spec: dict, col, rules: Rules, where: str) -> str | None:
         return str(exc).removeprefix(where + ": ")
     if t.categories is not None and col.category not in t.categories:
         return f"transform {t.name!r} does not fit type {col.type}"
-    if not t.masks:
-        return None
-    if col.unique and not t.unique and t.name not in ("null", "hash"):
+    if t.masks and col.unique and not t.guarantees_unique:
         if not t.can_be_unique:
-            return f"column is UNIQUE but {t.name!r} cannot keep values distinct; use hash, email/faker with unique: true, or null"
+            return f"column is UNIQUE but {t.name!r} cannot keep values distinct; use hash (length >= 20), email, or faker with unique: true"
         return "column is UNIQUE: add `unique: true` so masked values never collide"
-    if col.unique and t.name == "hash" and not t.unique:
-        return "column is UNIQUE: add `unique: true` (hash then needs length >= 20)"
     if t.name == "null" and col.not_null:
         return "column is NOT NULL; null would fail the load"
-    if spec.get("nulls") == "mask" and t.name == "null":
-        return None
     return None
 
 

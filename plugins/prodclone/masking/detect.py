@@ -50,6 +50,9 @@ KEEP_WHY = {
 def suggest(column: Column, samples: list[str] | None = None, is_key: bool = False) -> tuple[dict, str]:
     """A rule for ``column`` and why. Keys (ids, FKs) are kept so joins hold."""
     name = column.name.lower()
+    if column.type == "tsvector":
+        return ({"transform": "null"}, "search vector derived from other columns: rebuild it in the clone") if not column.not_null \
+            else ({"transform": "constant", "value": ""}, "search vector derived from other columns")
     if is_key and column.category in ("number", "other"):
         return {"transform": "keep"}, "key column (ids are not personal)"
     if column.category in ("text", "other", "json", "temporal", "number"):
@@ -73,8 +76,39 @@ def suggest(column: Column, samples: list[str] | None = None, is_key: bool = Fal
 
 
 def _uniq(rule: dict, column: Column) -> dict:
-    if column.unique and rule["transform"] in ("email", "faker", "template"):
+    if column.unique and rule["transform"] in ("faker", "template"):
         rule["unique"] = True
     if column.unique and rule["transform"] == "redact":
         rule = {"transform": "hash", "length": 24}
     return rule
+
+
+def _leaf_paths(node, prefix: str = "") -> set[str]:
+    if isinstance(node, dict):
+        out = set()
+        for k, v in node.items():
+            out |= _leaf_paths(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    if isinstance(node, list):
+        out = set()
+        for v in node[:20]:
+            out |= _leaf_paths(v, f"{prefix}[*]")
+        return out
+    return {prefix} if prefix else set()
+
+
+def suggest_json(column: Column, docs: list) -> tuple[dict, str] | None:
+    """A json-paths rule for personal keys found in sampled documents."""
+    paths = {}
+    for path in sorted(set().union(*(_leaf_paths(d) for d in docs)) if docs else ()):
+        leaf = path.rsplit(".", 1)[-1].replace("[*]", "")
+        for pattern, rule, _why in NAME_RULES:
+            if rule["transform"] not in ("date_shift", "noise") and re.search(pattern, leaf.lower()):
+                paths[path] = rule
+                break
+        else:
+            if leaf.lower() in ("zip", "ip"):
+                paths[path] = {"transform": "faker", "provider": "postcode" if leaf.lower() == "zip" else "ipv4"}
+    if not paths:
+        return None
+    return {"transform": "json", "paths": paths}, f"personal keys in sampled documents: {', '.join(paths)}"

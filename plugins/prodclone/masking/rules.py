@@ -14,12 +14,10 @@ import yaml
 from prodclone.errors import RulesError
 from prodclone.masking.transforms import REGISTRY, Context, Transform
 
-SHORTHANDS = ("keep", "null")
-
-
 def json_schema() -> dict:
     """The JSON Schema of rules files, generated from the transform registry."""
     names = sorted(REGISTRY)
+    shorthands = [n for n in names if not REGISTRY[n].required]
     dispatch = [
         {"if": {"properties": {"transform": {"const": n}}}, "then": REGISTRY[n].schema()} for n in names
     ]
@@ -59,7 +57,7 @@ def json_schema() -> dict:
             },
             "rule": {
                 "anyOf": [
-                    {"enum": list(SHORTHANDS), "description": "keep: no personal data; null: replace with NULL"},
+                    {"enum": shorthands, "description": "A transform without parameters, e.g. keep, null, email"},
                     {
                         "type": "object",
                         "required": ["transform"],
@@ -112,6 +110,26 @@ def _best_error(err: jsonschema.ValidationError) -> jsonschema.ValidationError:
     return err
 
 
+def _normalize_nulls(data) -> None:
+    """In YAML a bare `null` is None; as a rule it means the `null` transform."""
+    def fix(rule):
+        if rule is None:
+            return "null"
+        if isinstance(rule, dict):
+            if "transform" in rule and rule["transform"] is None:
+                rule["transform"] = "null"
+            for path_rules in [rule.get("paths")] if isinstance(rule.get("paths"), dict) else []:
+                for k, v in path_rules.items():
+                    path_rules[k] = fix(v)
+        return rule
+
+    for table in (data.get("tables") or {}).values() if isinstance(data, dict) else []:
+        cols = table.get("columns") if isinstance(table, dict) else None
+        if isinstance(cols, dict):
+            for c, r in cols.items():
+                cols[c] = fix(r)
+
+
 def parse_rules(text: str, source: str = "<rules>") -> Rules:
     try:
         node = yaml.compose(text)
@@ -122,6 +140,7 @@ def parse_rules(text: str, source: str = "<rules>") -> Rules:
         raise RulesError(f"{where}: malformed YAML: {getattr(exc, 'problem', exc)}") from None
     if data is None:
         raise RulesError(f"{source}: the rules file is empty")
+    _normalize_nulls(data)
     marks = _marks(node) if node is not None else {}
     validator = jsonschema.Draft202012Validator(json_schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))

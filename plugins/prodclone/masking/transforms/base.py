@@ -46,10 +46,15 @@ class Transform:
         self.spec = spec
         self.ctx = ctx
         self.unique = bool(spec.get("unique"))
-        own = {k: v for k, v in spec.items() if k not in ("nulls",)}
+        own = {k: v for k, v in spec.items() if k not in ("nulls", "unique")}
         # Equal specs give equal sub-keys: that is what keeps joins on masked columns.
         self.subkey = keys.derive(ctx.key, json.dumps(own, sort_keys=True, default=str))
         self.setup()
+
+    @property
+    def guarantees_unique(self) -> bool:
+        """Distinct inputs always give distinct outputs."""
+        return self.unique and self.can_be_unique
 
     def setup(self) -> None:
         """Validate parameters that JSON Schema cannot, build pools."""

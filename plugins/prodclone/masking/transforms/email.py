@@ -17,7 +17,11 @@ def _ascii_slug(b: bytes) -> str:
 @register
 class Email(Transform):
     name = "email"
-    description = "A realistic first.last@domain address on reserved example domains; deterministic per input."
+    description = (
+        "A realistic first.last.<tag>@domain address on reserved example domains. Always unique: "
+        "the keyed tag keeps distinct inputs distinct, so the same rule fits UNIQUE and non-unique columns and joins hold."
+    )
+    guarantees_unique = True
     params = {
         "domains": {"type": "array", "items": {"type": "string"}, "minItems": 1},
         "locale": {"type": "string"},
@@ -34,9 +38,5 @@ class Email(Transform):
 
     def __call__(self, value: bytes) -> bytes:
         h = keys.h64(self.subkey, value)
-        local = f"{self.firsts[h % 1024]}.{self.lasts[(h >> 10) % 1024]}"
-        if self.unique:
-            local += "." + self.tag(value)
-        else:
-            local += str((h >> 20) % 100)
+        local = f"{self.firsts[h % 1024]}.{self.lasts[(h >> 10) % 1024]}.{self.tag(value)}"
         return f"{local}@{self.domains[(h >> 30) % len(self.domains)]}".encode()

@@ -19,8 +19,12 @@ class Hash(Transform):
         self.length = self.spec.get("length", 24)
         self.prefix = self.spec.get("prefix", "").encode()
         self.format = self.spec.get("format", "hex")
-        if self.unique and self.format != "uuid" and self.length < 20:
-            raise RulesError("hash with unique: true needs length >= 20 (80 bits) to stay collision-free")
+        if self.unique and not self.guarantees_unique:
+            raise RulesError("hash with unique: true needs length >= 20 (80 bits) or format: uuid to stay collision-free")
+
+    @property
+    def guarantees_unique(self) -> bool:
+        return self.format == "uuid" or self.length >= 20
 
     def __call__(self, value: bytes) -> bytes:
         d = hashlib.blake2b(value, key=self.subkey, digest_size=32).digest()

@@ -6,7 +6,7 @@ from prodclone.masking.transforms.base import Transform, register
 class Null(Transform):
     name = "null"
     description = "Replace every value with NULL (the column must be nullable)."
-    can_be_unique = True  # NULLs never collide in a UNIQUE index
+    guarantees_unique = True  # NULLs never collide in a UNIQUE index
 
     def __call__(self, value: bytes) -> bytes:
         return NULL

@@ -1,0 +1,201 @@
+"""The ``prodclone`` command: the same engine calls the DAG tasks make, without Airflow."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from prodclone.errors import ProdcloneError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _rules_scaffold(a) -> int:
+    from prodclone.catalog import load_catalog
+    from prodclone.db import connect
+    from prodclone.masking.scaffold import scaffold
+
+    with connect(a.source, role="source") as conn:
+        sys.stdout.write(scaffold(conn, load_catalog(conn), sample=a.sample))
+    return EXIT_OK
+
+
+def _rules_check(a) -> int:
+    from prodclone.catalog import load_catalog
+    from prodclone.db import connect
+    from prodclone.masking.coverage import check
+    from prodclone.masking.rules import load_rules
+
+    rules = load_rules(a.rules)
+    with connect(a.source, role="source") as conn:
+        report = check(load_catalog(conn), rules)
+    print(report.text())
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _rules_preview(a) -> int:
+    from prodclone.catalog import load_catalog
+    from prodclone.db import connect
+    from prodclone.masking import keys
+    from prodclone.masking.copytext import NULL, decode
+    from prodclone.masking.rewriter import TableMasker
+    from prodclone.masking.rules import load_rules
+
+    rules = load_rules(a.rules)
+    key = keys.load_key()
+    with connect(a.source, role="source") as conn:
+        catalog = load_catalog(conn)
+        table = catalog.table(a.table)
+        if table is None:
+            raise ProdcloneError(f"no table {a.table!r} in the source; tables: {', '.join(catalog.tables)}")
+        masker = TableMasker(table, rules, key)
+        cols = ", ".join(f'"{c}"' for c in masker.columns)
+        with conn.cursor().copy(f"COPY (SELECT {cols} FROM {table.qualified} LIMIT {int(a.limit)}) TO STDOUT") as copy:
+            lines = [bytes(r)[:-1] for r in copy]
+    shown = masker.masked_columns if not a.all_columns else masker.columns
+
+    def show(v: bytes) -> str:
+        return "NULL" if v == NULL else decode(v)
+
+    rows = []
+    for line in lines:
+        before, after = line.split(b"\t"), masker.mask_line(line).split(b"\t")
+        rows.append({c: (show(before[i]), show(after[i])) for i, c in enumerate(masker.columns) if c in shown})
+    if a.json:
+        print(json.dumps([{c: {"before": b, "after": x} for c, (b, x) in r.items()} for r in rows], indent=2))
+        return EXIT_OK
+    width = 32
+    for n, r in enumerate(rows, 1):
+        print(f"-- row {n} " + "-" * 60)
+        for c, (b, x) in r.items():
+            print(f"  {c:<20} {b[:width]:<{width}} -> {x[:width]}")
+    print(f"({len(rows)} rows of {a.table}; masked columns: {', '.join(masker.masked_columns) or 'none'})")
+    return EXIT_OK
+
+
+def _rules_schema(a) -> int:
+    from prodclone.masking.rules import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return EXIT_OK
+
+
+def _export(a) -> int:
+    from prodclone.export import run_export
+    from prodclone.masking import keys
+    from prodclone.masking.leakcheck import verify_export
+    from prodclone.masking.rules import load_rules
+    from prodclone.storage import open_storage
+
+    rules = load_rules(a.rules)
+    key = keys.load_key()
+    manifest = run_export(a.source, rules, key, a.to, jobs=a.jobs, overwrite=a.overwrite)
+    t = manifest["totals"]
+    print(f"exported {t['tables']} tables, {t['rows']} rows, {t['bytes']} bytes, "
+          f"{t['masked_columns']} masked columns in {t['seconds']}s to {a.to}")
+    if not a.no_verify:
+        report = verify_export(open_storage(a.to), manifest, a.source, rules, key)
+        print(report.summary())
+    return EXIT_OK
+
+
+def _seed(a) -> int:
+    from prodclone.seed import seed
+
+    r = seed(a.from_url, a.target, overwrite=a.overwrite)
+    print(f"seeded {r.database}: {r.tables} tables, {r.rows} rows in {r.seconds}s"
+          + (" (replaced the previous base)" if r.replaced_previous else ""))
+    return EXIT_OK
+
+
+def _verify(a) -> int:
+    from prodclone.export import read_manifest
+    from prodclone.masking import keys
+    from prodclone.masking.leakcheck import verify_export
+    from prodclone.masking.rules import load_rules
+    from prodclone.storage import open_storage
+
+    storage = open_storage(a.from_url)
+    report = verify_export(storage, read_manifest(storage), a.source, load_rules(a.rules), keys.load_key())
+    print(report.summary())
+    return EXIT_OK
+
+
+def _sample(a) -> int:
+    from prodclone.sample import create_sample_database
+
+    counts = create_sample_database(a.target, users=a.users, seed=a.seed, replace=a.replace)
+    print(f"sample database ready: {sum(counts.values())} rows " + json.dumps(counts))
+    return EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="prodclone", description="Masked clones of production, fast.")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    rules = sub.add_parser("rules", help="write, check and preview masking rules").add_subparsers(dest="rules_cmd", required=True)
+    s = rules.add_parser("scaffold", help="write a complete rules file for a schema to stdout")
+    s.add_argument("--source", required=True, help="source DSN")
+    s.add_argument("--sample", type=int, default=200, help="values sampled per text column to detect PII (0: names only)")
+    s.set_defaults(fn=_rules_scaffold)
+    s = rules.add_parser("check", help="fail (exit 1) if any column has no rule or a rule names nothing")
+    s.add_argument("--source", required=True)
+    s.add_argument("--rules", required=True)
+    s.set_defaults(fn=_rules_check)
+    s = rules.add_parser("preview", help="original and masked values side by side for real rows")
+    s.add_argument("--source", required=True)
+    s.add_argument("--rules", required=True)
+    s.add_argument("--table", required=True, help="schema-qualified, e.g. public.users")
+    s.add_argument("--limit", type=int, default=10)
+    s.add_argument("--all-columns", action="store_true", help="show kept columns too")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=_rules_preview)
+    s = rules.add_parser("schema", help="print the rules file's JSON Schema")
+    s.set_defaults(fn=_rules_schema)
+
+    s = sub.add_parser("export", help="masked export of the source to file:// or s3://")
+    s.add_argument("--source", required=True)
+    s.add_argument("--rules", required=True)
+    s.add_argument("--to", required=True, help="file:///abs/path or s3://bucket/prefix")
+    s.add_argument("--jobs", type=int, default=1, help="parallel workers sharing one snapshot")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing export at --to")
+    s.add_argument("--no-verify", action="store_true", help="skip the checksum and leak check after export")
+    s.set_defaults(fn=_export)
+    s = sub.add_parser("seed", help="load an export into the base database (staging, then swap)")
+    s.add_argument("--from", dest="from_url", required=True)
+    s.add_argument("--target", required=True, help="DSN naming the base database")
+    s.add_argument("--overwrite", action="store_true", help="replace the base if prodclone created it")
+    s.set_defaults(fn=_seed)
+    s = sub.add_parser("verify", help="check an export against its manifest and run the leak check")
+    s.add_argument("--from", dest="from_url", required=True)
+    s.add_argument("--source", help="source DSN for the leak check")
+    s.add_argument("--rules", required=True)
+    s.set_defaults(fn=_verify)
+    s = sub.add_parser("sample", help="create the sample 'production' database full of fake PII")
+    s.add_argument("--target", required=True, help="DSN naming the database to create")
+    s.add_argument("--users", type=int, default=1000, help="scale: users (total rows ~ 12x)")
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--replace", action="store_true")
+    s.set_defaults(fn=_sample)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.fn(args)
+    except ProdcloneError as exc:
+        print(f"prodclone: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except FileExistsError as exc:
+        print(f"prodclone: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

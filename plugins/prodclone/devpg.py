@@ -1,0 +1,36 @@
+"""A Postgres server for the demo and tests: ``$PRODCLONE_PG_DSN`` when set,
+otherwise a throwaway embedded server (the pgserver package's binaries) under
+a git-ignored folder. Nothing here is used in production."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / ".prodclone" / "pgdata"
+
+
+def server_dsn(data_dir: Path | None = None) -> str:
+    """A DSN for the server's ``postgres`` database."""
+    if os.environ.get("PRODCLONE_PG_DSN"):
+        return os.environ["PRODCLONE_PG_DSN"]
+    import pgserver
+
+    data_dir = Path(data_dir or os.environ.get("PRODCLONE_PGDATA") or DEFAULT_DIR)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode=None: the server outlives this process, so Airflow task
+    # subprocesses and later commands reach the same one.
+    return pgserver.get_server(data_dir, cleanup_mode=None).get_uri()
+
+
+def stop(data_dir: Path | None = None) -> None:
+    import subprocess
+
+    import pgserver
+
+    data_dir = Path(data_dir or DEFAULT_DIR)
+    if (data_dir / "postmaster.pid").exists():
+        bin_dir = Path(pgserver.__file__).parent / "pginstall" / "bin"
+        user = ["su", "pgserver", "-s", "/bin/sh", "-c"] if os.geteuid() == 0 else None
+        cmd = f"{bin_dir}/pg_ctl -D {data_dir} -m fast -w stop"
+        subprocess.run([*user, cmd] if user else cmd.split(), check=False, capture_output=True)

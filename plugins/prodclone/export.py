@@ -1,0 +1,279 @@
+"""Streaming, masked export of a source database at one point in time.
+
+Layout under the export URL::
+
+    schema/pre-data.sql   schema/post-data.sql
+    data/<schema>.<table>.<part>.copy       COPY text, masked
+    manifest.json                           written LAST: no manifest = not complete
+
+Parallel workers share the coordinator's exported snapshot (as ``pg_dump -j``
+does), so every table is read at the same point in time and FKs hold.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from urllib.parse import quote
+
+from prodclone import __version__
+from prodclone.catalog import Catalog, Table, load_catalog
+from prodclone.db import connect, quote_ident
+from prodclone.errors import ExportError
+from prodclone.masking import keys
+from prodclone.masking.coverage import ensure_covered
+from prodclone.masking.rewriter import TableMasker
+from prodclone.masking.rules import Rules
+from prodclone.pgtools import dump_schema
+from prodclone.storage import open_storage
+from prodclone.subset import Subsetter
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+FLUSH_BYTES = 1 << 20
+SPLIT_ROWS = 5_000_000  # tables larger than this are split into key ranges
+
+
+@dataclass
+class Unit:
+    """One piece of export work: a table, or one key range of a big table."""
+
+    table: str
+    part: int = 0
+    lo: int | None = None
+    hi: int | None = None  # exclusive
+
+    @property
+    def path(self) -> str:
+        return f"data/{quote(self.table, safe='.-_')}.{self.part:04d}.copy"
+
+
+@dataclass
+class SourcePoint:
+    """The point in time an export reads; recorded in the manifest."""
+
+    snapshot: str | None
+    taken_at: str
+    txid: str
+    lsn: str | None
+    server_version_num: int
+    mode: str = "live"
+
+
+def _copy_query(table: Table, where: str | None, unit: Unit) -> str:
+    cols = ", ".join(f"t0.{quote_ident(c.name)}" for c in table.columns)
+    conds = [where] if where else []
+    if unit.lo is not None:
+        pk = quote_ident(table.primary_key[0])
+        conds.append(f"t0.{pk} >= {int(unit.lo)} AND t0.{pk} < {int(unit.hi)}")
+    # Partitioned parents must be read whole; plain tables ONLY, so inheritance children aren't read twice.
+    only = "" if table.kind == "partitioned" else "ONLY "
+    q = f"SELECT {cols} FROM {only}{table.qualified} t0"
+    return f"COPY ({q}{' WHERE ' + ' AND '.join(conds) if conds else ''}) TO STDOUT"
+
+
+def point_in_time(conn, mode: str = "live", export_snapshot: bool = True) -> SourcePoint:
+    row = conn.execute(
+        "SELECT now(), pg_current_xact_id()::text, current_setting('server_version_num')::int,"
+        " CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text ELSE pg_current_wal_lsn()::text END"
+    ).fetchone()
+    snap = None
+    if export_snapshot:
+        snap = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+    return SourcePoint(snapshot=snap, taken_at=row[0].isoformat(), txid=row[1], lsn=row[3],
+                       server_version_num=row[2], mode=mode)
+
+
+def open_snapshot_tx(conn) -> None:
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+
+def plan_units(conn, catalog: Catalog, rules: Rules, split_rows: int = SPLIT_ROWS) -> list[Unit]:
+    """Units for every exported table; big tables with an integer PK are split into key ranges."""
+    units = []
+    for name, table in catalog.tables.items():
+        if rules.tables[name].skip:
+            continue
+        pk = table.primary_key
+        if table.est_rows > split_rows and len(pk) == 1 and table.column(pk[0]).category == "number":
+            lo, hi = conn.execute(
+                f"SELECT min({quote_ident(pk[0])})::bigint, max({quote_ident(pk[0])})::bigint FROM {table.qualified}"
+            ).fetchone()
+            if lo is not None:
+                parts = math.ceil(table.est_rows / split_rows)
+                step = max(1, math.ceil((hi + 1 - lo) / parts))
+                units += [Unit(name, i, lo + i * step, min(lo + (i + 1) * step, hi + 1)) for i in range(parts)
+                          if lo + i * step <= hi]
+                continue
+        units.append(Unit(name))
+    # Biggest first: keeps parallel workers busy to the end.
+    return sorted(units, key=lambda u: -catalog.tables[u.table].est_rows)
+
+
+def export_unit(source_dsn: str, point: SourcePoint, catalog: Catalog, rules: Rules, key: bytes,
+                storage_url: str, unit: Unit, s3_options: dict | None = None, conn=None) -> dict:
+    """Export one unit. Reads the snapshot ``point.snapshot`` if given (live
+    mode), else the (frozen) source as it is. Returns stats, never row values."""
+    table = catalog.tables[unit.table]
+    masker = TableMasker(table, rules, key)
+    where = Subsetter(catalog, rules).filter_sql(unit.table)
+    storage = open_storage(storage_url, s3_options)
+    own_conn = conn is None
+    if own_conn:
+        conn = connect(source_dsn, role="source")
+        open_snapshot_tx(conn)
+        if point.snapshot:
+            conn.execute(f"SET TRANSACTION SNAPSHOT '{point.snapshot}'")
+    started = time.perf_counter()
+    digest = hashlib.sha256()
+    rows = size = 0
+    buf: list[bytes] = []
+    buffered = 0
+    try:
+        with storage.writer(unit.path) as out, conn.cursor().copy(_copy_query(table, where, unit)) as copy:
+            mask = None if masker.passthrough else masker.mask_line
+            for data in copy:
+                line = bytes(data)
+                if mask is not None:
+                    line = mask(line[:-1]) + b"\n"
+                buf.append(line)
+                buffered += len(line)
+                rows += 1
+                if buffered >= FLUSH_BYTES:
+                    block = b"".join(buf)
+                    digest.update(block)
+                    out.write(block)
+                    size += len(block)
+                    buf.clear()
+                    buffered = 0
+            block = b"".join(buf)
+            digest.update(block)
+            out.write(block)
+            size += len(block)
+    finally:
+        if own_conn:
+            conn.close()
+    return {"table": unit.table, "part": unit.part, "path": unit.path, "rows": rows, "bytes": size,
+            "sha256": digest.hexdigest(), "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _ensure_writable(storage, overwrite: bool) -> None:
+    if storage.exists(MANIFEST):
+        if not overwrite:
+            raise ExportError(f"{storage.url} already holds an export; pass overwrite to replace it")
+        storage.delete([MANIFEST])  # first, so a half-replaced export never looks complete
+    stale = [n for n in storage.list() if n.startswith(("data/", "schema/"))]
+    if stale:
+        storage.delete(stale)
+
+
+def write_manifest(storage, catalog: Catalog, rules: Rules, key: bytes, point: SourcePoint,
+                   sequences: list[dict], results: list[dict], started: float) -> dict:
+    by_table: dict[str, list[dict]] = {}
+    for r in sorted(results, key=lambda r: (r["table"], r["part"])):
+        by_table.setdefault(r["table"], []).append(r)
+    tables = []
+    for name, table in catalog.tables.items():
+        rule = rules.tables[name]
+        files = [{k: f[k] for k in ("path", "rows", "bytes", "sha256")} for f in by_table.get(name, [])]
+        if not rule.skip and not files:
+            raise ExportError(f"no data written for {name}: the export is incomplete")
+        masked = [c for c, spec in rule.columns.items() if spec["transform"] != "keep"]
+        tables.append({
+            "name": name, "columns": [c.name for c in table.columns], "masked_columns": sorted(masked),
+            "skipped": rule.skip, "where": rule.where, "rows": sum(f["rows"] for f in files),
+            "bytes": sum(f["bytes"] for f in files), "files": files,
+            "seconds": round(sum(f["seconds"] for f in by_table.get(name, [])), 3),
+        })
+    manifest = {
+        "format": FORMAT,
+        "complete": True,
+        "tool": "prodclone",
+        "tool_version": __version__,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
+        "source": asdict(point),
+        "rules_sha256": rules.digest,
+        "key_fingerprint": keys.fingerprint(key),
+        "schema": {"pre_data": "schema/pre-data.sql", "post_data": "schema/post-data.sql"},
+        "sequences": sequences,
+        "tables": tables,
+        "totals": {
+            "tables": len(tables),
+            "rows": sum(t["rows"] for t in tables),
+            "bytes": sum(t["bytes"] for t in tables),
+            "masked_columns": sum(len(t["masked_columns"]) for t in tables),
+            "seconds": round(time.perf_counter() - started, 3),
+        },
+    }
+    storage.write_bytes(MANIFEST, json.dumps(manifest, indent=2).encode())
+    return manifest
+
+
+def read_sequences(conn, catalog: Catalog) -> list[dict]:
+    out = []
+    for seq in catalog.sequences:
+        last, called = conn.execute(f"SELECT last_value, is_called FROM {seq}").fetchone()
+        out.append({"name": seq, "last_value": last, "is_called": called})
+    return out
+
+
+def prepare(conn, source_dsn: str, rules: Rules, storage, point: SourcePoint, overwrite: bool) -> Catalog:
+    """Inside the snapshot: catalog, coverage (fail closed), schema. No row data moves before this passes."""
+    catalog = load_catalog(conn)
+    ensure_covered(catalog, rules)
+    subsetter = Subsetter(catalog, rules)
+    for name in catalog.tables:  # a cycle through a filtered table fails here, before any data moves
+        subsetter.filter_sql(name)
+    _ensure_writable(storage, overwrite)
+    for section in ("pre-data", "post-data"):
+        sql = dump_schema(source_dsn, section, point.snapshot, point.server_version_num)
+        storage.write_bytes(f"schema/{section}.sql", sql.encode())
+    return catalog
+
+
+def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, jobs: int = 1,
+               overwrite: bool = False, s3_options: dict | None = None, split_rows: int = SPLIT_ROWS) -> dict:
+    """The whole export in one process tree: what `prodclone export` and the DAG's live mode run."""
+    started = time.perf_counter()
+    storage = open_storage(storage_url, s3_options)
+    coord = connect(source_dsn, role="source")
+    try:
+        open_snapshot_tx(coord)
+        point = point_in_time(coord)
+        catalog = prepare(coord, source_dsn, rules, storage, point, overwrite)
+        sequences = read_sequences(coord, catalog)
+        units = plan_units(coord, catalog, rules, split_rows)
+        log.info("exporting %d tables in %d units with %d job(s) at %s", len(catalog.tables), len(units), jobs, point.taken_at)
+        if jobs <= 1:
+            results = [export_unit(source_dsn, point, catalog, rules, key, storage_url, u, s3_options, conn=coord)
+                       for u in units]
+        else:
+            # spawn, not fork: safe inside Airflow workers and with open connections.
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+                futures = [pool.submit(export_unit, source_dsn, point, catalog, rules, key, storage_url, u, s3_options)
+                           for u in units]
+                results = [f.result() for f in futures]
+        return write_manifest(storage, catalog, rules, key, point, sequences, results, started)
+    finally:
+        coord.close()
+
+
+def read_manifest(storage) -> dict:
+    if not storage.exists(MANIFEST):
+        raise ExportError(
+            f"{storage.url} has no {MANIFEST}: the export is missing or did not finish. Re-run the export."
+        )
+    manifest = json.loads(storage.read_bytes(MANIFEST))
+    if not manifest.get("complete") or manifest.get("format") != FORMAT:
+        raise ExportError(f"{storage.url}/{MANIFEST} is not a complete format-{FORMAT} export")
+    return manifest

@@ -1,0 +1,79 @@
+"""Subsetting with foreign-key closure: a table's rows are exported only if the
+rows they reference are exported too, so the seed never violates a foreign key.
+
+A table's effective filter is its own ``where`` AND, for every foreign key to a
+filtered (or skipped) table, "the referenced row passes its own effective
+filter". FKs whose columns are masked to NULL are ignored (no reference left).
+"""
+
+from __future__ import annotations
+
+from prodclone.catalog import Catalog
+from prodclone.db import quote_ident
+from prodclone.errors import RulesError
+from prodclone.masking.rules import Rules
+
+
+class Subsetter:
+    def __init__(self, catalog: Catalog, rules: Rules):
+        self.catalog = catalog
+        self.rules = rules
+        self._filtered: dict[str, bool] = {}
+
+    def _own(self, table: str) -> str | None:
+        rule = self.rules.tables.get(table)
+        if rule is None:
+            return None
+        if rule.skip:
+            return "false"
+        return f"({rule.where})" if rule.where else None
+
+    def _live_fks(self, table: str):
+        rule = self.rules.tables[table]
+        for fk in self.catalog.tables[table].foreign_keys:
+            if fk.ref_table not in self.catalog.tables:
+                continue
+            if any(rule.columns.get(c, {}).get("transform") == "null" for c in fk.columns):
+                continue
+            yield fk
+
+    def is_filtered(self, table: str, stack: tuple = ()) -> bool:
+        """Does anything reachable through FKs drop rows?"""
+        if table in self._filtered:
+            return self._filtered[table]
+        if table in stack:
+            return False
+        result = self._own(table) is not None or any(
+            self.is_filtered(fk.ref_table, (*stack, table)) for fk in self._live_fks(table)
+        )
+        self._filtered[table] = result
+        return result
+
+    def filter_sql(self, table: str, alias: str = "t0", stack: tuple = ()) -> str | None:
+        """A WHERE clause for ``table`` (aliased ``alias``), or None for all rows."""
+        conds = []
+        own = self._own(table)
+        if own:
+            conds.append(own)
+        depth = len(stack) + 1
+        for n, fk in enumerate(self._live_fks(table)):
+            if not self.is_filtered(fk.ref_table):
+                continue
+            if fk.ref_table in (*stack, table):
+                raise RulesError(
+                    f"{table}: foreign key ({', '.join(fk.columns)}) -> {fk.ref_table} closes a cycle through a "
+                    f"filtered table; subsetting cannot follow it. Mask the FK column with `null` or drop the `where`."
+                )
+            ref = self.catalog.tables[fk.ref_table]
+            p = f"t{depth}_{n}"
+            join = " AND ".join(
+                f"{p}.{quote_ident(rc)} = {alias}.{quote_ident(c)}" for c, rc in zip(fk.columns, fk.ref_columns, strict=True)
+            )
+            inner = self.filter_sql(fk.ref_table, p, (*stack, table))
+            nulls = " OR ".join(f"{alias}.{quote_ident(c)} IS NULL" for c in fk.columns)
+            conds.append(
+                f"({nulls} OR EXISTS (SELECT 1 FROM {ref.qualified} {p} WHERE {join}"
+                + (f" AND {inner}" if inner else "")
+                + "))"
+            )
+        return " AND ".join(conds) if conds else None
