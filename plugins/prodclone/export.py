@@ -171,7 +171,7 @@ def _ensure_writable(storage, overwrite: bool) -> None:
         if not overwrite:
             raise ExportError(f"{storage.url} already holds an export; pass overwrite to replace it")
         storage.delete([MANIFEST])  # first, so a half-replaced export never looks complete
-    stale = [n for n in storage.list() if n.startswith(("data/", "schema/"))]
+    stale = [n for n in storage.list() if n.startswith(("data/", "schema/")) or n == "plan.json"]
     if stale:
         storage.delete(stale)
 
@@ -277,3 +277,49 @@ def read_manifest(storage) -> dict:
     if not manifest.get("complete") or manifest.get("format") != FORMAT:
         raise ExportError(f"{storage.url}/{MANIFEST} is not a complete format-{FORMAT} export")
     return manifest
+
+
+# --- Frozen sources: the export split into plan / units / finalize, so Airflow
+# can spread units over mapped tasks on many workers. The source is frozen
+# (paused replica, restored RDS snapshot), so every unit reads the same point.
+
+PLAN = "plan.json"
+
+
+def plan_frozen_export(source_dsn: str, rules: Rules, storage_url: str, *, mode: str, overwrite: bool,
+                       s3_options: dict | None = None, split_rows: int = SPLIT_ROWS) -> list[dict]:
+    """Schema, sequences and the point in time go to ``plan.json`` beside the
+    data (finalize reads it back); the units are returned for mapping."""
+    storage = open_storage(storage_url, s3_options)
+    with connect(source_dsn, role="source") as conn:
+        open_snapshot_tx(conn)
+        point = point_in_time(conn, mode=mode, export_snapshot=False)
+        catalog = prepare(conn, source_dsn, rules, storage, point, overwrite)
+        sequences = read_sequences(conn, catalog)
+        units = [asdict(u) for u in plan_units(conn, catalog, rules, split_rows)]
+    plan = {"point": asdict(point), "sequences": sequences, "units": units, "started": time.time()}
+    storage.write_bytes(PLAN, json.dumps(plan).encode())
+    return units
+
+
+def export_frozen_unit(source_dsn: str, rules: Rules, key: bytes, storage_url: str, unit: dict,
+                       s3_options: dict | None = None) -> dict:
+    with connect(source_dsn, role="source") as conn:
+        catalog = load_catalog(conn)
+        conn.rollback()
+    point = SourcePoint(snapshot=None, taken_at="", txid="", lsn=None, server_version_num=0, mode="frozen")
+    return export_unit(source_dsn, point, catalog, rules, key, storage_url, Unit(**unit), s3_options)
+
+
+def finalize_frozen_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str,
+                           results: list[dict], s3_options: dict | None = None) -> dict:
+    with connect(source_dsn, role="source") as conn:
+        catalog = load_catalog(conn)
+    storage = open_storage(storage_url, s3_options)
+    plan = json.loads(storage.read_bytes(PLAN))
+    done = {(r["table"], r["part"]) for r in results}
+    missing = [u for u in plan["units"] if (u["table"], u["part"]) not in done]
+    if missing:
+        raise ExportError(f"{len(missing)} export unit(s) produced no result, e.g. {missing[0]['table']}; re-run them")
+    started = time.perf_counter() - (time.time() - plan["started"])
+    return write_manifest(storage, catalog, rules, key, SourcePoint(**plan["point"]), plan["sequences"], results, started)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -181,16 +181,14 @@ class _S3Writer(io.RawIOBase):
 
 
 class S3Storage(Storage):
-    def __init__(self, url: str, client=None):
+    def __init__(self, url: str, s3_options: dict | None = None):
+        import boto3
+
         parsed = urlparse(url)
         self.url = url.rstrip("/")
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
-        if client is None:
-            import boto3
-
-            client = boto3.client("s3")
-        self.client = client
+        self.client = boto3.client("s3", **(s3_options or {}))
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
@@ -228,16 +226,13 @@ class S3Storage(Storage):
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
 
 
-S3ClientFactory = Callable[[], object]
-
-
-def open_storage(url: str, s3_client=None) -> Storage:
-    """``file:///abs/path`` or ``s3://bucket/prefix``. Inside Airflow pass the
-    client from ``S3Hook(aws_conn_id).get_conn()``; outside, boto3's defaults
-    (env vars, ``AWS_ENDPOINT_URL``) apply."""
+def open_storage(url: str, s3_options: dict | None = None) -> Storage:
+    """``file:///abs/path`` or ``s3://bucket/prefix``. ``s3_options`` are boto3
+    client kwargs (Airflow passes them from its AWS connection); without them
+    boto3's defaults (env vars, ``AWS_ENDPOINT_URL``) apply."""
     scheme = urlparse(url).scheme
     if scheme == "file":
         return FileStorage(url)
     if scheme == "s3":
-        return S3Storage(url, s3_client)
+        return S3Storage(url, s3_options)
     raise ExportError(f"unsupported storage URL {url!r}: use file:///absolute/path or s3://bucket/prefix")

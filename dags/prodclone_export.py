@@ -1,0 +1,178 @@
+"""prodclone_export: nightly masked export of production into the base.
+
+discover (freeze source) -> check rules (fail closed) -> plan -> export (mapped)
+-> finalize manifest -> verify (checksums + leak check) -> seed base -> publish.
+The clone driver's snapshot step plugs in after `seed` (next issue).
+
+Thin wiring only: every step is a call into plugins/prodclone.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import dag, get_current_context, task
+
+from prodclone.config import load_config
+
+CFG = load_config()  # one small YAML read: the schedule must be known at parse time
+
+
+def _ctx():
+    """Config, export URL for this run, and S3 options: resolved at run time."""
+    from prodclone import airflow_support as af
+
+    cfg = load_config()
+    run = af.run_key(get_current_context()["run_id"])
+    return cfg, f"{cfg.storage_url}/exports/{run}", af.s3_options(cfg), run
+
+
+@dag(
+    dag_id="prodclone_export",
+    schedule=CFG.schedule,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,  # one export at a time: they share the base and the storage prefix
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": 2.0},
+    tags=["prodclone"],
+    doc_md=__doc__,
+)
+def prodclone_export():
+    @task
+    def freeze_source() -> dict:
+        from prodclone import airflow_support as af
+        from prodclone import source
+
+        cfg, _, _, run = _ctx()
+        if cfg.source_mode == "replica_paused":
+            return source.pause_replica(af.dsn_for(cfg.source_conn_id)).as_dict()
+        if cfg.source_mode == "rds_snapshot":
+            from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+            rds = AwsBaseHook(aws_conn_id=cfg.rds.get("aws_conn_id", cfg.aws_conn_id), client_type="rds").conn
+            return source.restore_rds_snapshot(rds, cfg.rds, run).as_dict()
+        return source.Frozen(mode="live").as_dict()
+
+    @task
+    def thaw_source(frozen: dict) -> None:
+        from prodclone import airflow_support as af
+        from prodclone import source
+
+        cfg, *_ = _ctx()
+        if frozen and frozen["mode"] == "replica_paused":
+            source.resume_replica(af.dsn_for(cfg.source_conn_id))
+        elif frozen and frozen["mode"] == "rds_snapshot":
+            from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+            rds = AwsBaseHook(aws_conn_id=cfg.rds.get("aws_conn_id", cfg.aws_conn_id), client_type="rds").conn
+            source.delete_rds_instance(rds, frozen["instance"])
+
+    @task
+    def check_rules(frozen: dict) -> dict:
+        """Fail closed: a column no rule covers stops the run here, before any data moves."""
+        from prodclone import airflow_support as af
+        from prodclone.catalog import load_catalog
+        from prodclone.db import connect
+        from prodclone.masking.coverage import ensure_covered
+        from prodclone.masking.rules import load_rules
+        from prodclone.source import Frozen
+
+        cfg, *_ = _ctx()
+        with connect(Frozen(**frozen).dsn(af.dsn_for(cfg.source_conn_id)), role="source") as conn:
+            report = ensure_covered(load_catalog(conn), load_rules(cfg.rules_path))
+        return {"masked_columns": report.masked_columns, "kept_columns": report.kept_columns}
+
+    @task
+    def plan(frozen: dict) -> list[dict]:
+        from prodclone import airflow_support as af
+        from prodclone.export import plan_frozen_export
+        from prodclone.masking.rules import load_rules
+        from prodclone.source import Frozen
+
+        cfg, url, s3, _ = _ctx()
+        if frozen["mode"] == "live":  # an exported snapshot cannot outlive its task: one task, `jobs` workers
+            return [{"live": True}]
+        return plan_frozen_export(Frozen(**frozen).dsn(af.dsn_for(cfg.source_conn_id)), load_rules(cfg.rules_path), url,
+                                  mode=frozen["mode"], overwrite=True, s3_options=s3, split_rows=cfg.split_rows)
+
+    @task(max_active_tis_per_dagrun=8)
+    def export_part(unit: dict, frozen: dict) -> dict:
+        from prodclone import airflow_support as af
+        from prodclone.export import export_frozen_unit, run_export
+        from prodclone.masking.rules import load_rules
+        from prodclone.source import Frozen
+
+        cfg, url, s3, _ = _ctx()
+        dsn = Frozen(**frozen).dsn(af.dsn_for(cfg.source_conn_id))
+        rules, key = load_rules(cfg.rules_path), af.masking_key(cfg)
+        if unit.get("live"):
+            return {"manifest_totals": run_export(dsn, rules, key, url, jobs=cfg.jobs, overwrite=True, s3_options=s3)["totals"]}
+        return export_frozen_unit(dsn, rules, key, url, unit, s3)
+
+    @task
+    def finalize(results: list[dict], frozen: dict) -> dict:
+        from prodclone import airflow_support as af
+        from prodclone.export import finalize_frozen_export
+        from prodclone.masking.rules import load_rules
+        from prodclone.source import Frozen
+
+        if frozen["mode"] == "live":
+            return results[0]["manifest_totals"]
+        cfg, url, s3, _ = _ctx()
+        dsn = Frozen(**frozen).dsn(af.dsn_for(cfg.source_conn_id))
+        manifest = finalize_frozen_export(dsn, load_rules(cfg.rules_path), af.masking_key(cfg), url, list(results), s3)
+        return manifest["totals"]
+
+    @task
+    def verify(frozen: dict) -> dict:
+        """Checksums against the manifest, and the leak check on sampled originals."""
+        from prodclone import airflow_support as af
+        from prodclone.export import read_manifest
+        from prodclone.masking.leakcheck import verify_export
+        from prodclone.masking.rules import load_rules
+        from prodclone.source import Frozen
+        from prodclone.storage import open_storage
+
+        cfg, url, s3, _ = _ctx()
+        storage = open_storage(url, s3)
+        report = verify_export(storage, read_manifest(storage), Frozen(**frozen).dsn(af.dsn_for(cfg.source_conn_id)),
+                               load_rules(cfg.rules_path), af.masking_key(cfg), sample_size=cfg.leak_sample)
+        return {"files": report.files, "rows": report.rows, "columns_checked": report.columns_checked,
+                "samples": report.samples}
+
+    @task
+    def seed_base() -> dict:
+        from prodclone import airflow_support as af
+        from prodclone.seed import seed
+
+        cfg, url, s3, run = _ctx()
+        r = seed(url, af.dsn_for(cfg.base_conn_id), overwrite=True, s3_options=s3, labels=f"run={run}")
+        return {"database": r.database, "tables": r.tables, "rows": r.rows, "seconds": r.seconds}
+
+    @task
+    def publish(totals: dict, seeded: dict) -> dict:
+        """Point `LATEST` at this export: what restores and the next seed use."""
+        import json
+
+        from prodclone.storage import open_storage
+
+        cfg, url, s3, run = _ctx()
+        latest = {"export": url, "run": run, "rows": totals["rows"], "seeded": seeded["database"]}
+        open_storage(cfg.storage_url, s3).write_bytes("LATEST", json.dumps(latest).encode())
+        return latest
+
+    frozen = freeze_source()
+    checked = check_rules(frozen)
+    p = plan(frozen)
+    checked >> p
+    parts = export_part.partial(frozen=frozen).expand(unit=p)
+    totals = finalize(parts, frozen)
+    verified = verify(frozen)
+    totals >> verified
+    seeded = seed_base()
+    verified >> seeded
+    publish(totals, seeded)
+    verified >> thaw_source(frozen).as_teardown(setups=frozen)
+
+
+prodclone_export()

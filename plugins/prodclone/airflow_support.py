@@ -1,0 +1,50 @@
+"""The few places the engine meets Airflow: connections, the masking key,
+and S3 credentials. Imported only by DAGs and operators."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import psycopg
+from airflow.sdk import BaseHook, Variable
+
+from prodclone.config import Config
+from prodclone.masking import keys
+
+
+def dsn_for(conn_id: str) -> str:
+    """A libpq DSN from an Airflow connection (host may be a socket directory)."""
+    c = BaseHook.get_connection(conn_id)
+    params = {"host": c.host, "port": str(c.port) if c.port else None, "user": c.login,
+              "password": c.password, "dbname": c.schema or "postgres"}
+    extra = c.extra_dejson or {}
+    for k in ("sslmode", "sslrootcert", "sslcert", "sslkey", "application_name"):
+        if k in extra:
+            params[k] = extra[k]
+    return psycopg.conninfo.make_conninfo(**{k: v for k, v in params.items() if v})
+
+
+def masking_key(cfg: Config) -> bytes:
+    """The Variable named in the config, else $PRODCLONE_MASKING_KEY. Never logged or returned to XCom."""
+    value = Variable.get(cfg.key_variable, default=None) or os.environ.get(keys.KEY_ENV)
+    return keys.load_key(value)
+
+
+def s3_options(cfg: Config) -> dict | None:
+    """boto3 client kwargs from the AWS connection, for s3:// storage; picklable for worker processes."""
+    if not cfg.storage_url.startswith("s3://"):
+        return None
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    hook = AwsBaseHook(aws_conn_id=cfg.aws_conn_id, client_type="s3")
+    creds = hook.get_credentials()
+    opts = {"aws_access_key_id": creds.access_key, "aws_secret_access_key": creds.secret_key,
+            "aws_session_token": creds.token, "region_name": hook.conn_region_name,
+            "endpoint_url": hook.conn_config.endpoint_url}
+    return {k: v for k, v in opts.items() if v}
+
+
+def run_key(run_id: str) -> str:
+    """A storage-safe name derived from the run, so retries reuse their own prefix."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_")
