@@ -82,7 +82,7 @@ def check(catalog: Catalog, rules: Rules) -> Report:
             for c, rc in zip(fk.columns, fk.ref_columns, strict=True):
                 mine = rule.columns.get(c)
                 theirs = ref_rule.columns.get(rc) if ref_rule else None
-                if mine and theirs and _canon(mine) != _canon(theirs):
+                if mine and theirs and mine["transform"] != "null" and _canon(mine) != _canon(theirs):
                     report.problems.append(
                         Problem(tname, c, "invalid", f"references {fk.ref_table}.{rc} but masks differently "
                                 f"({json.dumps(mine)} vs {json.dumps(theirs)}); use the same rule so the foreign key holds")

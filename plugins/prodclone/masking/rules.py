@@ -105,8 +105,11 @@ def _marks(node, path=()) -> dict[tuple, tuple[int, int]]:
 
 def _best_error(err: jsonschema.ValidationError) -> jsonschema.ValidationError:
     # anyOf/if-then errors nest; the deepest one names the real problem.
+    # Prefer the branch that matched the value's shape (an object rule's own
+    # errors over "is not one of the shorthands").
     while err.context:
-        err = max(err.context, key=lambda e: len(e.absolute_path))
+        err = max(err.context, key=lambda e: (e.validator not in ("enum", "type"), len(e.absolute_path),
+                                              len(e.relative_schema_path)))
     return err
 
 

@@ -1,7 +1,7 @@
 import json
 
 from prodclone.errors import RulesError
-from prodclone.masking.copytext import decode, encode
+from prodclone.masking.copytext import NULL, decode, encode
 from prodclone.masking.transforms.base import Transform, register
 
 
@@ -57,7 +57,10 @@ class JsonPaths(Transform):
             if node is None or isinstance(node, (dict, list)):
                 return node
             raw = json.dumps(node) if not isinstance(node, str) else node
-            out = decode(fn(encode(raw)))
+            masked = fn(encode(raw))
+            if masked == NULL:
+                return None
+            out = decode(masked)
             return out if isinstance(node, str) else _number_or_text(out)
         head, rest = path[0], path[1:]
         if head == "*" and isinstance(node, list):

@@ -1,0 +1,127 @@
+"""Shared fixtures: a real Postgres (``$PRODCLONE_PG_DSN`` or an embedded
+throwaway server), the sample production database, a real S3 API (moto's
+server) and the masking key. Nothing here mocks the database or storage."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from prodclone.db import with_dbname
+from prodclone.devpg import server_dsn
+from prodclone.masking.rules import load_rules
+from prodclone.sample import create_sample_database
+
+ROOT = Path(__file__).resolve().parents[1]
+RULES = ROOT / "include" / "masking" / "rules.yaml"
+KEY = "test-key-" + "k" * 40
+
+
+@pytest.fixture(scope="session")
+def pg() -> str:
+    """DSN of the server's maintenance database."""
+    return with_dbname(server_dsn(), "postgres")
+
+
+@pytest.fixture
+def new_db(pg):
+    """Factory for unique database names on the test server; all dropped afterwards."""
+    made = []
+
+    def make(prefix: str = "pct") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        made.append(name)
+        return with_dbname(pg, name)
+
+    yield make
+    with psycopg.connect(pg, autocommit=True) as conn:
+        for name in made:
+            for suffix in ("", "__staging", "__previous"):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}{suffix}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sample_source(pg):
+    """The sample production database (read-only for tests: copy it to change it)."""
+    dsn = with_dbname(pg, f"pct_src_{os.getpid()}")
+    counts = create_sample_database(dsn, users=400, replace=True)
+    yield dsn, counts
+    with psycopg.connect(pg, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]}" WITH (FORCE)')
+
+
+@pytest.fixture
+def source_copy(pg, sample_source, new_db):
+    """A private copy of the sample database a test may alter."""
+    dsn = new_db("pct_copy")
+    src = psycopg.conninfo.conninfo_to_dict(sample_source[0])["dbname"]
+    with psycopg.connect(pg, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]}" TEMPLATE "{src}"')
+    return dsn
+
+
+@pytest.fixture(autouse=True)
+def masking_key(monkeypatch):
+    monkeypatch.setenv("PRODCLONE_MASKING_KEY", KEY)
+    return KEY.encode()
+
+
+@pytest.fixture
+def rules():
+    return load_rules(RULES)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 API: moto's standalone server on a local port."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        raise RuntimeError("moto server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def s3(s3_endpoint, monkeypatch):
+    """boto3 options for the moto server and a fresh bucket."""
+    import boto3
+
+    opts = {"endpoint_url": s3_endpoint, "aws_access_key_id": "test", "aws_secret_access_key": "test",
+            "region_name": "us-east-1"}
+    for k, v in {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    bucket = f"pct-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", **opts).create_bucket(Bucket=bucket)
+    return opts, bucket
+
+
+def rows(dsn: str, sql: str, params=None) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(sql, params).fetchall()

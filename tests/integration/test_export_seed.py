@@ -1,0 +1,221 @@
+"""The CLI and engine end to end against a real Postgres: export, verify, seed."""
+
+import json
+import re
+
+import psycopg
+import pytest
+
+from conftest import RULES, rows
+from prodclone.cli import main
+from prodclone.db import dbname_of
+from prodclone.errors import CoverageError, ExportError, LeakError, SeedError
+from prodclone.export import MANIFEST, run_export
+from prodclone.masking.leakcheck import verify_export
+from prodclone.masking.transforms import REGISTRY, Transform
+from prodclone.seed import seed
+from prodclone.storage import open_storage
+
+TABLES = ["users", "addresses", "products", "orders", "order_items", "payments", "support_tickets", "events"]
+
+
+def _originals(dsn):
+    with psycopg.connect(dsn) as c:
+        emails = {r[0] for r in c.execute("SELECT email FROM users")}
+        phones = {r[0] for r in c.execute("SELECT phone FROM users WHERE phone IS NOT NULL")}
+        names = {r[0] for r in c.execute("SELECT first_name || ' ' || last_name FROM users")}
+    return emails, phones, names
+
+
+def test_cli_round_trip_keeps_every_row_and_fk_and_no_pii(sample_source, new_db, tmp_path, capsys):
+    src, counts = sample_source
+    target = new_db("pct_base")
+    url = f"file://{tmp_path}/exp"
+    assert main(["export", "--source", src, "--rules", str(RULES), "--to", url, "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "no leaks" in out
+    manifest = json.loads((tmp_path / "exp" / MANIFEST).read_text())
+    assert manifest["complete"] and manifest["rules_sha256"] and manifest["source"]["snapshot"]
+    assert {t["name"].split(".")[1]: t["rows"] for t in manifest["tables"]} == counts
+    assert "test-key" not in json.dumps(manifest)  # the key is never written
+    assert main(["seed", "--from", url, "--target", target]) == 0
+    for t in TABLES:  # every row survives, and post-data re-validated every FK and UNIQUE
+        assert rows(target, f"SELECT count(*) FROM {t}")[0][0] == counts[t]
+    fks = rows(target, "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated")[0][0]
+    assert fks == rows(src, "SELECT count(*) FROM pg_constraint WHERE contype = 'f'")[0][0]
+    emails, phones, names = _originals(src)
+    masked = rows(target, "SELECT email, phone, first_name || ' ' || last_name, profile::text FROM users")
+    assert not emails & {r[0] for r in masked}
+    assert not phones & {r[1] for r in masked}
+    assert sum(r[2] in names for r in masked) < len(masked) * 0.05  # only pool coincidences
+    # Joins on masked columns survive: orders.customer_email still equals its user's email.
+    assert rows(target, "SELECT count(*) FROM orders o JOIN users u ON u.id = o.user_id WHERE o.customer_email <> u.email")[0][0] == 0
+    # Free text and JSON carry no original emails.
+    blob = " ".join(r[0] for r in rows(target, "SELECT body FROM support_tickets")) + " ".join(r[3] for r in masked)
+    assert not any(e in blob for e in list(emails)[:200])
+    # Sequences continue past the data; the partitioned table, enum and view came across.
+    assert rows(target, "SELECT last_value FROM users_id_seq")[0][0] == counts["users"]
+    assert rows(target, "SELECT count(*) FROM events_2025")[0][0] > 0
+    assert rows(target, "SELECT count(*) FROM customer_order_totals")[0][0] == counts["users"]
+
+
+def test_deterministic_across_runs_and_key_matters(sample_source, tmp_path, rules, masking_key):
+    src, _ = sample_source
+    run_export(src, rules, masking_key, f"file://{tmp_path}/a")
+    run_export(src, rules, masking_key, f"file://{tmp_path}/b")
+    run_export(src, rules, b"another-key-" + b"z" * 30, f"file://{tmp_path}/c")
+    users = "data/public.users.0000.copy"
+    a, b, c = ((tmp_path / d / users).read_bytes() for d in "abc")
+    assert a == b
+    assert a != c
+
+
+def test_uncovered_column_stops_export_before_any_data(source_copy, tmp_path, rules, masking_key, capsys):
+    with psycopg.connect(source_copy, autocommit=True) as c:
+        c.execute("ALTER TABLE users ADD COLUMN secondary_email text")
+    with pytest.raises(CoverageError, match="public.users.secondary_email"):
+        run_export(source_copy, rules, masking_key, f"file://{tmp_path}/x")
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").rglob("*.copy"))
+    assert main(["rules", "check", "--source", source_copy, "--rules", str(RULES)]) == 1
+    report = capsys.readouterr().out
+    assert "public.users.secondary_email" in report and "text" in report and '"transform": "email"' in report
+
+
+def test_rule_for_a_dropped_column_fails_check(source_copy, capsys):
+    with psycopg.connect(source_copy, autocommit=True) as c:
+        c.execute("ALTER TABLE users DROP COLUMN phone CASCADE")
+    assert main(["rules", "check", "--source", source_copy, "--rules", str(RULES)]) == 1
+    assert "[unknown-column] public.users.phone" in capsys.readouterr().out
+
+
+def test_scaffold_writes_a_complete_valid_file(sample_source, tmp_path, capsys):
+    src, _ = sample_source
+    assert main(["rules", "scaffold", "--source", src]) == 0
+    text = capsys.readouterr().out
+    (tmp_path / "r.yaml").write_text(text)
+    assert main(["rules", "check", "--source", src, "--rules", str(tmp_path / "r.yaml")]) == 0
+    assert re.search(r"email: email\s+#", text) and "first_name" in text and "keep  #" in text
+
+
+def test_preview_shows_before_and_after(sample_source, capsys):
+    src, _ = sample_source
+    assert main(["rules", "preview", "--source", src, "--rules", str(RULES), "--table", "public.users", "--limit", "3", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data) == 3
+    assert all(r["email"]["before"] != r["email"]["after"] for r in data)
+
+
+def test_existing_export_and_existing_base_are_not_overwritten_silently(pg, sample_source, new_db, tmp_path, rules, masking_key):
+    src, _ = sample_source
+    url = f"file://{tmp_path}/e"
+    run_export(src, rules, masking_key, url)
+    with pytest.raises(ExportError, match="already holds an export"):
+        run_export(src, rules, masking_key, url)
+    run_export(src, rules, masking_key, url, overwrite=True)
+    target = new_db("pct_base")
+    seed(url, target)
+    with pytest.raises(SeedError, match="already exists"):
+        seed(url, target)
+    # A database prodclone did not create is never replaced, even with overwrite.
+    foreign = new_db("pct_foreign")
+    with psycopg.connect(pg, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{dbname_of(foreign)}"')
+    with psycopg.connect(foreign, autocommit=True) as c:
+        c.execute("CREATE TABLE precious (id int)")
+    with pytest.raises(SeedError, match="did not create"):
+        seed(url, foreign, overwrite=True)
+    assert rows(foreign, "SELECT count(*) FROM precious")[0][0] == 0  # untouched
+
+
+def test_disk_full_mid_export_leaves_no_manifest_and_no_partial_files(sample_source, tmp_path, rules, masking_key, monkeypatch):
+    from prodclone import storage
+
+    written = {"n": 0}
+    real_write = storage._FileWriter.write
+
+    def filling_disk(self, b):
+        written["n"] += len(b)
+        if written["n"] > 300_000:
+            self.fh.close()
+            raise OSError(28, "No space left on device")
+        return real_write(self, b)
+
+    monkeypatch.setattr(storage._FileWriter, "write", filling_disk)
+    with pytest.raises((ExportError, OSError)):
+        run_export(sample_source[0], rules, masking_key, f"file://{tmp_path}/full")
+    assert not (tmp_path / "full" / MANIFEST).exists()
+    assert not list((tmp_path / "full").rglob("*.partial"))
+    with pytest.raises(ExportError, match="did not finish"):
+        seed(f"file://{tmp_path}/full", "dbname=never_created")
+
+
+def test_failed_seed_keeps_previous_base(sample_source, new_db, tmp_path, rules, masking_key):
+    src, counts = sample_source
+    url = f"file://{tmp_path}/ok"
+    run_export(src, rules, masking_key, url)
+    target = new_db("pct_base")
+    seed(url, target)
+    # Corrupt one data file: the checksum check must stop the seed mid-load.
+    victim = next((tmp_path / "ok" / "data").glob("public.orders.*.copy"))
+    data = bytearray(victim.read_bytes())
+    data[10] ^= 1
+    victim.write_bytes(bytes(data))
+    with pytest.raises(SeedError, match="checksum mismatch"):
+        seed(url, target, overwrite=True)
+    assert rows(target, "SELECT count(*) FROM orders")[0][0] == counts["orders"]
+    dbs = {r[0] for r in rows(target, "SELECT datname FROM pg_database")}
+    assert not any(d.endswith("__staging") for d in dbs)
+
+
+def test_unreachable_source_and_bad_credentials_are_clear(tmp_path, rules, masking_key):
+    with pytest.raises(Exception, match="cannot connect to the source database"):
+        run_export("postgresql://nobody:secretpw@127.0.0.1:1/x", rules, masking_key, f"file://{tmp_path}/u")
+    try:
+        run_export("postgresql://nobody:secretpw@127.0.0.1:1/x", rules, masking_key, f"file://{tmp_path}/u")
+    except Exception as exc:  # the password never appears in the error
+        assert "secretpw" not in str(exc)
+
+
+class _Identity(Transform):
+    """A deliberately broken transform: claims to mask, copies the value."""
+
+    name = "broken_identity"
+
+    def __call__(self, value):
+        return value
+
+
+def test_leak_check_catches_a_broken_rule(sample_source, tmp_path, rules, masking_key, monkeypatch):
+    monkeypatch.setitem(REGISTRY, "broken_identity", _Identity)
+    rules.tables["public.users"].columns["phone"] = {"transform": "broken_identity"}
+    url = f"file://{tmp_path}/leaky"
+    manifest = run_export(sample_source[0], rules, masking_key, url)
+    with pytest.raises(LeakError, match=r"public\.users\.phone \(\d+ values\)") as err:
+        verify_export(open_storage(url), manifest, sample_source[0], rules, masking_key)
+    assert "@" not in str(err.value)  # names the column, never a value
+
+
+def test_subsetting_follows_foreign_keys(source_copy, new_db, tmp_path, rules, masking_key):
+    rules.tables["public.users"].where = "id % 2 = 0"
+    rules.tables["public.users"].columns["referred_by"] = {"transform": "null"}  # break the self-FK cycle
+    rules.tables["public.support_tickets"].skip = True
+    url = f"file://{tmp_path}/sub"
+    manifest = run_export(source_copy, rules, masking_key, url)
+    by = {t["name"]: t for t in manifest["tables"]}
+    assert by["public.support_tickets"]["rows"] == 0 and by["public.support_tickets"]["skipped"]
+    kept_users = rows(source_copy, "SELECT count(*) FROM users WHERE id % 2 = 0")[0][0]
+    assert by["public.users"]["rows"] == kept_users
+    expected_orders = rows(source_copy, "SELECT count(*) FROM orders WHERE user_id % 2 = 0 AND (shipping_address_id IS NULL OR "
+                                        "shipping_address_id IN (SELECT id FROM addresses WHERE user_id % 2 = 0))")[0][0]
+    assert by["public.orders"]["rows"] == expected_orders
+    target = new_db("pct_sub")
+    seed(url, target)  # post-data re-adds every FK: any dangling reference would fail here
+    assert rows(target, "SELECT count(*) FROM order_items oi LEFT JOIN orders o ON o.id = oi.order_id WHERE o.id IS NULL")[0][0] == 0
+
+
+def test_subsetting_refuses_an_fk_cycle_through_a_filter(source_copy, tmp_path, rules, masking_key):
+    from prodclone.errors import RulesError
+
+    rules.tables["public.users"].where = "id % 2 = 0"
+    with pytest.raises(RulesError, match="cycle"):
+        run_export(source_copy, rules, masking_key, f"file://{tmp_path}/cyc")
