@@ -78,7 +78,7 @@ def prodclone_export():
         from prodclone.source import Frozen
 
         cfg, *_ = _ctx()
-        with connect(Frozen(**frozen).dsn(af.dsn_for(cfg.source_conn_id)), role="source") as conn:
+        with af.fail_fast(), connect(Frozen(**frozen).dsn(af.dsn_for(cfg.source_conn_id)), role="source") as conn:
             report = ensure_covered(load_catalog(conn), load_rules(cfg.rules_path))
         return {"masked_columns": report.masked_columns, "kept_columns": report.kept_columns}
 
@@ -92,8 +92,9 @@ def prodclone_export():
         cfg, url, s3, _ = _ctx()
         if frozen["mode"] == "live":  # an exported snapshot cannot outlive its task: one task, `jobs` workers
             return [{"live": True}]
-        return plan_frozen_export(Frozen(**frozen).dsn(af.dsn_for(cfg.source_conn_id)), load_rules(cfg.rules_path), url,
-                                  mode=frozen["mode"], overwrite=True, s3_options=s3, split_rows=cfg.split_rows)
+        with af.fail_fast():
+            return plan_frozen_export(Frozen(**frozen).dsn(af.dsn_for(cfg.source_conn_id)), load_rules(cfg.rules_path), url,
+                                      mode=frozen["mode"], overwrite=True, s3_options=s3, split_rows=cfg.split_rows)
 
     @task(max_active_tis_per_dagrun=8)
     def export_part(unit: dict, frozen: dict) -> dict:
@@ -104,10 +105,12 @@ def prodclone_export():
 
         cfg, url, s3, _ = _ctx()
         dsn = Frozen(**frozen).dsn(af.dsn_for(cfg.source_conn_id))
-        rules, key = load_rules(cfg.rules_path), af.masking_key(cfg)
-        if unit.get("live"):
-            return {"manifest_totals": run_export(dsn, rules, key, url, jobs=cfg.jobs, overwrite=True, s3_options=s3)["totals"]}
-        return export_frozen_unit(dsn, rules, key, url, unit, s3)
+        with af.fail_fast():
+            rules, key = load_rules(cfg.rules_path), af.masking_key(cfg)
+            if unit.get("live"):
+                manifest = run_export(dsn, rules, key, url, jobs=cfg.jobs, overwrite=True, s3_options=s3)
+                return {"manifest_totals": manifest["totals"]}
+            return export_frozen_unit(dsn, rules, key, url, unit, s3)
 
     @task
     def finalize(results: list[dict], frozen: dict) -> dict:
@@ -135,8 +138,9 @@ def prodclone_export():
 
         cfg, url, s3, _ = _ctx()
         storage = open_storage(url, s3)
-        report = verify_export(storage, read_manifest(storage), Frozen(**frozen).dsn(af.dsn_for(cfg.source_conn_id)),
-                               load_rules(cfg.rules_path), af.masking_key(cfg), sample_size=cfg.leak_sample)
+        with af.fail_fast():
+            report = verify_export(storage, read_manifest(storage), Frozen(**frozen).dsn(af.dsn_for(cfg.source_conn_id)),
+                                   load_rules(cfg.rules_path), af.masking_key(cfg), sample_size=cfg.leak_sample)
         return {"files": report.files, "rows": report.rows, "columns_checked": report.columns_checked,
                 "samples": report.samples}
 
@@ -146,7 +150,8 @@ def prodclone_export():
         from prodclone.seed import seed
 
         cfg, url, s3, run = _ctx()
-        r = seed(url, af.dsn_for(cfg.base_conn_id), overwrite=True, s3_options=s3, labels=f"run={run}")
+        with af.fail_fast():
+            r = seed(url, af.dsn_for(cfg.base_conn_id), overwrite=True, s3_options=s3, labels=f"run={run}")
         return {"database": r.database, "tables": r.tables, "rows": r.rows, "seconds": r.seconds}
 
     @task

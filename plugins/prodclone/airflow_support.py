@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 
 import psycopg
 from airflow.sdk import BaseHook, Variable
 
 from prodclone.config import Config
+from prodclone.errors import CoverageError, LeakError, RulesError, SeedError
 from prodclone.masking import keys
 
 
@@ -48,3 +50,15 @@ def s3_options(cfg: Config) -> dict | None:
 def run_key(run_id: str) -> str:
     """A storage-safe name derived from the run, so retries reuse their own prefix."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_")
+
+
+@contextmanager
+def fail_fast():
+    """Errors a retry cannot fix (rules, coverage, leaks, refusals) fail the
+    task at once instead of burning retries; I/O and connection errors retry."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        yield
+    except (RulesError, CoverageError, LeakError, SeedError) as exc:
+        raise AirflowFailException(str(exc)) from exc

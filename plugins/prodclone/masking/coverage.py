@@ -93,8 +93,13 @@ def check(catalog: Catalog, rules: Rules) -> Report:
     return report
 
 
+# Transforms whose output does not depend on the `unique` flag.
+_UNIQUE_AGNOSTIC = {"email", "hash", "keep", "null"}
+
+
 def _canon(spec: dict) -> str:
-    return json.dumps({k: v for k, v in spec.items() if k not in ("nulls", "unique")}, sort_keys=True)
+    drop = {"nulls", "unique"} if spec.get("transform") in _UNIQUE_AGNOSTIC else {"nulls"}
+    return json.dumps({k: v for k, v in spec.items() if k not in drop}, sort_keys=True)
 
 
 def _check_rule(spec: dict, col, rules: Rules, where: str) -> str | None:

@@ -67,7 +67,7 @@ def suggest(column: Column, samples: list[str] | None = None, is_key: bool = Fal
                 if column.category in ("temporal", "number") and rule["transform"] not in ("date_shift", "noise"):
                     continue
                 return _uniq(dict(rule), column), why
-    if samples and column.category == "text":
+    if samples and column.category == "text" and not is_key:  # keys: values like "978-..." are ids, not phones
         for pattern, rule, why in VALUE_RULES:
             hits = sum(1 for s in samples if pattern.search(s))
             if hits and hits >= max(1, len(samples) // 5):

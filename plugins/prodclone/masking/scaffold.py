@@ -28,16 +28,28 @@ def _sample_text(conn, qualified: str, column: str, n: int) -> list[str]:
 
 
 def scaffold(conn, catalog: Catalog, sample: int = 200) -> str:
-    out = [HEADER]
+    chosen: dict[tuple[str, str], tuple[dict, str]] = {}
     for name, table in catalog.tables.items():
         keys = set(table.primary_key) | {c for fk in table.foreign_keys for c in fk.columns}
-        out.append(f"  {name}:\n    columns:\n")
         for col in table.columns:
             samples = _sample_text(conn, table.qualified, col.name, sample) if col.category in ("text", "json") and sample else None
             rule, why = suggest(col, samples if col.category == "text" else None, is_key=col.name in keys)
             if col.category == "json" and samples:
                 found = suggest_json(col, [json.loads(s) for s in samples])
                 rule, why = found or (rule, why)
+            chosen[(name, col.name)] = (rule, why)
+    # A foreign key column masks exactly like the column it references, so joins hold.
+    for name, table in catalog.tables.items():
+        for fk in table.foreign_keys:
+            for c, rc in zip(fk.columns, fk.ref_columns, strict=True):
+                ref = chosen.get((fk.ref_table, rc))
+                if ref and ref[0]["transform"] != "keep":
+                    chosen[(name, c)] = (ref[0], f"references {fk.ref_table}.{rc}: same rule keeps the join")
+    out = [HEADER]
+    for name, table in catalog.tables.items():
+        out.append(f"  {name}:\n    columns:\n")
+        for col in table.columns:
+            rule, why = chosen[(name, col.name)]
             text = rule["transform"] if list(rule) == ["transform"] else _flow(rule)
             out.append(f"      {_yaml_key(col.name)}: {text}  # {col.type}: {why}\n")
     return "".join(out)

@@ -1,0 +1,36 @@
+"""Airflow for DAG tests: a temporary AIRFLOW_HOME with a migrated SQLite
+metadata DB, set before Airflow is imported."""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+_HOME = tempfile.mkdtemp(prefix="prodclone-airflow-")
+os.environ.update({
+    "AIRFLOW_HOME": _HOME,
+    "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_HOME}/airflow.db",
+})
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    from airflow.utils import db
+
+    db.initdb()
+    return _HOME
+
+
+def airflow_conn(dsn: str) -> str:
+    """An AIRFLOW_CONN_* JSON value for a libpq DSN (host may be a socket directory)."""
+    p = psycopg.conninfo.conninfo_to_dict(dsn)
+    return json.dumps({"conn_type": "postgres", "host": p.get("host", "127.0.0.1"), "port": int(p["port"]) if p.get("port") else None,
+                       "login": p.get("user"), "password": p.get("password"), "schema": p.get("dbname")})
