@@ -38,7 +38,7 @@ def _ctx():
     doc_md=__doc__,
 )
 def prodclone_export():
-    @task
+    @task(multiple_outputs=False)
     def freeze_source() -> dict:
         from prodclone import airflow_support as af
         from prodclone import source
@@ -67,7 +67,7 @@ def prodclone_export():
             rds = AwsBaseHook(aws_conn_id=cfg.rds.get("aws_conn_id", cfg.aws_conn_id), client_type="rds").conn
             source.delete_rds_instance(rds, frozen["instance"])
 
-    @task
+    @task(multiple_outputs=False)
     def check_rules(frozen: dict) -> dict:
         """Fail closed: a column no rule covers stops the run here, before any data moves."""
         from prodclone import airflow_support as af
@@ -96,7 +96,7 @@ def prodclone_export():
             return plan_frozen_export(Frozen(**frozen).dsn(af.dsn_for(cfg.source_conn_id)), load_rules(cfg.rules_path), url,
                                       mode=frozen["mode"], overwrite=True, s3_options=s3, split_rows=cfg.split_rows)
 
-    @task(max_active_tis_per_dagrun=8)
+    @task(multiple_outputs=False, max_active_tis_per_dagrun=8)
     def export_part(unit: dict, frozen: dict) -> dict:
         from prodclone import airflow_support as af
         from prodclone.export import export_frozen_unit, run_export
@@ -112,7 +112,7 @@ def prodclone_export():
                 return {"manifest_totals": manifest["totals"]}
             return export_frozen_unit(dsn, rules, key, url, unit, s3)
 
-    @task
+    @task(multiple_outputs=False)
     def finalize(results: list[dict], frozen: dict) -> dict:
         from prodclone import airflow_support as af
         from prodclone.export import finalize_frozen_export
@@ -126,7 +126,7 @@ def prodclone_export():
         manifest = finalize_frozen_export(dsn, load_rules(cfg.rules_path), af.masking_key(cfg), url, list(results), s3)
         return manifest["totals"]
 
-    @task
+    @task(multiple_outputs=False)
     def verify(frozen: dict) -> dict:
         """Checksums against the manifest, and the leak check on sampled originals."""
         from prodclone import airflow_support as af
@@ -144,7 +144,7 @@ def prodclone_export():
         return {"files": report.files, "rows": report.rows, "columns_checked": report.columns_checked,
                 "samples": report.samples}
 
-    @task
+    @task(multiple_outputs=False)
     def seed_base() -> dict:
         from prodclone import airflow_support as af
         from prodclone.seed import seed
@@ -154,7 +154,7 @@ def prodclone_export():
             r = seed(url, af.dsn_for(cfg.base_conn_id), overwrite=True, s3_options=s3, labels=f"run={run}")
         return {"database": r.database, "tables": r.tables, "rows": r.rows, "seconds": r.seconds}
 
-    @task
+    @task(multiple_outputs=False)
     def publish(totals: dict, seeded: dict) -> dict:
         """Point `LATEST` at this export: what restores and the next seed use."""
         import json

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from prodclone.db import with_dbname
-from prodclone.devpg import server_dsn
+from prodclone import devpg
 from prodclone.masking.rules import load_rules
 from prodclone.sample import create_sample_database
 
@@ -27,8 +27,12 @@ KEY = "test-key-" + "k" * 40
 
 @pytest.fixture(scope="session")
 def pg() -> str:
-    """DSN of the server's maintenance database."""
-    return with_dbname(server_dsn(), "postgres")
+    """DSN of the server's maintenance database: $PRODCLONE_PG_DSN, or an
+    embedded server of the tests' own, stopped at the end of the session."""
+    embedded = not os.environ.get("PRODCLONE_PG_DSN")
+    yield with_dbname(devpg.server_dsn(devpg.TEST_DIR), "postgres")
+    if embedded:
+        devpg.stop(devpg.TEST_DIR)
 
 
 @pytest.fixture

@@ -5,15 +5,21 @@ a git-ignored folder. Nothing here is used in production."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / ".prodclone" / "pgdata"
+TEST_DIR = DEFAULT_DIR.with_name("test-pgdata")
 
 
 def server_dsn(data_dir: Path | None = None) -> str:
     """A DSN for the server's ``postgres`` database."""
     if os.environ.get("PRODCLONE_PG_DSN"):
         return os.environ["PRODCLONE_PG_DSN"]
+    if not os.environ.get("XDG_RUNTIME_DIR"):  # pgserver keeps its lock file there
+        run = Path(tempfile.gettempdir()) / f"prodclone-run-{os.getuid()}"
+        run.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(run)
     import pgserver
 
     data_dir = Path(data_dir or os.environ.get("PRODCLONE_PGDATA") or DEFAULT_DIR)

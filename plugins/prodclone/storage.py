@@ -7,6 +7,7 @@ crash mid-write never leaves a truncated file that looks whole.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -147,10 +148,8 @@ class _S3Writer(io.RawIOBase):
 
     def abort(self) -> None:
         if self.upload_id is not None:
-            try:
+            with contextlib.suppress(Exception):  # best effort; the original error matters more
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
-            except Exception:  # noqa: BLE001 - best effort; the original error matters more
-                pass
             self.upload_id = None
         super().close()
 

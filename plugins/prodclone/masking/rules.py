@@ -14,6 +14,7 @@ import yaml
 from prodclone.errors import RulesError
 from prodclone.masking.transforms import REGISTRY, Context, Transform
 
+
 def json_schema() -> dict:
     """The JSON Schema of rules files, generated from the transform registry."""
     names = sorted(REGISTRY)
