@@ -15,8 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from prodclone.db import with_dbname
 from prodclone import devpg
+from prodclone.db import with_dbname
 from prodclone.masking.rules import load_rules
 from prodclone.sample import create_sample_database
 

@@ -226,10 +226,11 @@ def read_sequences(conn, catalog: Catalog) -> list[dict]:
     return out
 
 
-def prepare(conn, source_dsn: str, rules: Rules, storage, point: SourcePoint, overwrite: bool) -> Catalog:
+def prepare(conn, source_dsn: str, rules: Rules, storage, point: SourcePoint, overwrite: bool,
+            key: bytes | None = None) -> Catalog:
     """Inside the snapshot: catalog, coverage (fail closed), schema. No row data moves before this passes."""
     catalog = load_catalog(conn)
-    ensure_covered(catalog, rules)
+    ensure_covered(catalog, rules, key)
     subsetter = Subsetter(catalog, rules)
     for name in catalog.tables:  # a cycle through a filtered table fails here, before any data moves
         subsetter.filter_sql(name)
@@ -249,8 +250,11 @@ def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, j
     try:
         open_snapshot_tx(coord)
         point = point_in_time(coord)
-        catalog = prepare(coord, source_dsn, rules, storage, point, overwrite)
+        catalog = prepare(coord, source_dsn, rules, storage, point, overwrite, key)
         sequences = read_sequences(coord, catalog)
+        if jobs > 1:  # split big tables so every worker stays busy, not just the one on the biggest table
+            total = sum(t.est_rows for n, t in catalog.tables.items() if not rules.tables[n].skip)
+            split_rows = min(split_rows, max(50_000, total // (jobs * 4)))
         units = plan_units(coord, catalog, rules, split_rows)
         log.info("exporting %d tables in %d units with %d job(s) at %s", len(catalog.tables), len(units), jobs, point.taken_at)
         if jobs <= 1:

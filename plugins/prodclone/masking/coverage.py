@@ -52,7 +52,8 @@ class Report:
             raise CoverageError(f"masking rules do not cover the source: {names}", self.text())
 
 
-def check(catalog: Catalog, rules: Rules) -> Report:
+def check(catalog: Catalog, rules: Rules, key: bytes | None = None) -> Report:
+    """``key``: build transforms with the real key, so an export reuses the pools built here."""
     report = Report()
     for tname, table in catalog.tables.items():
         rule = rules.tables.get(tname)
@@ -66,7 +67,7 @@ def check(catalog: Catalog, rules: Rules) -> Report:
                 s, why = suggest(col, is_key=col.name in keys)
                 report.problems.append(Problem(tname, col.name, "uncovered", f"{col.type}: no rule ({why})", s))
                 continue
-            err = _check_rule(spec, col, rules, where=f"{tname}.{col.name}")
+            err = _check_rule(spec, col, rules, key or _CHECK_KEY, where=f"{tname}.{col.name}")
             if err:
                 report.problems.append(Problem(tname, col.name, "invalid", err))
             elif spec["transform"] == "keep":
@@ -102,9 +103,9 @@ def _canon(spec: dict) -> str:
     return json.dumps({k: v for k, v in spec.items() if k not in drop}, sort_keys=True)
 
 
-def _check_rule(spec: dict, col, rules: Rules, where: str) -> str | None:
+def _check_rule(spec: dict, col, rules: Rules, key: bytes, where: str) -> str | None:
     try:
-        t = build_transform(spec, rules.context(_CHECK_KEY, col.type), where=where)
+        t = build_transform(spec, rules.context(key, col.type), where=where)
     except RulesError as exc:
         return str(exc).removeprefix(where + ": ")
     if t.categories is not None and col.category not in t.categories:
@@ -118,7 +119,7 @@ def _check_rule(spec: dict, col, rules: Rules, where: str) -> str | None:
     return None
 
 
-def ensure_covered(catalog: Catalog, rules: Rules) -> Report:
-    report = check(catalog, rules)
+def ensure_covered(catalog: Catalog, rules: Rules, key: bytes | None = None) -> Report:
+    report = check(catalog, rules, key)
     report.raise_if_failed()
     return report

@@ -7,7 +7,6 @@ recorded, so two exports can be compared for "same key?" without revealing it.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 
@@ -46,9 +45,8 @@ def h64(subkey: bytes, value: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(value, key=subkey, digest_size=8).digest(), "big")
 
 
-def tag(subkey: bytes, value: bytes, chars: int = 16) -> str:
-    """A keyed, lower-case base32 tag of ``value``. 16 chars = 80 bits: the
-    chance of any collision among a billion distinct values is about 4e-7,
-    and a collision that did happen fails the seed's UNIQUE index loudly."""
-    digest = hashlib.blake2b(value, key=subkey, digest_size=16, person=b"prodclone-uniq").digest()
-    return base64.b32encode(digest).decode().lower()[:chars]
+def tag(subkey: bytes, value: bytes) -> str:
+    """A keyed hex tag of ``value``: 20 chars = 80 bits. The chance of any
+    collision among a billion distinct values is about 4e-7, and a collision
+    that did happen fails the seed's UNIQUE index loudly (never silently)."""
+    return hashlib.blake2b(value, key=subkey, digest_size=10, person=b"prodclone-uniq").hexdigest()

@@ -61,14 +61,15 @@ class TableMasker:
 
     def mask_line(self, line: bytes) -> bytes:
         f = line.split(b"\t")
-        originals = [f[i] for i, _, _ in self.row_level]
+        originals = [f[i] for i, _, _ in self.row_level] if self.row_level else None
         for i, fn, mask_nulls in self.simple:
             v = f[i]
             if v != NULL:
                 f[i] = fn(v)
             elif mask_nulls:
                 f[i] = fn(b"")
-        for (i, render, mask_nulls), v in zip(self.row_level, originals, strict=True):
-            if v != NULL or mask_nulls:
-                f[i] = render(v, f)
+        if originals:
+            for (i, render, mask_nulls), v in zip(self.row_level, originals, strict=True):
+                if v != NULL or mask_nulls:
+                    f[i] = render(v, f)
         return b"\t".join(f)

@@ -83,7 +83,7 @@ class TableRule:
 class Rules:
     tables: dict[str, TableRule]
     locale: str = "en_US"
-    pool_size: int = 4096
+    pool_size: int = 1024
     digest: str = ""
     source: str = "<rules>"
 
@@ -169,7 +169,7 @@ def parse_rules(text: str, source: str = "<rules>") -> Rules:
     return Rules(
         tables=tables,
         locale=defaults.get("locale", "en_US"),
-        pool_size=defaults.get("pool_size", 4096),
+        pool_size=defaults.get("pool_size", 1024),
         digest=digest,
         source=source,
     )

@@ -17,7 +17,7 @@ HEADER = """\
 version: 1
 defaults:
   locale: en_US
-  pool_size: 4096
+  pool_size: 1024
 tables:
 """
 

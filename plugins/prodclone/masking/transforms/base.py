@@ -28,7 +28,7 @@ def register(cls: type[Transform]) -> type[Transform]:
 class Context:
     key: bytes
     locale: str = "en_US"
-    pool_size: int = 4096
+    pool_size: int = 1024
     column_type: str = "text"
 
 

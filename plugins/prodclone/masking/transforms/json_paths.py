@@ -42,8 +42,14 @@ class JsonPaths(Transform):
         for path, rule in self.spec["paths"].items():
             spec = {"transform": rule} if isinstance(rule, str) else rule
             self.rules.append((_parse(path), build_transform(spec, self.ctx, where=f"json path {path!r}")))
+        # Fast path: a document that mentions none of the top-level keys needs no parsing.
+        self.needles = [json.dumps(p[0]).encode() for p, _ in self.rules if p[0] != "*"]
+        if len(self.needles) != len(self.rules):
+            self.needles = []
 
     def __call__(self, value: bytes) -> bytes:
+        if self.needles and not any(n in value for n in self.needles):
+            return value
         try:
             doc = json.loads(decode(value))
         except ValueError:
