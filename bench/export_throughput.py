@@ -12,7 +12,6 @@ Absolute times are noisy on shared machines; read the ratios.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -87,9 +86,7 @@ def main(scales: list[int]) -> None:
         raw = run("raw", dsn)
         m1 = run("masked", dsn, 1)
         m2 = run("masked", dsn, 2)
-        raw_users = None
-        u1 = run("masked", dsn, 1, "public.users")
-        # raw users-only: the raw pass above covers all tables; time users alone for the PII-heavy ratio
+        u1 = run("masked", dsn, 1, "public.users")  # the PII-heavy table alone
         raw_users = run_raw_users(dsn)
         row = {
             "users": users, "rows": total, "copy_mb": round(raw["bytes"] / 1e6, 1),
@@ -123,10 +120,10 @@ def run_raw_users(dsn: str) -> float:
     import psycopg
 
     t0 = time.perf_counter()
-    with psycopg.connect(dsn) as conn, tempfile.TemporaryFile() as fh:
-        with conn.cursor().copy("COPY (SELECT * FROM public.users) TO STDOUT") as copy:
-            for data in copy:
-                fh.write(data)
+    with psycopg.connect(dsn) as conn, tempfile.TemporaryFile() as fh, \
+            conn.cursor().copy("COPY (SELECT * FROM public.users) TO STDOUT") as copy:
+        for data in copy:
+            fh.write(data)
     return time.perf_counter() - t0
 
 
