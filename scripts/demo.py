@@ -29,13 +29,6 @@ from prodclone.sample import create_sample_database  # noqa: E402
 USERS = int(os.environ.get("PRODCLONE_DEMO_USERS", "5000"))
 
 
-def conn_json(dsn: str) -> str:
-    p = psycopg.conninfo.conninfo_to_dict(dsn)
-    return json.dumps({"conn_type": "postgres", "host": p.get("host", "127.0.0.1"),
-                       "port": int(p["port"]) if p.get("port") else None, "login": p.get("user"),
-                       "password": p.get("password"), "schema": p.get("dbname")})
-
-
 def airflow_env(source: str, base: str) -> dict:
     key_file = STATE / "masking.key"
     if not key_file.exists():
@@ -49,8 +42,8 @@ def airflow_env(source: str, base: str) -> dict:
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_PRODCLONE_SOURCE": conn_json(source),
-        "AIRFLOW_CONN_PRODCLONE_BASE": conn_json(base),
+        "AIRFLOW_CONN_PRODCLONE_SOURCE": devpg.airflow_conn_json(source),
+        "AIRFLOW_CONN_PRODCLONE_BASE": devpg.airflow_conn_json(base),
         "PRODCLONE_STORAGE_URL": f"file://{STATE / 'storage'}",
         "PRODCLONE_MASKING_KEY": os.environ.get("PRODCLONE_MASKING_KEY") or key_file.read_text().strip(),
     }

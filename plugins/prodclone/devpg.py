@@ -40,3 +40,15 @@ def stop(data_dir: Path | None = None) -> None:
         user = ["su", "pgserver", "-s", "/bin/sh", "-c"] if os.geteuid() == 0 else None
         cmd = f"{bin_dir}/pg_ctl -D {data_dir} -m fast -w stop"
         subprocess.run([*user, cmd] if user else cmd.split(), check=False, capture_output=True)
+
+
+def airflow_conn_json(dsn: str) -> str:
+    """An AIRFLOW_CONN_* value (JSON) for a libpq DSN; the host may be a socket directory."""
+    import json
+
+    import psycopg
+
+    p = psycopg.conninfo.conninfo_to_dict(dsn)
+    return json.dumps({"conn_type": "postgres", "host": p.get("host", "127.0.0.1"),
+                       "port": int(p["port"]) if p.get("port") else None, "login": p.get("user"),
+                       "password": p.get("password"), "schema": p.get("dbname")})

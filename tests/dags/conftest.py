@@ -1,12 +1,10 @@
 """Airflow for DAG tests: a temporary AIRFLOW_HOME with a migrated SQLite
 metadata DB, set before Airflow is imported."""
 
-import json
 import os
 import tempfile
 from pathlib import Path
 
-import psycopg
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,10 +25,3 @@ def airflow_db():
 
     db.initdb()
     return _HOME
-
-
-def airflow_conn(dsn: str) -> str:
-    """An AIRFLOW_CONN_* JSON value for a libpq DSN (host may be a socket directory)."""
-    p = psycopg.conninfo.conninfo_to_dict(dsn)
-    return json.dumps({"conn_type": "postgres", "host": p.get("host", "127.0.0.1"), "port": int(p["port"]) if p.get("port") else None,
-                       "login": p.get("user"), "password": p.get("password"), "schema": p.get("dbname")})
