@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -19,10 +18,7 @@ from prodclone import devpg
 from prodclone.db import with_dbname
 from prodclone.masking.rules import load_rules
 from prodclone.sample import create_sample_database
-
-ROOT = Path(__file__).resolve().parents[1]
-RULES = ROOT / "include" / "masking" / "rules.yaml"
-KEY = "test-key-" + "k" * 40
+from support import KEY, RULES
 
 
 @pytest.fixture(scope="session")
@@ -124,8 +120,3 @@ def s3(s3_endpoint, monkeypatch):
     bucket = f"pct-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", **opts).create_bucket(Bucket=bucket)
     return opts, bucket
-
-
-def rows(dsn: str, sql: str, params=None) -> list[tuple]:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(sql, params).fetchall()

@@ -4,6 +4,7 @@ a git-ignored folder. Nothing here is used in production."""
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -21,6 +22,8 @@ def server_dsn(data_dir: Path | None = None) -> str:
         run.mkdir(mode=0o700, exist_ok=True)
         os.environ["XDG_RUNTIME_DIR"] = str(run)
     import pgserver
+
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # its atexit INFO lines outlive log streams
 
     data_dir = Path(data_dir or os.environ.get("PRODCLONE_PGDATA") or DEFAULT_DIR)
     data_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -3,11 +3,11 @@ metadata DB, set before Airflow is imported."""
 
 import os
 import tempfile
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from support import ROOT
+
 _HOME = tempfile.mkdtemp(prefix="prodclone-airflow-")
 os.environ.update({
     "AIRFLOW_HOME": _HOME,

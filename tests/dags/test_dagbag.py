@@ -1,4 +1,4 @@
-from conftest import ROOT
+from support import ROOT
 
 
 def test_dags_import_without_errors(airflow_db):

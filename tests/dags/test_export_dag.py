@@ -5,8 +5,8 @@ import json
 import psycopg
 import pytest
 
-from conftest import ROOT
 from prodclone.devpg import airflow_conn_json as airflow_conn
+from support import ROOT
 
 
 @pytest.fixture

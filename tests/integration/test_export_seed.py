@@ -6,7 +6,6 @@ import re
 import psycopg
 import pytest
 
-from conftest import RULES, rows
 from prodclone.cli import main
 from prodclone.db import dbname_of
 from prodclone.errors import CoverageError, ExportError, LeakError, SeedError
@@ -15,6 +14,7 @@ from prodclone.masking.leakcheck import verify_export
 from prodclone.masking.transforms import REGISTRY, Transform
 from prodclone.seed import seed
 from prodclone.storage import open_storage
+from support import RULES, rows
 
 TABLES = ["users", "addresses", "products", "orders", "order_items", "payments", "support_tickets", "events"]
 

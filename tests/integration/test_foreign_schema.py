@@ -6,8 +6,8 @@ scaffold` untouched. Every row and FK must survive, and no original PII."""
 
 import psycopg
 
-from conftest import rows
 from prodclone.cli import main
+from support import rows
 
 SCHEMA = """
 CREATE SCHEMA lib;

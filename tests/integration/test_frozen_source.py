@@ -8,9 +8,9 @@ can be started (pg_basebackup from the embedded server)."""
 
 import json
 
-from conftest import rows
 from prodclone.export import PLAN, export_frozen_unit, finalize_frozen_export, plan_frozen_export
 from prodclone.seed import seed
+from support import rows
 
 
 def test_plan_units_finalize_matches_single_task_export(sample_source, new_db, tmp_path, rules, masking_key):

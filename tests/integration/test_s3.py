@@ -3,11 +3,11 @@
 import boto3
 import pytest
 
-from conftest import rows
 from prodclone.errors import ExportError
 from prodclone.export import MANIFEST, run_export
 from prodclone.seed import seed
 from prodclone.storage import open_storage
+from support import rows
 
 
 def test_export_to_s3_and_seed_from_it(sample_source, new_db, s3, rules, masking_key):
