@@ -191,9 +191,6 @@ def main(argv: list[str] | None = None) -> int:
     except ProdcloneError as exc:
         print(f"prodclone: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except FileExistsError as exc:
-        print(f"prodclone: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
 
 
 if __name__ == "__main__":

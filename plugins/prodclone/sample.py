@@ -15,6 +15,7 @@ import random
 from faker import Faker
 
 from prodclone.db import connect, dbname_of, quote_ident, with_dbname
+from prodclone.errors import ProdcloneError
 
 SCHEMA = """
 CREATE TYPE order_status AS ENUM ('pending', 'paid', 'shipped', 'cancelled', 'refunded');
@@ -136,7 +137,7 @@ def create_sample_database(dsn: str, users: int = 1000, seed: int = 42, replace:
     try:
         exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if exists and not replace:
-            raise FileExistsError(f"database {name!r} exists; pass replace=True to rebuild it")
+            raise ProdcloneError(f"database {name!r} exists; pass --replace to rebuild it")
         if exists:
             admin.execute(f"DROP DATABASE {quote_ident(name)} WITH (FORCE)")
         admin.execute(f"CREATE DATABASE {quote_ident(name)} TEMPLATE template0 ENCODING 'UTF8'")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -104,32 +105,32 @@ def seed(storage_url: str, target_dsn: str, *, overwrite: bool = False, s3_optio
                       seconds=round(time.perf_counter() - started, 3), replaced_previous=state is not None)
 
 
+@contextmanager
+def _step(what: str, hint: str = ""):
+    """Database errors become a SeedError naming the step; prodclone's own errors pass through."""
+    try:
+        yield
+    except ProdcloneError:
+        raise
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SeedError(f"{what} failed: {first}{hint}") from exc
+
+
 def _fill(dsn: str, storage, manifest: dict) -> int:
     conn = connect(dsn, role="staging", autocommit=True)
     try:
-        try:
+        with _step("applying the schema (pre-data)"):
             conn.execute(storage.read_bytes(manifest["schema"]["pre_data"]).decode())
-        except ProdcloneError:
-            raise
-        except Exception as exc:
-            raise SeedError(f"applying the schema (pre-data) failed: {exc}") from exc
         rows = 0
         with conn.transaction():
             for table in manifest["tables"]:
                 if table["files"]:
-                    try:
+                    with _step(f"loading {table['name']}"):
                         rows += _load_table(conn, storage, table)
-                    except ProdcloneError:
-                        raise
-                    except Exception as exc:
-                        raise SeedError(f"loading {table['name']} failed: {str(exc).splitlines()[0]}") from exc
-        try:
+        with _step("building indexes and constraints (post-data)",
+                   ". A UNIQUE violation means a masking rule lacks `unique: true`; an FK violation, a subset gap."):
             conn.execute(storage.read_bytes(manifest["schema"]["post_data"]).decode())
-        except Exception as exc:
-            raise SeedError(
-                f"building indexes and constraints (post-data) failed: {str(exc).splitlines()[0]}. "
-                "A UNIQUE violation means a masking rule lacks `unique: true`; an FK violation, a subset gap."
-            ) from exc
         for seq in manifest["sequences"]:
             conn.execute("SELECT setval(%s::regclass, %s, %s)", (seq["name"], seq["last_value"], seq["is_called"]))
         conn.execute("ANALYZE")

@@ -105,7 +105,7 @@ def _canon(spec: dict) -> str:
 
 def _check_rule(spec: dict, col, rules: Rules, key: bytes, where: str) -> str | None:
     try:
-        t = build_transform(spec, rules.context(key, col.type), where=where)
+        t = build_transform(spec, rules.context(key), where=where)
     except RulesError as exc:
         return str(exc).removeprefix(where + ": ")
     if t.categories is not None and col.category not in t.categories:

@@ -45,7 +45,7 @@ class TableMasker:
             spec = rule.columns.get(col.name)
             if spec is None:
                 raise RulesError(f"{table.name}.{col.name} ({col.type}) has no rule")
-            t = build_transform(spec, rules.context(key, col.type), where=f"{table.name}.{col.name}")
+            t = build_transform(spec, rules.context(key), where=f"{table.name}.{col.name}")
             self.transforms[col.name] = t
             if not t.masks:
                 continue

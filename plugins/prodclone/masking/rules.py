@@ -87,8 +87,8 @@ class Rules:
     digest: str = ""
     source: str = "<rules>"
 
-    def context(self, key: bytes, column_type: str = "text") -> Context:
-        return Context(key=key, locale=self.locale, pool_size=self.pool_size, column_type=column_type)
+    def context(self, key: bytes) -> Context:
+        return Context(key=key, locale=self.locale, pool_size=self.pool_size)
 
 
 def _marks(node, path=()) -> dict[tuple, tuple[int, int]]:

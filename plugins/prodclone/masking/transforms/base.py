@@ -29,7 +29,6 @@ class Context:
     key: bytes
     locale: str = "en_US"
     pool_size: int = 1024
-    column_type: str = "text"
 
 
 class Transform:
