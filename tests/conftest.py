@@ -120,3 +120,39 @@ def s3(s3_endpoint, monkeypatch):
     bucket = f"pct-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", **opts).create_bucket(Bucket=bucket)
     return opts, bucket
+
+
+@pytest.fixture(scope="session")
+def sample_export(sample_source, tmp_path_factory):
+    """One masked export of the sample database (file://), shared read-only."""
+    from prodclone.export import run_export
+
+    url = f"file://{tmp_path_factory.mktemp('export')}/exp"
+    run_export(sample_source[0], load_rules(RULES), KEY.encode(), url)
+    return url
+
+
+@pytest.fixture
+def clones(pg, sample_export, new_db):
+    """A seeded base and a postgres clone driver with a registry of its own.
+    Afterwards every environment, snapshot and the registry are removed."""
+    import dataclasses
+
+    from prodclone.config import load_config
+    from prodclone.drivers.base import MemorySecrets
+    from prodclone.drivers.postgres import PostgresDriver
+    from prodclone.seed import seed
+
+    base = new_db("pct_cbase")
+    seed(sample_export, base, labels="test")
+    cfg = dataclasses.replace(load_config(), registry_database=f"pct_reg_{uuid.uuid4().hex[:8]}")
+    driver = PostgresDriver(base, cfg, MemorySecrets(), busy_wait=5)
+    yield driver
+    if driver._registry_ready:
+        for env in driver.environments():
+            driver.teardown(env.name)
+        with psycopg.connect(pg, autocommit=True) as conn:
+            for (sid,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'snap-%%' AND "
+                                       "shobj_description(oid, 'pg_database') LIKE %s", (f"%base={psycopg.conninfo.conninfo_to_dict(base)['dbname']};%",)).fetchall():
+                conn.execute(f'DROP DATABASE "{sid}" WITH (FORCE)')
+            conn.execute(f'DROP DATABASE IF EXISTS "{cfg.registry_database}" WITH (FORCE)')

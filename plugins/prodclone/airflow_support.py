@@ -11,6 +11,7 @@ import psycopg
 from airflow.sdk import BaseHook, Variable
 
 from prodclone.config import Config
+from prodclone.drivers.base import SecretStore
 from prodclone.errors import CoverageError, LeakError, RulesError, SeedError
 from prodclone.masking import keys
 
@@ -62,3 +63,34 @@ def fail_fast():
         yield
     except (RulesError, CoverageError, LeakError, SeedError) as exc:
         raise AirflowFailException(str(exc)) from exc
+
+
+class VariableSecrets(SecretStore):
+    """A clone's connection URL, password included, in the Airflow Variable
+    ``prodclone_env_<env>_dsn``: readable by users allowed to read Variables
+    (UI, REST API, `airflow variables get`), never written to XCom or logs."""
+
+    @staticmethod
+    def key(env: str) -> str:
+        return f"prodclone_env_{env}_dsn"
+
+    def put(self, env: str, url: str) -> None:
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(url)
+        Variable.set(self.key(env), url, description=f"prodclone clone {env}: connection URL (password included)")
+
+    def delete(self, env: str) -> bool:
+        if Variable.get(self.key(env), default=None) is None:
+            return False
+        Variable.delete(self.key(env))
+        return True
+
+    def location(self, env: str) -> str:
+        return f"Airflow Variable {self.key(env)}"
+
+
+def clone_driver(cfg: Config):
+    from prodclone.drivers import get_driver
+
+    return get_driver(cfg, dsn_for(cfg.base_conn_id), VariableSecrets())

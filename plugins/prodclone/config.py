@@ -16,6 +16,50 @@ MODES = ("live", "replica_paused", "rds_snapshot")
 DRIVERS = ("postgres", "velero")
 
 
+@dataclass(frozen=True)
+class Profile:
+    """An environment archetype: lifetime bounds, post-restore SQL, resources."""
+
+    name: str
+    title: str
+    ttl_hours: int
+    max_ttl_hours: int
+    post_restore_sql: tuple[str, ...] = ()
+    connection_limit: int = -1
+    settings: tuple[tuple[str, str], ...] = ()  # ALTER DATABASE ... SET name = value
+    volume: tuple[tuple[str, str], ...] = ()  # velero: StorageClass parameters
+
+
+DEFAULT_PROFILES = {
+    "preview": {"title": "Preview (a PR's environment)", "ttl_hours": 24, "max_ttl_hours": 72},
+    "loadtest": {"title": "Load test", "ttl_hours": 24, "max_ttl_hours": 168},
+}
+ENV_PREFIXES = ("preview", "loadtest")
+
+
+def _profiles(raw: dict | None, where: Path) -> dict[str, Profile]:
+    out = {}
+    for name, p in (raw or DEFAULT_PROFILES).items():
+        if name not in ENV_PREFIXES:
+            raise ProdcloneError(f"{where}: profile {name!r}: profiles are named after their env prefix: "
+                                 f"{' or '.join(ENV_PREFIXES)}")
+        p = p or {}
+        res = p.get("resources") or {}
+        try:
+            prof = Profile(name=name, title=str(p.get("title", name)), ttl_hours=int(p.get("ttl_hours", 24)),
+                           max_ttl_hours=int(p.get("max_ttl_hours", 72)),
+                           post_restore_sql=tuple(str(q) for q in p.get("post_restore_sql") or ()),
+                           connection_limit=int(res.get("connection_limit", -1)),
+                           settings=tuple((str(k), str(v)) for k, v in (res.get("settings") or {}).items()),
+                           volume=tuple((str(k), str(v)) for k, v in (res.get("volume") or {}).items()))
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ProdcloneError(f"{where}: profile {name!r} is malformed: {exc}") from None
+        if not 1 <= prof.ttl_hours <= prof.max_ttl_hours:
+            raise ProdcloneError(f"{where}: profile {name!r}: need 1 <= ttl_hours <= max_ttl_hours")
+        out[name] = prof
+    return out
+
+
 @dataclass
 class Config:
     driver: str = "postgres"
@@ -31,6 +75,22 @@ class Config:
     key_variable: str = "prodclone_masking_key"
     leak_sample: int = 500
     schedule: str | None = "0 2 * * *"
+    registry_database: str = "prodclone_registry"
+    keep_snapshots: int = 3
+    teardown_schedule: str | None = "@hourly"
+    stale_minutes: int = 60
+    clone_strategy: str = "file_copy"
+    protected: tuple[str, ...] = ()
+    profiles: dict[str, Profile] = field(default_factory=dict)
+
+    def profile(self, name: str) -> Profile:
+        if name not in self.profiles:
+            raise ProdcloneError(f"unknown profile {name!r}; configured profiles: {', '.join(self.profiles)}")
+        return self.profiles[name]
+
+    @property
+    def max_ttl_hours(self) -> int:
+        return max(p.max_ttl_hours for p in self.profiles.values())
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -42,7 +102,7 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ProdcloneError(f"config file {p} does not exist") from None
     except yaml.YAMLError as exc:
         raise ProdcloneError(f"{p}: malformed YAML: {exc}") from None
-    src, base, st, m, ex = (data.get(k) or {} for k in ("source", "base", "storage", "masking", "export"))
+    src, base, st, m, ex, cl = (data.get(k) or {} for k in ("source", "base", "storage", "masking", "export", "clones"))
     rules = Path(m.get("rules", "include/masking/rules.yaml"))
     cfg = Config(
         driver=data.get("driver", "postgres"),
@@ -58,11 +118,22 @@ def load_config(path: str | Path | None = None) -> Config:
         key_variable=m.get("key_variable", "prodclone_masking_key"),
         leak_sample=int(m.get("leak_sample", 500)),
         schedule=ex.get("schedule", "0 2 * * *"),
+        registry_database=cl.get("registry_database", "prodclone_registry"),
+        keep_snapshots=int(cl.get("keep_snapshots", 3)),
+        teardown_schedule=cl.get("teardown_schedule", "@hourly"),
+        stale_minutes=int(cl.get("stale_minutes", 60)),
+        clone_strategy=cl.get("strategy", "file_copy"),
+        protected=tuple(cl.get("protected") or ()),
+        profiles=_profiles(data.get("profiles"), p),
     )
     if cfg.source_mode not in MODES:
         raise ProdcloneError(f"{p}: source.mode must be one of {', '.join(MODES)}, not {cfg.source_mode!r}")
     if cfg.driver not in DRIVERS:
         raise ProdcloneError(f"{p}: driver must be one of {', '.join(DRIVERS)}, not {cfg.driver!r}")
+    if cfg.clone_strategy not in ("file_copy", "wal_log"):
+        raise ProdcloneError(f"{p}: clones.strategy must be file_copy or wal_log")
+    if cfg.keep_snapshots < 1:
+        raise ProdcloneError(f"{p}: clones.keep_snapshots must be >= 1 (the newest snapshot is always kept)")
     if cfg.jobs < 1:
         raise ProdcloneError(f"{p}: source.jobs must be >= 1")
     if not cfg.storage_url.startswith(("file:///", "s3://")):
