@@ -1,8 +1,9 @@
 """prodclone_export: nightly masked export of production into the base.
 
 discover (freeze source) -> check rules (fail closed) -> plan -> export (mapped)
--> finalize manifest -> verify (checksums + leak check) -> seed base -> publish.
-The clone driver's snapshot step plugs in after `seed` (next issue).
+-> finalize manifest -> verify (checksums + leak check) -> seed base
+-> snapshot the base (clone driver) -> publish: `LATEST` and the Asset event
+"base snapshot" (snapshot id, rows, rules hash).
 
 Thin wiring only: every step is a call into plugins/prodclone.
 """
@@ -13,6 +14,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import dag, get_current_context, task
 
+from prodclone.airflow_support import BASE_SNAPSHOT
 from prodclone.config import load_config
 
 CFG = load_config()  # one small YAML read: the schedule must be known at parse time
@@ -155,15 +157,33 @@ def prodclone_export():
         return {"database": r.database, "tables": r.tables, "rows": r.rows, "seconds": r.seconds}
 
     @task(multiple_outputs=False)
-    def publish(totals: dict, seeded: dict) -> dict:
-        """Point `LATEST` at this export: what restores and the next seed use."""
+    def snapshot_base(totals: dict) -> dict:
+        """Freeze the freshly seeded base; restores clone this snapshot, not the base."""
+        from prodclone import airflow_support as af
+        from prodclone.export import read_manifest
+        from prodclone.storage import open_storage
+
+        cfg, url, s3, _ = _ctx()
+        rules_sha = read_manifest(open_storage(url, s3))["rules_sha256"]
+        with af.fail_fast():
+            snap = af.clone_driver(cfg).snapshot(get_current_context()["run_id"], export=url, rows=totals["rows"],
+                                                 rules_sha256=rules_sha)
+        return snap.as_dict()
+
+    @task(multiple_outputs=False, outlets=[BASE_SNAPSHOT])
+    def publish(totals: dict, seeded: dict, snap: dict) -> dict:
+        """Point `LATEST` at this export and announce the snapshot (Asset event)."""
         import json
 
         from prodclone.storage import open_storage
 
         cfg, url, s3, run = _ctx()
-        latest = {"export": url, "run": run, "rows": totals["rows"], "seeded": seeded["database"]}
+        latest = {"export": url, "run": run, "rows": totals["rows"], "seeded": seeded["database"],
+                  "snapshot": snap["id"], "rules_sha256": snap["rules_sha256"]}
         open_storage(cfg.storage_url, s3).write_bytes("LATEST", json.dumps(latest).encode())
+        get_current_context()["outlet_events"][BASE_SNAPSHOT].extra = {
+            "snapshot": snap["id"], "rows": totals["rows"], "tables": seeded["tables"],
+            "rules_sha256": snap["rules_sha256"], "export": url, "seed_seconds": seeded["seconds"]}
         return latest
 
     frozen = freeze_source()
@@ -176,7 +196,9 @@ def prodclone_export():
     totals >> verified
     seeded = seed_base()
     verified >> seeded
-    publish(totals, seeded)
+    snap = snapshot_base(totals)
+    seeded >> snap
+    publish(totals, seeded, snap)
     verified >> thaw_source(frozen).as_teardown(setups=frozen)
 
 

@@ -8,12 +8,16 @@ import re
 from contextlib import contextmanager
 
 import psycopg
-from airflow.sdk import BaseHook, Variable
+from airflow.sdk import Asset, BaseHook, Variable
 
 from prodclone.config import Config
-from prodclone.drivers.base import SecretStore
+from prodclone.drivers.base import CloneBusy, CloneError, SecretStore
 from prodclone.errors import CoverageError, LeakError, RulesError, SeedError
 from prodclone.masking import keys
+
+# Emitted by prodclone_export when a new snapshot of the base is ready; its
+# extra carries the snapshot id, row counts and the masking rules' hash.
+BASE_SNAPSHOT = Asset(name="base snapshot", uri="prodclone://base-snapshot")
 
 
 def dsn_for(conn_id: str) -> str:
@@ -61,7 +65,9 @@ def fail_fast():
 
     try:
         yield
-    except (RulesError, CoverageError, LeakError, SeedError) as exc:
+    except CloneBusy:
+        raise  # another run holds the env or snapshot: a retry may succeed
+    except (RulesError, CoverageError, LeakError, SeedError, CloneError) as exc:
         raise AirflowFailException(str(exc)) from exc
 
 

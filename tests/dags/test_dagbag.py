@@ -1,14 +1,40 @@
 from support import ROOT
 
 
-def test_dags_import_without_errors(airflow_db):
+def _bag():
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert bag.import_errors == {}
-    dag = bag.dags.get("prodclone_export")
-    assert dag is not None
-    assert {"freeze_source", "check_rules", "plan", "export_part", "finalize", "verify", "seed_base", "publish",
-            "thaw_source"} <= set(dag.task_ids)
+    return bag.dags
+
+
+def test_export_dag_shape(airflow_db):
+    dag = _bag()["prodclone_export"]
+    assert {"freeze_source", "check_rules", "plan", "export_part", "finalize", "verify", "seed_base", "snapshot_base",
+            "publish", "thaw_source"} <= set(dag.task_ids)
     assert dag.max_active_runs == 1
     assert dag.get_task("thaw_source").is_teardown
+    assert dag.get_task("snapshot_base").upstream_task_ids >= {"seed_base"}
+    assert [o.name for o in dag.get_task("publish").outlets] == ["base snapshot"]
+
+
+def test_restore_form_has_validated_sections(airflow_db):
+    dag = _bag()["prodclone_restore"]
+    assert type(dag.timetable).__name__ == "NullTimetable"  # manual (UI form, REST API) only
+    params = dag.params
+    assert set(params) == {"env", "pr", "profile", "ttl_hours", "snapshot", "replace", "requested_by"}
+    env = params.get_param("env").schema
+    assert env["pattern"] == r"^(preview|loadtest)-[a-z0-9-]+$" and env["maxLength"] == 63
+    profile = params.get_param("profile").schema
+    assert profile["enum"] == ["preview", "loadtest"] and set(profile["values_display"]) == {"preview", "loadtest"}
+    assert params.get_param("ttl_hours").schema["maximum"] == 168
+    assert all(params.get_param(p).schema.get("title") and params.get_param(p).schema.get("section") for p in params)
+    assert dag.max_active_runs > 1
+
+
+def test_teardown_dag_is_hourly_and_serial(airflow_db):
+    dag = _bag()["prodclone_teardown"]
+    assert dag.max_active_runs == 1
+    assert {"due", "teardown_env", "prune_snapshots", "summary"} == set(dag.task_ids)
+    assert dag.timetable.expression == "0 * * * *"

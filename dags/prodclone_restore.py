@@ -1,0 +1,124 @@
+"""prodclone_restore: clone the base snapshot into a `preview-*` or `loadtest-*` environment.
+
+Trigger it from the UI form or the REST API (`POST /api/v2/dags/prodclone_restore/dagRuns`).
+
+resolve (check the request) -> clone (snapshot -> env, own role and password)
+-> post_restore (the profile's SQL hooks, then ready) -> connection_info.
+
+Re-triggering for an env that exists and is healthy changes nothing and
+reports its connection again; `replace: true` re-clones from the newest
+snapshot. The password is never printed: it is in the Airflow Variable
+`prodclone_env_<env>_dsn` (the full connection URL).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+from prodclone.config import load_config
+from prodclone.drivers.base import ENV_PATTERN, MAX_NAME
+
+CFG = load_config()  # the form's bounds come from the profiles
+
+
+def _driver():
+    from prodclone import airflow_support as af
+
+    cfg = load_config()
+    return cfg, af.clone_driver(cfg)
+
+
+PARAMS = {
+    "env": Param(None, type=["null", "string"], pattern=ENV_PATTERN, maxLength=MAX_NAME, title="Environment name",
+                 description="preview-<name> or loadtest-<name>: lowercase letters, digits and dashes, at most 63 "
+                             "characters. Leave empty to use <profile>-pr-<PR>.", section="Environment"),
+    "pr": Param(None, type=["null", "integer"], minimum=1, title="Pull request",
+                description="The PR this environment is for; names it when Environment name is empty.",
+                section="Environment"),
+    "profile": Param("preview", type="string", enum=list(CFG.profiles), title="Profile",
+                     values_display={name: p.title for name, p in CFG.profiles.items()},
+                     description="Lifetime bounds, post-restore hooks and resources (include/prodclone.yaml).",
+                     section="Environment"),
+    "ttl_hours": Param(None, type=["null", "integer"], minimum=1, maximum=CFG.max_ttl_hours, title="Lifetime (hours)",
+                       description="Empty = the profile's default. Maximum: "
+                                   + ", ".join(f"{n} {p.max_ttl_hours}h" for n, p in CFG.profiles.items()) + ".",
+                       section="Lifetime"),
+    "snapshot": Param("latest", type="string", pattern=r"^(latest|snap-[a-z0-9-]+)$", title="Snapshot",
+                      description="`latest` (the newest good one) or a snapshot id such as snap-20261121-0200-3f2a9c.",
+                      section="Data"),
+    "replace": Param(False, type="boolean", title="Replace",
+                     description="Re-clone an existing environment from the newest snapshot (its data is lost).",
+                     section="Data"),
+    "requested_by": Param(None, type=["null", "string"], maxLength=200, title="Requested by",
+                          description="Who asked (defaults to the triggering user).", section="Audit"),
+}
+
+
+@dag(
+    dag_id="prodclone_restore",
+    schedule=None,  # UI form and REST API only; params are validated at trigger time
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=8,  # different envs clone in parallel; one env is serialised by the driver's lock
+    params=PARAMS,
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
+    tags=["prodclone"],
+    doc_md=__doc__,
+)
+def prodclone_restore():
+    @task(multiple_outputs=False)
+    def resolve() -> dict:
+        """Check the request against the profile (TTL bounds, name) before anything is touched."""
+        import dataclasses
+
+        from prodclone import airflow_support as af
+        from prodclone.restore_request import resolve_request
+
+        ctx = get_current_context()
+        with af.fail_fast():
+            req = resolve_request(dict(ctx["params"]), load_config(),
+                                  getattr(ctx["dag_run"], "triggering_user_name", None))
+        return dataclasses.asdict(req)
+
+    @task(multiple_outputs=False)
+    def clone(request: dict) -> dict:
+        from prodclone import airflow_support as af
+        from prodclone.drivers.base import RestoreRequest
+
+        _, driver = _driver()
+        with af.fail_fast():
+            env = driver.begin_restore(RestoreRequest(**request), get_current_context()["run_id"])
+        return env.as_dict()
+
+    @task(multiple_outputs=False)
+    def post_restore(request: dict, env: dict) -> dict:
+        """The profile's hooks (e.g. disable non-test logins), then the env is marked ready."""
+        from prodclone import airflow_support as af
+
+        cfg, driver = _driver()
+        with af.fail_fast():
+            done = driver.finish_restore(request["env"], env["run_id"], cfg.profile(request["profile"]).post_restore_sql)
+        return done.as_dict()
+
+    @task(multiple_outputs=False)
+    def connection_info(env: dict) -> dict:
+        """Where the clone answers; never the password (see the secret's location)."""
+        import dataclasses
+
+        from prodclone import airflow_support as af
+
+        _, driver = _driver()
+        with af.fail_fast():
+            info = driver.connection(env["name"])
+        info.existing = env["run_id"] != get_current_context()["run_id"]
+        print(("already existed, unchanged: " if info.existing else "ready: ") + info.text())
+        return dataclasses.asdict(info)
+
+    request = resolve()
+    env = clone(request)
+    connection_info(post_restore(request, env))
+
+
+prodclone_restore()

@@ -1,0 +1,93 @@
+"""prodclone_teardown: remove environments past their TTL, and old snapshots.
+
+Hourly (clones.teardown_schedule): every environment past its expiry, every
+failed restore and every clone stuck half-made is removed: its database,
+role, secret and registry entry. Trigger it with `env` to remove one now.
+Then snapshots beyond clones.keep_snapshots are pruned, never one that a
+live environment still uses. Only what prodclone's registry created is ever
+removed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+from prodclone.config import load_config
+from prodclone.drivers.base import ENV_PATTERN, MAX_NAME
+
+CFG = load_config()
+
+
+def _driver():
+    from prodclone import airflow_support as af
+
+    cfg = load_config()
+    return cfg, af.clone_driver(cfg)
+
+
+@dag(
+    dag_id="prodclone_teardown",
+    schedule=CFG.teardown_schedule,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,  # one sweep at a time; a manual teardown queues behind it for seconds
+    params={
+        "env": Param(None, type=["null", "string"], pattern=ENV_PATTERN, maxLength=MAX_NAME, title="Environment",
+                     description="Remove this environment now. Empty = remove every expired one."),
+    },
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
+    tags=["prodclone"],
+    doc_md=__doc__,
+)
+def prodclone_teardown():
+    @task
+    def due() -> list[dict]:
+        from prodclone import airflow_support as af
+        from prodclone.drivers.base import CloneError
+
+        _, driver = _driver()
+        env = get_current_context()["params"].get("env")
+        with af.fail_fast():
+            if env:
+                if env not in {e.name for e in driver.environments()}:
+                    raise CloneError(f"{env} is not in prodclone's registry; nothing to tear down "
+                                     f"(prodclone removes only what it created)")
+                return [{"env": env, "reason": "requested"}]
+            return [{"env": name, "reason": reason} for name, reason in driver.due_for_teardown()]
+
+    @task(multiple_outputs=False, max_active_tis_per_dagrun=4)
+    def teardown_env(item: dict) -> dict:
+        import dataclasses
+
+        from prodclone import airflow_support as af
+
+        _, driver = _driver()
+        with af.fail_fast():
+            removed = driver.teardown(item["env"], reason=item["reason"])
+        print(f"{removed.env} ({removed.reason}): removed " + ", ".join(removed.objects))
+        return dataclasses.asdict(removed)
+
+    @task(trigger_rule="all_done")  # prune even if one teardown failed: pruning is safe on its own
+    def prune_snapshots() -> list[str]:
+        cfg, driver = _driver()
+        pruned = driver.prune_snapshots(cfg.keep_snapshots)
+        print(f"pruned {len(pruned)} snapshot(s): {', '.join(pruned) or 'none'}")
+        return pruned
+
+    @task(multiple_outputs=False, trigger_rule="none_failed")  # fails the run (upstream_failed) when any teardown failed
+    def summary(pruned: list[str]) -> dict:
+        removed = get_current_context()["ti"].xcom_pull(task_ids="teardown_env") or []
+        removed = [r for r in ([removed] if isinstance(removed, dict) else removed) if r]
+        print(f"removed {len(removed)} environment(s): {', '.join(r['env'] for r in removed) or 'none'}; "
+              f"pruned {len(pruned)} snapshot(s)")
+        return {"environments": [r["env"] for r in removed], "snapshots": pruned}
+
+    removed = teardown_env.expand(item=due())
+    pruned = prune_snapshots()
+    removed >> pruned
+    removed >> summary(pruned)
+
+
+prodclone_teardown()
