@@ -3,7 +3,7 @@ PY ?= $(shell for p in python3.13 python3.12 python3.11 python3; do command -v $
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo airflow bench clean
 
 install: $(VENV)/.installed
 
@@ -24,8 +24,12 @@ test: install lint
 demo: install
 	$(BIN)/python scripts/demo.py
 
+airflow: install
+	$(BIN)/python scripts/airflow_local.py
+
 bench: install
 	$(BIN)/python bench/export_throughput.py
+	$(BIN)/python bench/clone_vs_restore.py
 
 clean:
 	-$(BIN)/python -c "from prodclone import devpg; devpg.stop(); devpg.stop(devpg.TEST_DIR)" 2>/dev/null

@@ -2,14 +2,18 @@
 
 1. a Postgres: $PRODCLONE_PG_DSN, or an embedded one under .prodclone/
 2. a sample "production" database full of fake PII
-3. `airflow dags test prodclone_export`: check rules, export + mask, verify, seed the base
-4. a summary of what happened
+3. `airflow dags test prodclone_export`: check rules, export + mask, verify, seed the base, snapshot it
+4. `airflow dags test prodclone_restore` for preview-demo, then loadtest-demo
+5. checks: the clone has every row and no production PII
+6. both envs expire; `airflow dags test prodclone_teardown` removes them
+7. a summary: stage timings, clone vs `pg_restore` of the same data, what teardown removed
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -23,6 +27,7 @@ STATE = ROOT / ".prodclone"
 sys.path.insert(0, str(ROOT / "plugins"))
 
 from prodclone import devpg  # noqa: E402
+from prodclone.config import load_config  # noqa: E402
 from prodclone.db import with_dbname  # noqa: E402
 from prodclone.sample import create_sample_database  # noqa: E402
 
@@ -54,44 +59,89 @@ def step(msg: str) -> float:
     return time.perf_counter()
 
 
+def airflow_dag_test(env: dict, dag_id: str, conf: dict | None = None, name: str = "") -> tuple[float, str]:
+    """Run one DAG through `airflow dags test`; returns (seconds, log text). Exits on failure."""
+    log = STATE / f"demo-{name or dag_id}.log"
+    cmd = ["airflow", "dags", "test", dag_id] + (["-c", json.dumps(conf)] if conf else [])
+    started = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    text = log.read_text()
+    if proc.returncode != 0 or "state=success" not in text:
+        print(f"{dag_id} failed; see {log}", file=sys.stderr)
+        sys.exit(1)
+    return time.perf_counter() - started, text
+
+
 def main() -> int:
     STATE.mkdir(exist_ok=True)
-    t = step("Postgres: " + ("$PRODCLONE_PG_DSN" if os.environ.get("PRODCLONE_PG_DSN") else "embedded server under .prodclone/pgdata"))
+    step("Postgres: " + ("$PRODCLONE_PG_DSN" if os.environ.get("PRODCLONE_PG_DSN") else "embedded server under .prodclone/pgdata"))
     server = devpg.server_dsn()
     source, base = with_dbname(server, "prodclone_demo_prod"), with_dbname(server, "prodclone_demo_base")
+    registry = with_dbname(server, load_config().registry_database)
     t = step(f"sample production database ({USERS} users)")
     counts = create_sample_database(source, users=USERS, replace=True)
     sample_s = time.perf_counter() - t
     env = airflow_env(source, base)
     step("Airflow metadata DB (airflow db migrate)")
     subprocess.run(["airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    t = step("airflow dags test prodclone_export")
-    log = STATE / "demo-export.log"
-    with open(log, "w") as fh:
-        proc = subprocess.run(["airflow", "dags", "test", "prodclone_export"], env=env, stdout=fh, stderr=subprocess.STDOUT)
-    dag_s = time.perf_counter() - t
-    if proc.returncode != 0 or "state=success" not in log.read_text():
-        print(f"prodclone_export failed; see {log}", file=sys.stderr)
-        return 1
+    step("prodclone_export: rules check, export + mask, verify, seed the base, snapshot")
+    export_s, _ = airflow_dag_test(env, "prodclone_export")
     latest = json.loads((STATE / "storage" / "LATEST").read_text())
     manifest = json.loads((STATE / "storage" / "exports" / latest["run"] / "manifest.json").read_text())
-    with psycopg.connect(base) as c:
-        base_rows = {t: c.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in counts}
+
+    timings = {}
+    for name, conf in (("preview-demo", {"env": "preview-demo", "profile": "preview", "requested_by": "make demo",
+                                         "replace": True}),
+                       ("loadtest-demo", {"env": "loadtest-demo", "profile": "loadtest", "requested_by": "make demo",
+                                          "replace": True})):
+        step(f"prodclone_restore {name}")
+        timings[name], _ = airflow_dag_test(env, "prodclone_restore", conf, name=name)
+    with psycopg.connect(registry) as c:
+        clone_s = dict(c.execute("SELECT name, clone_seconds FROM environments").fetchall())
+
+    step("checks: every row in preview-demo, no production PII")
+    clone = with_dbname(server, "preview-demo")
+    with psycopg.connect(clone) as c:
+        clone_rows = {t: c.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in counts}
+        clone_emails = [r[0] for r in c.execute("SELECT email FROM users")]
         sample_email = c.execute("SELECT email FROM users ORDER BY id LIMIT 1").fetchone()[0]
     with psycopg.connect(source) as c:
         orig_email = c.execute("SELECT email FROM users ORDER BY id LIMIT 1").fetchone()[0]
-        leaked = c.execute("SELECT count(*) FROM users WHERE email = %s", (sample_email,)).fetchone()[0]
+        leaked = c.execute("SELECT count(*) FROM users WHERE email = ANY(%s)", (clone_emails,)).fetchone()[0]
+
+    t = step("pg_restore -j2 of the same data, for comparison")
+    pg_restore_s = devpg.time_pg_restore(base, STATE)
+
+    step("expire both environments, then prodclone_teardown")
+    with psycopg.connect(registry) as c:
+        c.execute("UPDATE environments SET expires_at = now() - interval '1 minute' WHERE name IN "
+                  "('preview-demo', 'loadtest-demo')")
+    teardown_s, log = airflow_dag_test(env, "prodclone_teardown")
+    removed = re.findall(r"(\S+-demo) \(expired\): removed ([^\n]*?)(?:\s+source=|$)", log, re.M)
+
     tot = manifest["totals"]
+    w = 30
     print("\nprodclone demo summary")
-    print(f"  {'sample production rows':<28} {sum(counts.values()):>10}   ({sample_s:.1f}s to generate)")
-    print(f"  {'rows exported (masked)':<28} {tot['rows']:>10}   ({tot['bytes'] / 1e6:.1f} MB in {tot['seconds']:.2f}s)")
-    print(f"  {'columns masked':<28} {tot['masked_columns']:>10}   (rules {manifest['rules_sha256'][:12]})")
-    print(f"  {'rows in the base':<28} {sum(base_rows.values()):>10}   (prodclone_demo_base)")
-    print(f"  {'export DAG run, end to end':<28} {dag_s:>9.1f}s")
-    print(f"  {'users.email, row 1':<28} {orig_email} -> {sample_email}  (found in production: {leaked})")
-    print(f"\n  export: {latest['export']}\n  Airflow log: {log}")
-    if base_rows != counts or leaked:
-        print("demo check FAILED: base differs from production counts or PII leaked", file=sys.stderr)
+    print(f"  {'sample production rows':<{w}} {sum(counts.values()):>9}   ({sample_s:.1f}s to generate)")
+    print(f"  {'rows exported (masked)':<{w}} {tot['rows']:>9}   ({tot['bytes'] / 1e6:.1f} MB in {tot['seconds']:.2f}s)")
+    print(f"  {'columns masked':<{w}} {tot['masked_columns']:>9}   (rules {manifest['rules_sha256'][:12]})")
+    print(f"  {'snapshot':<{w}} {latest['snapshot']}")
+    print(f"  {'export DAG (airflow dags test)':<{w}} {export_s:>8.1f}s   sample -> masked base -> snapshot")
+    for name in ("preview-demo", "loadtest-demo"):
+        print(f"  {'restore DAG ' + name:<{w}} {timings[name]:>8.1f}s   of which the clone: {clone_s[name]:.2f}s")
+    best = min(clone_s.values())
+    print(f"  {'pg_restore -j2, same data':<{w}} {pg_restore_s:>8.2f}s   the clone is {pg_restore_s / best:.0f}x faster")
+    print(f"  {'rows in preview-demo':<{w}} {sum(clone_rows.values()):>9}   (production: {sum(counts.values())})")
+    print(f"  {'users.email, row 1':<{w}} {orig_email} -> {sample_email}")
+    print(f"  {'production emails in clone':<{w}} {leaked:>9}")
+    print(f"  {'teardown DAG':<{w}} {teardown_s:>8.1f}s")
+    for env_name, objects in removed:
+        print(f"  {'  removed ' + env_name:<{w}} {objects}")
+    print(f"\n  logs: {STATE}/demo-*.log\n  next: `make airflow` to use the UI form (prodclone_restore)")
+    if clone_rows != counts or leaked or len(removed) != 2:
+        print("demo check FAILED: clone differs from production counts, PII leaked, or teardown missed an env",
+              file=sys.stderr)
         return 1
     return 0
 
