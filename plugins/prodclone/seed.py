@@ -89,6 +89,8 @@ def seed(storage_url: str, target_dsn: str, *, overwrite: bool = False, s3_optio
                 raise SeedError(f"database {leftover!r} exists but prodclone did not create it; rename or drop it")
             _drop_if_managed(admin, leftover)
         admin.execute(f"CREATE DATABASE {quote_ident(staging)} TEMPLATE template0 ENCODING 'UTF8'")
+        # Only prodclone's admin role reads the base; clone roles must not reach it.
+        admin.execute(f"REVOKE ALL ON DATABASE {quote_ident(staging)} FROM PUBLIC")
         comment = f"{MARKER}; role=base; export={manifest['created_at']}; rules={manifest['rules_sha256'][:12]}"
         if labels:
             comment += f"; {labels}"

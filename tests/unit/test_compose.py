@@ -1,0 +1,42 @@
+"""docker-compose.yaml is what the README promises (Docker itself cannot run here)."""
+
+import re
+
+import yaml
+
+from support import ROOT
+
+EXPECTED = {"postgres", "prod-db", "base-db", "prod-sample", "minio", "minio-init", "airflow-init",
+            "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"}
+AIRFLOW = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"}
+
+
+def _compose():
+    return yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
+
+
+def test_services_mounts_and_connections():
+    services = _compose()["services"]
+    assert set(services) == EXPECTED
+    for name in AIRFLOW | {"airflow-init"}:
+        svc = services[name]
+        mounts = {v.split(":")[1] for v in svc["volumes"]}
+        assert {"/opt/airflow/dags", "/opt/airflow/plugins", "/opt/airflow/include"} <= mounts, name
+        env = svc["environment"]
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+        assert {"AIRFLOW_CONN_PRODCLONE_SOURCE", "AIRFLOW_CONN_PRODCLONE_BASE", "AIRFLOW_CONN_AWS_DEFAULT"} <= set(env)
+        assert env["PRODCLONE_STORAGE_URL"].startswith("s3://")
+        assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
+    assert [services[n]["command"] for n in sorted(AIRFLOW)] == ["api-server", "dag-processor", "scheduler", "triggerer"]
+    # Connections point at services that exist.
+    env = services["airflow-scheduler"]["environment"]
+    for conn in ("AIRFLOW_CONN_PRODCLONE_SOURCE", "AIRFLOW_CONN_PRODCLONE_BASE"):
+        host = re.search(r"@([^:/]+)", env[conn]).group(1)
+        assert host in services
+
+
+def test_readme_names_the_same_services():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Docker Compose", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([a-z][a-z-]+)`", section)) & (EXPECTED | {"redis", "airflow-worker"})
+    assert named == EXPECTED
