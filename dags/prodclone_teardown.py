@@ -36,6 +36,8 @@ def _driver():
     params={
         "env": Param(None, type=["null", "string"], pattern=ENV_PATTERN, maxLength=MAX_NAME, title="Environment",
                      description="Remove this environment now. Empty = remove every expired one."),
+        "missing_ok": Param(False, type="boolean", title="Missing is fine",
+                            description="Succeed when the environment is already gone (CI's `env down` retries)."),
     },
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     tags=["prodclone"],
@@ -48,10 +50,14 @@ def prodclone_teardown():
         from prodclone.drivers.base import CloneError
 
         _, driver = _driver()
-        env = get_current_context()["params"].get("env")
+        params = get_current_context()["params"]
+        env = params.get("env")
         with af.fail_fast():
             if env:
                 if env not in {e.name for e in driver.environments()}:
+                    if params.get("missing_ok"):
+                        print(f"{env} is already gone; nothing to do")
+                        return []
                     raise CloneError(f"{env} is not in prodclone's registry; nothing to tear down "
                                      f"(prodclone removes only what it created)")
                 return [{"env": env, "reason": "requested"}]

@@ -22,7 +22,10 @@ BASE_SNAPSHOT = Asset(name="base snapshot", uri="prodclone://base-snapshot")
 
 def dsn_for(conn_id: str) -> str:
     """A libpq DSN from an Airflow connection (host may be a socket directory)."""
-    c = BaseHook.get_connection(conn_id)
+    return dsn_from_connection(BaseHook.get_connection(conn_id))
+
+
+def dsn_from_connection(c) -> str:
     params = {"host": c.host, "port": str(c.port) if c.port else None, "user": c.login,
               "password": c.password, "dbname": c.schema or "postgres"}
     extra = c.extra_dejson or {}
@@ -93,7 +96,7 @@ class VariableSecrets(SecretStore):
         return True
 
     def location(self, env: str) -> str:
-        return f"Airflow Variable {self.key(env)}"
+        return f"Airflow Variable {self.key(env)} (prodclone env credentials --env {env})"
 
 
 def clone_driver(cfg: Config):

@@ -180,6 +180,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=42)
     s.add_argument("--replace", action="store_true")
     s.set_defaults(fn=_sample)
+    from prodclone import envcli
+
+    envcli.add_parser(sub)
     return p
 
 
@@ -190,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except ProdcloneError as exc:
         print(f"prodclone: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return getattr(exc, "exit_code", EXIT_FAILED)
 
 
 if __name__ == "__main__":

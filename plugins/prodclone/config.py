@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from prodclone.drivers.base import ENV_PREFIXES
 from prodclone.errors import ProdcloneError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +35,6 @@ DEFAULT_PROFILES = {
     "preview": {"title": "Preview (a PR's environment)", "ttl_hours": 24, "max_ttl_hours": 72},
     "loadtest": {"title": "Load test", "ttl_hours": 24, "max_ttl_hours": 168},
 }
-ENV_PREFIXES = ("preview", "loadtest")
 
 
 def _profiles(raw: dict | None, where: Path) -> dict[str, Profile]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from prodclone.config import Config
-from prodclone.drivers.base import CloneDriver, SecretStore
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # importing drivers.base must stay light: `prodclone env` runs on bare CI runners
+    from prodclone.config import Config
+    from prodclone.drivers.base import CloneDriver, SecretStore
 
 
 def get_driver(cfg: Config, base_dsn: str, secrets: SecretStore) -> CloneDriver:

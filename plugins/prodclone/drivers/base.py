@@ -12,9 +12,9 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
-from prodclone.config import ENV_PREFIXES
 from prodclone.errors import ProdcloneError
 
+ENV_PREFIXES = ("preview", "loadtest")  # also the profile names
 ENV_PATTERN = r"^(preview|loadtest)-[a-z0-9-]+$"
 MAX_NAME = 63  # Postgres identifiers and Kubernetes namespace names
 SNAPSHOT_PATTERN = r"^snap-[a-z0-9-]+$"

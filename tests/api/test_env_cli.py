@@ -1,0 +1,106 @@
+"""`prodclone env` against a real Airflow (api-server, scheduler, dag-processor,
+triggerer) over the REST API v2: up, idempotent up, list, extend, down, and
+the errors a CI user meets."""
+
+import json
+import uuid
+
+import psycopg
+import pytest
+
+from prodclone.airflow_api import AirflowAPI, ApiError
+from support import rows
+
+
+def _pr() -> str:
+    return str(uuid.uuid4().int % 10**7)
+
+
+@pytest.fixture(scope="module")
+def unpaused(airflow_server):
+    """The first `up` meets paused DAGs (they start paused) and must say so; --unpause fixes it."""
+    from prodclone.cli import main
+
+    url, pw = airflow_server["url"], airflow_server["users"]["admin"]
+    base = ["--airflow-url", url, "--username", "admin", "--password", pw]
+    assert main(["env", "up", "--pr", "1", "--no-wait", *base]) == 4  # EXIT_PAUSED
+    api = AirflowAPI(url, username="admin", password=pw)
+    for dag in ("prodclone_restore", "prodclone_teardown", "prodclone_extend"):
+        api.ensure_unpaused(dag, unpause=True)
+    return api
+
+
+def test_up_is_idempotent_then_list_extend_down(airflow_server, unpaused, cli):
+    pr = _pr()
+    env = f"preview-pr-{pr}"
+    code, out, err = cli("up", "--pr", pr, "--commit", "abc123def456", "--repo", "acme/shop", "--wait", "--json",
+                         "--timeout", "3m")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["env"] == env and info["user"] == env and info["port"] > 0 and not info["existing"]
+    assert info["secret"].startswith(f"Airflow Variable prodclone_env_{env}_dsn")
+    assert info["run_id"] == f"prodclone-up-acme_shop-{env}-abc123def456"
+    # The password is in the Variable, redacted by Airflow's own API; `env credentials` is the way to it.
+    assert unpaused._send("GET", f"/api/v2/variables/prodclone_env_{env}_dsn").body["value"] == "***"
+    code, url, _ = cli("credentials", "--pr", pr)
+    password = psycopg.conninfo.conninfo_to_dict(url.strip())["password"]
+    assert code == 0 and len(password) >= 24 and password not in out + err
+    with psycopg.connect(url.strip()) as c:  # they work, and the clone has the data
+        assert c.execute("SELECT current_user, count(*) FROM users GROUP BY 1").fetchone()[0] == env
+
+    created = rows(airflow_server["registry"], "SELECT created_at FROM environments WHERE name = %s", (env,))
+    code, out, err = cli("up", "--pr", pr, "--commit", "abc123def456", "--repo", "acme/shop", "--json")
+    assert code == 0 and "already exists" in err  # a retried CI job attaches to its run (409)
+    code, out, _ = cli("up", "--pr", pr, "--commit", "fff999", "--json")  # a new commit: new run, same env
+    assert code == 0 and json.loads(out)["existing"]
+    assert rows(airflow_server["registry"], "SELECT created_at FROM environments WHERE name = %s", (env,)) == created
+
+    code, out, _ = cli("list")
+    assert code == 0
+    line = next(ln for ln in out.splitlines() if ln.startswith(env))
+    assert "preview" in line and airflow_server["snapshot"] in line and "ready" in line and pr in line
+    assert "base snapshot" in out
+
+    code, out, err = cli("extend", "--pr", pr, "--hours", "24")
+    assert code == 0, err
+    assert "now expires" in out
+    code, out, err = cli("extend", "--pr", pr, "--hours", "100")
+    assert code == 1 and "task extend failed" in err and "maximum of 72h" in err
+
+    code, out, err = cli("down", "--pr", pr)
+    assert code == 0 and f"{env}: removed" in out, err
+    assert not rows(airflow_server["pg"], "SELECT 1 FROM pg_database WHERE datname = %s", (env,))
+    code, out, _ = cli("down", "--pr", pr)
+    assert code == 0 and "already gone" in out
+
+
+def test_param_validation_error_names_the_field(unpaused, cli):
+    code, _, err = cli("up", "--env", "preview-bad-ttl", "--ttl", "500")
+    assert code == 2
+    assert "rejected the parameters" in err and "ttl_hours" in err
+
+
+def test_failed_run_reports_the_task_and_its_log(unpaused, cli):
+    code, _, err = cli("up", "--pr", _pr(), "--snapshot", "snap-00000000-0000-000000")
+    assert code == 1
+    assert "task clone failed" in err and "does not exist" in err
+
+
+def test_bad_credentials_and_timeout(unpaused, cli):
+    code, _, err = cli("list", password="wrong-password")
+    assert code == 3 and "rejected the username/password" in err
+    pr = _pr()
+    code, _, err = cli("up", "--pr", pr, "--timeout", "0s")
+    assert code == 5 and "goes on in Airflow" in err
+    assert cli("down", "--pr", pr)[0] == 0
+
+
+def test_viewer_sees_but_cannot_act(airflow_server, unpaused):
+    viewer = AirflowAPI(airflow_server["url"], username="viewer", password=airflow_server["users"]["viewer"])
+    state = viewer.state()
+    assert state["can_act"] is False and state["latest_snapshot"] == airflow_server["snapshot"]
+    with pytest.raises(ApiError, match="403"):
+        viewer._send("POST", "/prodclone/api/environments/preview-x/teardown", {})
+    with pytest.raises(ApiError, match="403"):
+        viewer.credentials("preview-x")
+    assert unpaused.state()["can_act"] is True
