@@ -134,6 +134,21 @@ def _cleanup(pg: str, base: str, registry: str, snapshot: str) -> None:
             c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session")
+def unpaused(airflow_server):
+    """The first `up` meets paused DAGs (they start paused) and must say so; --unpause fixes it."""
+    from prodclone.airflow_api import AirflowAPI
+    from prodclone.cli import main
+
+    url, pw = airflow_server["url"], airflow_server["users"]["admin"]
+    base = ["--airflow-url", url, "--username", "admin", "--password", pw]
+    assert main(["env", "up", "--pr", "1", "--no-wait", *base]) == 4  # EXIT_PAUSED
+    api = AirflowAPI(url, username="admin", password=pw)
+    for dag in ("prodclone_restore", "prodclone_teardown", "prodclone_extend"):
+        api.ensure_unpaused(dag, unpause=True)
+    return api
+
+
 @pytest.fixture
 def cli(airflow_server, capsys):
     """Runs `prodclone env ...` in-process against the server; returns (exit code, stdout, stderr)."""

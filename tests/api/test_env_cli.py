@@ -16,20 +16,6 @@ def _pr() -> str:
     return str(uuid.uuid4().int % 10**7)
 
 
-@pytest.fixture(scope="module")
-def unpaused(airflow_server):
-    """The first `up` meets paused DAGs (they start paused) and must say so; --unpause fixes it."""
-    from prodclone.cli import main
-
-    url, pw = airflow_server["url"], airflow_server["users"]["admin"]
-    base = ["--airflow-url", url, "--username", "admin", "--password", pw]
-    assert main(["env", "up", "--pr", "1", "--no-wait", *base]) == 4  # EXIT_PAUSED
-    api = AirflowAPI(url, username="admin", password=pw)
-    for dag in ("prodclone_restore", "prodclone_teardown", "prodclone_extend"):
-        api.ensure_unpaused(dag, unpause=True)
-    return api
-
-
 def test_up_is_idempotent_then_list_extend_down(airflow_server, unpaused, cli):
     pr = _pr()
     env = f"preview-pr-{pr}"
