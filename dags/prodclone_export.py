@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference, dag, get_current_context, task
 
 from prodclone.airflow_support import BASE_SNAPSHOT
+from prodclone.alerts import export_overdue, on_failure
 from prodclone.config import load_config
 
 CFG = load_config()  # one small YAML read: the schedule must be known at parse time
@@ -35,7 +36,14 @@ def _ctx():
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,  # one export at a time: they share the base and the storage prefix
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": 2.0},
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": 2.0,
+                  "on_failure_callback": on_failure},
+    # Alert when the nightly run is far past its usual time; restores keep serving the last snapshot meanwhile.
+    # Opt-in (export.deadline_minutes): Airflow 3.3.2's dag.test() fails on DAGs with a deadline.
+    deadline=DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT,
+                           interval=timedelta(minutes=CFG.export_deadline_minutes),
+                           callback=AsyncCallback(export_overdue, kwargs={"minutes": CFG.export_deadline_minutes}))
+    if CFG.export_deadline_minutes else None,
     tags=["prodclone"],
     doc_md=__doc__,
 )
@@ -183,7 +191,8 @@ def prodclone_export():
         open_storage(cfg.storage_url, s3).write_bytes("LATEST", json.dumps(latest).encode())
         get_current_context()["outlet_events"][BASE_SNAPSHOT].extra = {
             "snapshot": snap["id"], "rows": totals["rows"], "tables": seeded["tables"],
-            "rules_sha256": snap["rules_sha256"], "export": url, "seed_seconds": seeded["seconds"]}
+            "rules_sha256": snap["rules_sha256"], "export": url, "masked_columns": totals.get("masked_columns"),
+            "export_seconds": totals.get("seconds"), "seed_seconds": seeded["seconds"]}
         return latest
 
     frozen = freeze_source()

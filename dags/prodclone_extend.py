@@ -10,6 +10,7 @@ from datetime import datetime
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from prodclone.alerts import on_failure
 from prodclone.config import load_config
 from prodclone.drivers.base import ENV_PATTERN, MAX_NAME
 
@@ -27,6 +28,7 @@ CFG = load_config()
                        description="Added to the current expiry; the result stays within the profile's "
                                    "max_ttl_hours from now."),
     },
+    default_args={"on_failure_callback": on_failure},
     tags=["prodclone"],
     doc_md=__doc__,
 )

@@ -3,7 +3,8 @@
 Trigger it from the UI form or the REST API (`POST /api/v2/dags/prodclone_restore/dagRuns`).
 
 resolve (check the request) -> clone (snapshot -> env, own role and password)
--> post_restore (the profile's SQL hooks, then ready) -> connection_info.
+-> post_restore (the profile's SQL hooks, then ready) -> lifecycle_hooks (the
+profile's on_restored commands) -> connection_info.
 
 Re-triggering for an env that exists and is healthy changes nothing and
 reports its connection again; `replace: true` re-clones from the newest
@@ -17,6 +18,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from prodclone.alerts import on_failure
 from prodclone.config import load_config
 from prodclone.drivers.base import ENV_PATTERN, MAX_NAME
 
@@ -63,7 +65,7 @@ PARAMS = {
     catchup=False,
     max_active_runs=8,  # different envs clone in parallel; one env is serialised by the driver's lock
     params=PARAMS,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=20), "on_failure_callback": on_failure},
     tags=["prodclone"],
     doc_md=__doc__,
 )
@@ -103,22 +105,43 @@ def prodclone_restore():
         return done.as_dict()
 
     @task(multiple_outputs=False)
-    def connection_info(env: dict) -> dict:
-        """Where the clone answers; never the password (see the secret's location)."""
+    def lifecycle_hooks(env: dict) -> int:
+        """The profile's on_restored commands (e.g. comment on the PR); skipped when the env already existed."""
         import dataclasses
 
         from prodclone import airflow_support as af
+        from prodclone.lifecycle import hook_env, run_hooks
 
-        _, driver = _driver()
+        cfg, driver = _driver()
+        if env["run_id"] != get_current_context()["run_id"]:
+            return 0
+        with af.fail_fast():
+            info = dataclasses.asdict(driver.connection(env["name"]))
+            return run_hooks("on_restored", cfg.profile(env["profile"]).on_restored, hook_env(info, env))
+
+    @task(multiple_outputs=False)
+    def connection_info(env: dict) -> dict:
+        """Where the clone answers, and how old its data is; never the password (see the secret's location)."""
+        import dataclasses
+
+        from prodclone import airflow_support as af
+        from prodclone.freshness import freshness
+
+        cfg, driver = _driver()
         with af.fail_fast():
             info = driver.connection(env["name"])
         info.existing = env["run_id"] != get_current_context()["run_id"]
+        snap = next((s for s in driver.snapshots() if s.id == info.snapshot), None)
+        fresh = freshness(snap.created_at if snap else None, cfg.schedule)
         print(("already existed, unchanged: " if info.existing else "ready: ") + info.text())
-        return dataclasses.asdict(info)
+        print(("WARNING: " if fresh["stale"] else "") + f"data: {fresh['message']}")
+        return {**dataclasses.asdict(info), "snapshot_age_hours": fresh["age_hours"], "snapshot_stale": fresh["stale"],
+                "clone_seconds": env.get("clone_seconds")}
 
     request = resolve()
-    env = clone(request)
-    connection_info(post_restore(request, env))
+    ready = post_restore(request, clone(request))
+    hooks = lifecycle_hooks(ready)
+    hooks >> connection_info(ready)
 
 
 prodclone_restore()

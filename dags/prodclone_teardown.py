@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from prodclone.alerts import on_failure
 from prodclone.config import load_config
 from prodclone.drivers.base import ENV_PATTERN, MAX_NAME
 
@@ -39,7 +40,7 @@ def _driver():
         "missing_ok": Param(False, type="boolean", title="Missing is fine",
                             description="Succeed when the environment is already gone (CI's `env down` retries)."),
     },
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=30), "on_failure_callback": on_failure},
     tags=["prodclone"],
     doc_md=__doc__,
 )
@@ -68,8 +69,16 @@ def prodclone_teardown():
         import dataclasses
 
         from prodclone import airflow_support as af
+        from prodclone.lifecycle import hook_env, run_hooks
 
-        _, driver = _driver()
+        cfg, driver = _driver()
+        env = {e.name: e for e in driver.environments()}.get(item["env"])
+        if env and env.status == "ready" and cfg.profile(env.profile).pre_teardown:
+            try:  # a failing hook must not keep an expired env alive
+                run_hooks("pre_teardown", cfg.profile(env.profile).pre_teardown,
+                          hook_env(dataclasses.asdict(driver.connection(env.name)), env.as_dict()))
+            except Exception as exc:
+                print(f"WARNING: {exc}; tearing down anyway")
         with af.fail_fast():
             removed = driver.teardown(item["env"], reason=item["reason"])
         print(f"{removed.env} ({removed.reason}): removed " + ", ".join(removed.objects))

@@ -29,6 +29,8 @@ class Profile:
     connection_limit: int = -1
     settings: tuple[tuple[str, str], ...] = ()  # ALTER DATABASE ... SET name = value
     volume: tuple[tuple[str, str], ...] = ()  # velero: StorageClass parameters
+    on_restored: tuple[str, ...] = ()  # shell commands after a restore (Heroku's postdeploy)
+    pre_teardown: tuple[str, ...] = ()  # shell commands before a teardown (Heroku's pr-predestroy)
 
 
 DEFAULT_PROFILES = {
@@ -51,7 +53,9 @@ def _profiles(raw: dict | None, where: Path) -> dict[str, Profile]:
                            post_restore_sql=tuple(str(q) for q in p.get("post_restore_sql") or ()),
                            connection_limit=int(res.get("connection_limit", -1)),
                            settings=tuple((str(k), str(v)) for k, v in (res.get("settings") or {}).items()),
-                           volume=tuple((str(k), str(v)) for k, v in (res.get("volume") or {}).items()))
+                           volume=tuple((str(k), str(v)) for k, v in (res.get("volume") or {}).items()),
+                           on_restored=tuple(str(c) for c in p.get("on_restored") or ()),
+                           pre_teardown=tuple(str(c) for c in p.get("pre_teardown") or ()))
         except (TypeError, ValueError, AttributeError) as exc:
             raise ProdcloneError(f"{where}: profile {name!r} is malformed: {exc}") from None
         if not 1 <= prof.ttl_hours <= prof.max_ttl_hours:
@@ -82,6 +86,9 @@ class Config:
     clone_strategy: str = "file_copy"
     protected: tuple[str, ...] = ()
     profiles: dict[str, Profile] = field(default_factory=dict)
+    slack_webhook_conn_id: str = ""
+    alert_emails: tuple[str, ...] = ()
+    export_deadline_minutes: int = 0
 
     def profile(self, name: str) -> Profile:
         if name not in self.profiles:
@@ -125,6 +132,9 @@ def load_config(path: str | Path | None = None) -> Config:
         clone_strategy=cl.get("strategy", "file_copy"),
         protected=tuple(cl.get("protected") or ()),
         profiles=_profiles(data.get("profiles"), p),
+        slack_webhook_conn_id=(data.get("alerts") or {}).get("slack_webhook_conn_id") or "",
+        alert_emails=tuple((data.get("alerts") or {}).get("email") or ()),
+        export_deadline_minutes=int(ex.get("deadline_minutes") or 0),
     )
     if cfg.source_mode not in MODES:
         raise ProdcloneError(f"{p}: source.mode must be one of {', '.join(MODES)}, not {cfg.source_mode!r}")

@@ -11,7 +11,7 @@ import yaml
 
 from prodclone.db import with_dbname
 from prodclone.devpg import airflow_conn_json as airflow_conn
-from support import ROOT, rows
+from support import ROOT, WebhookCapture, rows
 
 
 def _bag():
@@ -27,7 +27,14 @@ def stack(airflow_db, pg, sample_source, tmp_path_factory):
     tag = uuid.uuid4().hex[:8]
     cfg = yaml.safe_load((ROOT / "include" / "prodclone.yaml").read_text())
     cfg["clones"]["registry_database"] = f"pct_reg_{tag}"
+    hooks = tmp / "hooks"
+    hooks.mkdir()
+    for profile in cfg["profiles"].values():
+        profile["on_restored"] = [f'printf "%s %s" "$PRODCLONE_HOST" "$PRODCLONE_REQUESTED_BY" > {hooks}/restored-$PRODCLONE_ENV']
+        profile["pre_teardown"] = [f"touch {hooks}/predestroy-$PRODCLONE_ENV", "exit 3"]  # a failing hook never blocks teardown
+    cfg["alerts"] = {"slack_webhook_conn_id": "slack_test"}
     (tmp / "prodclone.yaml").write_text(yaml.safe_dump(cfg))
+    slack = WebhookCapture()
     base = with_dbname(pg, f"pct_dagbase_{tag}")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PRODCLONE_CONFIG", str(tmp / "prodclone.yaml"))
@@ -35,10 +42,12 @@ def stack(airflow_db, pg, sample_source, tmp_path_factory):
         mp.setenv("AIRFLOW_CONN_PRODCLONE_BASE", airflow_conn(base))
         mp.setenv("PRODCLONE_STORAGE_URL", f"file://{tmp}/store")
         mp.setenv("PRODCLONE_MASKING_KEY", "test-key-" + "k" * 40)
+        mp.setenv("AIRFLOW_CONN_SLACK_TEST", json.dumps({"conn_type": "slackwebhook", "password": slack.url}))
         run = _bag()["prodclone_export"].test(use_executor=False)
         assert run.state == "success"
         yield {"pg": pg, "base": base, "store": tmp / "store", "registry": with_dbname(pg, f"pct_reg_{tag}"),
-               "export_run": run}
+               "export_run": run, "hooks": hooks, "slack": slack}
+    slack.close()
     with psycopg.connect(pg, autocommit=True) as c:
         for (name,) in c.execute("SELECT datname FROM pg_database WHERE shobj_description(oid, 'pg_database') "
                                  "LIKE '%%managed-by=prodclone%%' AND (datname LIKE 'snap-%%' OR datname LIKE "
@@ -81,7 +90,7 @@ def test_restore_from_pr_is_idempotent_and_teardown_removes_it(stack, sample_sou
     assert run.state == "success"
     info = _xcom(tis["connection_info"])
     assert info["env"] == env and info["user"] == env and not info["existing"]
-    assert info["secret"] == f"Airflow Variable prodclone_env_{env}_dsn"
+    assert info["secret"].startswith(f"Airflow Variable prodclone_env_{env}_dsn")
     url = Variable.get(f"prodclone_env_{env}_dsn")
     password = psycopg.conninfo.conninfo_to_dict(url)["password"]
     assert password not in json.dumps(info)
@@ -90,12 +99,18 @@ def test_restore_from_pr_is_idempotent_and_teardown_removes_it(stack, sample_sou
     registered = rows(stack["registry"], "SELECT profile, requested_by, pr, status FROM environments WHERE name = %s", (env,))
     assert registered == [("preview", "alice", pr, "ready")]
 
+    assert (stack["hooks"] / f"restored-{env}").read_text().endswith(" alice")  # on_restored ran, with coordinates
+    assert info["clone_seconds"] > 0 and info["snapshot_age_hours"] < 1 and not info["snapshot_stale"]
+    (stack["hooks"] / f"restored-{env}").unlink()
+
     again, tis = _restore(pr=pr)  # CI retried: no failure, no second clone, same password
     assert again.state == "success" and _xcom(tis["connection_info"])["existing"]
     assert Variable.get(f"prodclone_env_{env}_dsn") == url
+    assert not (stack["hooks"] / f"restored-{env}").exists()  # hooks run once per clone, not per trigger
 
     down = _bag()["prodclone_teardown"].test(run_conf={"env": env}, use_executor=False)
     assert down.state == "success"
+    assert (stack["hooks"] / f"predestroy-{env}").exists()  # pre_teardown ran; its failure did not block
     assert not rows(stack["pg"], "SELECT 1 FROM pg_database WHERE datname = %s", (env,))
     assert not rows(stack["pg"], "SELECT 1 FROM pg_roles WHERE rolname = %s", (env,))
     assert Variable.get(f"prodclone_env_{env}_dsn", default_var=None) is None
@@ -129,6 +144,9 @@ def test_bad_requests_fail_clearly_and_touch_nothing(stack, conf, message, capfd
     assert failed in (["resolve"], ["clone"])
     out, err = capfd.readouterr()
     assert message in out + err
+    alert = stack["slack"].posts[-1]["text"]  # the failure alert went out through the Slack notifier
+    assert alert.startswith(f"prodclone: prodclone_restore failed at {failed[0]}") and message in alert
+    assert "What to do:" in alert
     assert not rows(stack["registry"], "SELECT 1 FROM environments WHERE name = %s", (conf.get("env", ""),))
     assert not rows(stack["pg"], "SELECT 1 FROM pg_database WHERE datname = %s", (conf.get("env", ""),))
 

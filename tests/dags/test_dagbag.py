@@ -31,6 +31,9 @@ def test_restore_form_has_validated_sections(airflow_db):
     assert params.get_param("ttl_hours").schema["maximum"] == 168
     assert all(params.get_param(p).schema.get("title") and params.get_param(p).schema.get("section") for p in params)
     assert dag.max_active_runs > 1
+    assert list(dag.topological_sort()) and [t.task_id for t in dag.topological_sort()] == [
+        "resolve", "clone", "post_restore", "lifecycle_hooks", "connection_info"]
+    assert all(t.on_failure_callback for t in dag.tasks)
 
 
 def test_teardown_dag_is_hourly_and_serial(airflow_db):

@@ -75,6 +75,7 @@ class Environment:
     expires_at: datetime
     run_id: str = ""
     updated_at: datetime | None = None
+    clone_seconds: float | None = None
 
     def as_dict(self) -> dict:
         d = asdict(self)

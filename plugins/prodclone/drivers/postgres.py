@@ -340,7 +340,8 @@ class PostgresDriver(CloneDriver):
     def _env(self, row: dict) -> Environment:
         return Environment(name=row["name"], profile=row["profile"], snapshot=row["snapshot_id"], status=row["status"],
                            requested_by=row["requested_by"], pr=row["pr"], created_at=row["created_at"],
-                           expires_at=row["expires_at"], run_id=row["run_id"], updated_at=row["updated_at"])
+                           expires_at=row["expires_at"], run_id=row["run_id"], updated_at=row["updated_at"],
+                           clone_seconds=row["clone_seconds"])
 
     def _refuse_foreign_name(self, env: str) -> None:
         reserved = {self.base, f"{self.base}__staging", f"{self.base}__previous", self.cfg.registry_database,
