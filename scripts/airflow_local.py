@@ -23,13 +23,17 @@ def main() -> int:
         return 1
     server = devpg.server_dsn()
     env = airflow_env(with_dbname(server, "prodclone_demo_prod"), with_dbname(server, "prodclone_demo_base"))
+    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = devpg.airflow_metadata_url(server, "prodclone_demo_airflow")
     env["AIRFLOW__API__PORT"] = PORT
     env["AIRFLOW__API__BASE_URL"] = f"http://localhost:{PORT}"
-    env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] = "False"
-    subprocess.run(["airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
-    for dag_id in ("prodclone_restore", "prodclone_teardown"):  # the export stays paused: trigger it by hand
-        subprocess.run(["airflow", "dags", "unpause", dag_id], env=env, check=False, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    subprocess.run(["airflow", "db", "migrate"], env=env, check=True, **quiet)
+    subprocess.run(["airflow", "dags", "reserialize"], env=env, check=True, **quiet)  # DAGs exist, paused
+    # The export stays paused (unpaused, it would run at once for the last missed night); restores,
+    # teardowns and extensions run as soon as they are triggered.
+    subprocess.run(["airflow", "dags", "pause", "prodclone_export"], env=env, check=True, **quiet)
+    for dag_id in ("prodclone_restore", "prodclone_teardown", "prodclone_extend"):
+        subprocess.run(["airflow", "dags", "unpause", dag_id], env=env, check=True, **quiet)
     passwords = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
     print(f"Airflow UI: http://localhost:{PORT}  (user admin; password in {passwords}, written on first start)")
     print("Trigger prodclone_restore from its form; Ctrl-C stops Airflow.", flush=True)

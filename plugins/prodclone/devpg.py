@@ -86,3 +86,24 @@ def time_pg_restore(dsn: str, workdir: Path, jobs: int = 2) -> float:
         dump.unlink(missing_ok=True)
         with psycopg.connect(with_dbname(dsn, "postgres"), autocommit=True) as c:
             c.execute("DROP DATABASE IF EXISTS prodclone_pg_restore_timing WITH (FORCE)")
+
+
+def airflow_metadata_url(dsn: str, dbname: str) -> str:
+    """A SQLAlchemy URL for Airflow's metadata DB in database ``dbname`` on the server of ``dsn``,
+    created if missing. Postgres, not SQLite: a running scheduler, api-server and LocalExecutor
+    write concurrently, and SQLite answers that with 'database is locked'."""
+    from urllib.parse import quote
+
+    import psycopg
+
+    from prodclone.db import with_dbname
+
+    with psycopg.connect(with_dbname(dsn, "postgres"), autocommit=True) as c:
+        if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
+            c.execute(f'CREATE DATABASE "{dbname}"')
+    p = psycopg.conninfo.conninfo_to_dict(dsn)
+    auth = quote(p.get("user") or "postgres") + (":" + quote(p["password"], safe="") if p.get("password") else "")
+    host = p.get("host") or "localhost"
+    if host.startswith("/"):
+        return f"postgresql+psycopg://{auth}@/{dbname}?host={quote(host)}" + (f"&port={p['port']}" if p.get("port") else "")
+    return f"postgresql+psycopg://{auth}@{host}:{p.get('port') or 5432}/{dbname}"

@@ -21,7 +21,7 @@ import yaml
 
 from prodclone.config import load_config
 from prodclone.db import with_dbname
-from prodclone.devpg import airflow_conn_json
+from prodclone.devpg import airflow_conn_json, airflow_metadata_url
 from prodclone.drivers.base import MemorySecrets
 from prodclone.drivers.postgres import PostgresDriver
 from prodclone.seed import seed
@@ -67,7 +67,7 @@ def airflow_server(pg, sample_export, tmp_path_factory):
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_metadata_url(pg, f"pct_airflow_{tag}"),
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__BASE_URL": url,
@@ -103,7 +103,7 @@ def airflow_server(pg, sample_export, tmp_path_factory):
             proc.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-        _cleanup(pg, base, cfg.registry_database, snapshot.id)
+        _cleanup(pg, base, cfg.registry_database, snapshot.id, tag)
 
 
 def _parsed(url: str, password: str) -> bool:
@@ -121,7 +121,7 @@ def _parsed(url: str, password: str) -> bool:
         return False
 
 
-def _cleanup(pg: str, base: str, registry: str, snapshot: str) -> None:
+def _cleanup(pg: str, base: str, registry: str, snapshot: str, tag: str) -> None:
     with psycopg.connect(pg, autocommit=True) as c:
         try:
             envs = [r[0] for r in psycopg.connect(with_dbname(pg, registry)).execute("SELECT name FROM environments")]
@@ -130,7 +130,7 @@ def _cleanup(pg: str, base: str, registry: str, snapshot: str) -> None:
         for env in envs:
             c.execute(f'DROP DATABASE IF EXISTS "{env}" WITH (FORCE)')
             c.execute(f'DROP ROLE IF EXISTS "{env}"')
-        for db in (registry, snapshot, psycopg.conninfo.conninfo_to_dict(base)["dbname"]):
+        for db in (registry, snapshot, psycopg.conninfo.conninfo_to_dict(base)["dbname"], f"pct_airflow_{tag}"):
             c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
