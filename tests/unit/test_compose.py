@@ -40,3 +40,13 @@ def test_readme_names_the_same_services():
     section = readme.split("## Docker Compose", 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r"`([a-z][a-z-]+)`", section)) & (EXPECTED | {"redis", "airflow-worker"})
     assert named == EXPECTED
+
+
+def test_ci_examples_parse_and_call_prodclone_env():
+    gh = yaml.safe_load((ROOT / "examples" / "github-actions" / "preview.yml").read_text())
+    steps = " ".join(str(s.get("run", "")) for job in gh["jobs"].values() for s in job["steps"])
+    assert "prodclone env up --pr" in steps and "prodclone env down --pr" in steps
+    assert set(gh[True]["pull_request"]["types"]) >= {"opened", "synchronize", "closed"}  # YAML 1.1: `on` is True
+    gl = yaml.safe_load((ROOT / "examples" / "gitlab" / ".gitlab-ci.yml").read_text())
+    assert gl["preview-database"]["environment"]["on_stop"] == "preview-database-stop"
+    assert any("prodclone env down" in line for line in gl["preview-database-stop"]["script"])
