@@ -41,9 +41,8 @@ def validate_env_name(name: str) -> str:
 
 
 def env_prefix(name: str) -> str:
-    prefix = name.split("-", 1)[0]
-    assert prefix in ENV_PREFIXES
-    return prefix
+    """The profile an env name's prefix names; call on validated names."""
+    return name.split("-", 1)[0]
 
 
 @dataclass
@@ -192,6 +191,10 @@ class CloneDriver(ABC):
     @abstractmethod
     def extend(self, env: str, hours: int, max_hours: int) -> Environment:
         ...
+
+    @abstractmethod
+    def due_for_teardown(self) -> list[tuple[str, str]]:
+        """(env, reason) for every environment past its expiry, failed, or stuck half-made."""
 
     @abstractmethod
     def teardown(self, env: str, reason: str = "requested") -> Removed:
