@@ -73,9 +73,10 @@ def prodclone_teardown():
 
         cfg, driver = _driver()
         env = {e.name: e for e in driver.environments()}.get(item["env"])
-        if env and env.status == "ready" and cfg.profile(env.profile).pre_teardown:
+        profile = cfg.profiles.get(env.profile) if env else None  # a profile may have left the config since
+        if env and env.status == "ready" and profile and profile.pre_teardown:
             try:  # a failing hook must not keep an expired env alive
-                run_hooks("pre_teardown", cfg.profile(env.profile).pre_teardown,
+                run_hooks("pre_teardown", profile.pre_teardown,
                           hook_env(dataclasses.asdict(driver.connection(env.name)), env.as_dict()))
             except Exception as exc:
                 print(f"WARNING: {exc}; tearing down anyway")

@@ -79,7 +79,8 @@ def state(user: GetUserDep) -> dict:
         snap_at = created.get(e.snapshot)
         row["snapshot_age_hours"] = round((now - snap_at).total_seconds() / 3600, 2) if snap_at else None
         row["expires_in_seconds"] = int((e.expires_at - now).total_seconds())
-        row["max_ttl_hours"] = cfg.profile(e.profile).max_ttl_hours
+        profile = cfg.profiles.get(e.profile)  # a profile may have left the config since
+        row["max_ttl_hours"] = profile.max_ttl_hours if profile else cfg.max_ttl_hours
         rows.append(row)
     return {
         "now": now.isoformat(),
