@@ -34,13 +34,14 @@ from __future__ import annotations
 import copy
 import re
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import jsonpatch
 import yaml
 
-from fakekube.server import Cluster, match_labels
+from fakekube.server import ApiStatus, Cluster, match_labels, merge_patch
 
 RUNNING = ("", "New", "InProgress")
 NOT_RESTORED = ("pods", "persistentvolumes", "backups", "restores", "deletebackuprequests", "volumesnapshots")
@@ -200,8 +201,8 @@ class VeleroSim:
     def _create(self, plural: str, obj: dict, namespace: str | None) -> None:
         try:
             self.cluster.create(plural, obj, namespace)
-        except Exception as exc:  # existing resources are skipped, as existingResourcePolicy: none does
-            if getattr(exc, "code", None) != 409:
+        except ApiStatus as exc:  # existing resources are skipped, as existingResourcePolicy: none does
+            if exc.code != 409:
                 raise
 
     def _restore_pvc(self, pvc: dict, source_ns: str, target: str, restore: str, backup: str) -> None:
@@ -232,10 +233,9 @@ class VeleroSim:
 
     def _volume(self, storage_class: str | None) -> str:
         tags = []
-        try:
+        params = {}
+        with suppress(ApiStatus):  # no such StorageClass: an untagged volume
             params = self.cluster.get("storageclasses", storage_class).get("parameters", {}) if storage_class else {}
-        except Exception:
-            params = {}
         for k, v in params.items():
             if k.startswith("tagSpecification_"):
                 key, _, value = v.partition("=")
@@ -254,10 +254,8 @@ class VeleroSim:
         for r in self.cluster.find("restores", self.namespace):
             if r.get("spec", {}).get("backupName") == name:
                 self.cluster.delete("restores", r["metadata"]["name"], self.namespace)
-        try:
+        with suppress(ApiStatus):  # already gone
             self.cluster.delete("backups", name, self.namespace)
-        except Exception:
-            pass
         self.contents.pop(name, None)
         self._set_status("deletebackuprequests", d, phase="Processed")
 
@@ -285,17 +283,13 @@ def _modify(obj: dict, plural: str, source_ns: str, rules: list) -> tuple[dict, 
             continue
         for op in rule.get("patches", []):
             op = dict(op)
-            if isinstance(op.get("value"), str):
-                try:
-                    op["value"] = yaml.safe_load(op["value"]) if op["value"].strip().startswith(("{", "[")) else op["value"]
-                except yaml.YAMLError:
-                    pass
+            if isinstance(op.get("value"), str) and op["value"].strip().startswith(("{", "[")):
+                with suppress(yaml.YAMLError):  # Velero accepts JSON/YAML documents as string values
+                    op["value"] = yaml.safe_load(op["value"])
             try:
                 obj = jsonpatch.apply_patch(obj, [op])
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException):
                 failed += 1
         for mp in rule.get("mergePatches", []):
-            from fakekube.server import merge_patch
-
             obj = merge_patch(obj, yaml.safe_load(mp["patchData"]) if isinstance(mp.get("patchData"), str) else mp)
     return obj, failed
