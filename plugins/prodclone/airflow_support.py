@@ -102,4 +102,16 @@ class VariableSecrets(SecretStore):
 def clone_driver(cfg: Config):
     from prodclone.drivers import get_driver
 
+    if cfg.driver == "velero":
+        from types import SimpleNamespace
+
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+        from kubernetes import client
+
+        hook = KubernetesHook(conn_id=cfg.velero.kubernetes_conn_id)
+        kube = SimpleNamespace(core=hook.core_v1_client, custom=hook.custom_object_client,
+                               storage=client.StorageV1Api(hook.api_client))
+        ec2 = AwsBaseHook(aws_conn_id=cfg.aws_conn_id, client_type="ec2").conn
+        return get_driver(cfg, "", VariableSecrets(), kube=kube, ec2=ec2)
     return get_driver(cfg, dsn_for(cfg.base_conn_id), VariableSecrets())

@@ -64,6 +64,55 @@ def _profiles(raw: dict | None, where: Path) -> dict[str, Profile]:
     return out
 
 
+@dataclass(frozen=True)
+class Datastore:
+    """One kind of datastore in the base namespace: how to make it consistent for a backup."""
+
+    kind: str  # postgres | redis
+    selector: tuple[tuple[str, str], ...]  # pod labels
+    container: str
+    secret: str = ""  # postgres: the Secret holding username/password/database
+    service: str = ""  # postgres: the Service clones answer on
+    port: int = 5432
+
+
+@dataclass(frozen=True)
+class Velero:
+    namespace: str = "velero"
+    base_namespace: str = "prodclone-base"
+    kubernetes_conn_id: str = "kubernetes_default"
+    storage_location: str = "default"
+    backup_ttl_hours: int = 0  # 0: the longest profile TTL + 1h
+    first_ordinal_only: bool = False
+    protected_namespaces: tuple[str, ...] = ()
+    datastores: tuple[Datastore, ...] = ()
+    volume: tuple[tuple[str, str], ...] = (("type", "gp3"),)
+    wait_minutes: float = 30
+    pool: str = "prodclone_velero"
+    host_template: str = "{service}.{namespace}.svc.cluster.local"
+
+
+def _velero(raw: dict | None, where: Path) -> Velero:
+    raw = raw or {}
+    stores = []
+    for kind, d in (raw.get("datastores") or {}).items():
+        if kind not in ("postgres", "redis"):
+            raise ProdcloneError(f"{where}: velero.datastores.{kind}: only postgres and redis are known")
+        d = d or {}
+        stores.append(Datastore(kind=kind, selector=tuple((d.get("selector") or {"app": kind}).items()),
+                                container=d.get("container", kind), secret=d.get("secret", ""),
+                                service=d.get("service", ""), port=int(d.get("port", 5432 if kind == "postgres" else 6379))))
+    return Velero(namespace=raw.get("namespace", "velero"), base_namespace=raw.get("base_namespace", "prodclone-base"),
+                  kubernetes_conn_id=raw.get("kubernetes_conn_id", "kubernetes_default"),
+                  storage_location=raw.get("storage_location", "default"),
+                  backup_ttl_hours=int(raw.get("backup_ttl_hours") or 0),
+                  first_ordinal_only=bool(raw.get("first_ordinal_only", False)),
+                  protected_namespaces=tuple(raw.get("protected_namespaces") or ()), datastores=tuple(stores),
+                  volume=tuple((str(k), str(v)) for k, v in (raw.get("volume") or {"type": "gp3"}).items()),
+                  wait_minutes=float(raw.get("wait_minutes", 30)), pool=raw.get("pool", "prodclone_velero"),
+                  host_template=raw.get("host_template", "{service}.{namespace}.svc.cluster.local"))
+
+
 @dataclass
 class Config:
     driver: str = "postgres"
@@ -89,6 +138,7 @@ class Config:
     slack_webhook_conn_id: str = ""
     alert_emails: tuple[str, ...] = ()
     export_deadline_minutes: int = 0
+    velero: Velero = field(default_factory=Velero)
 
     def profile(self, name: str) -> Profile:
         if name not in self.profiles:
@@ -135,6 +185,7 @@ def load_config(path: str | Path | None = None) -> Config:
         slack_webhook_conn_id=(data.get("alerts") or {}).get("slack_webhook_conn_id") or "",
         alert_emails=tuple((data.get("alerts") or {}).get("email") or ()),
         export_deadline_minutes=int(ex.get("deadline_minutes") or 0),
+        velero=_velero(data.get("velero"), p),
     )
     if cfg.source_mode not in MODES:
         raise ProdcloneError(f"{p}: source.mode must be one of {', '.join(MODES)}, not {cfg.source_mode!r}")

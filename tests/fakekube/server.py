@@ -135,7 +135,7 @@ class Cluster:
         self.lock = threading.RLock()
         self.objects: dict[tuple[str, str | None, str], dict] = {}  # (plural, namespace, name) -> object
         self.version = 0
-        self.calls: list[tuple[str, str, str, str | None]] = []  # (verb, group, plural, subresource)
+        self.calls: list[tuple] = []  # (verb, group, plural, subresource, namespace, name) per request
         self.faults = Faults()
         self.on_pv_deleted: list = []  # callables(pv) for cloud-side effects (EBS)
 
@@ -314,7 +314,7 @@ class Handler(BaseHTTPRequestHandler):
             group = RESOURCES[plural][0]
             verb = {"GET": "get" if name else "list", "POST": "create", "PUT": "update", "PATCH": "patch",
                     "DELETE": "delete"}[self.command]
-            self.cluster.calls.append((verb, group, plural, sub))
+            self.cluster.calls.append((verb, group, plural, sub, ns, name))
             c = self.cluster
             if self.command == "GET" and name:
                 return self._send(200, c.get(plural, name, ns))

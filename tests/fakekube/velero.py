@@ -281,8 +281,9 @@ def _modify(obj: dict, plural: str, source_ns: str, rules: list) -> tuple[dict, 
         if cond.get("labelSelector") and not match_labels(obj["metadata"].get("labels"),
                                                           _selector(cond["labelSelector"])):
             continue
-        for op in rule.get("patches", []):
-            op = dict(op)
+        for patch in rule.get("patches", []):  # Velero's keys: operation, path, value (and from)
+            op = {"op": patch.get("operation"), "path": patch.get("path")}
+            op.update({k: patch[k] for k in ("value", "from") if k in patch})
             if isinstance(op.get("value"), str) and op["value"].strip().startswith(("{", "[")):
                 with suppress(yaml.YAMLError):  # Velero accepts JSON/YAML documents as string values
                     op["value"] = yaml.safe_load(op["value"])

@@ -9,9 +9,12 @@ if TYPE_CHECKING:  # importing drivers.base must stay light: `prodclone env` run
     from prodclone.drivers.base import CloneDriver, SecretStore
 
 
-def get_driver(cfg: Config, base_dsn: str, secrets: SecretStore) -> CloneDriver:
+def get_driver(cfg: Config, base_dsn: str, secrets: SecretStore, *, kube=None, ec2=None) -> CloneDriver:
+    """``kube`` (core/custom/storage API clients) and ``ec2`` are needed by the velero driver only."""
     if cfg.driver == "postgres":
         from prodclone.drivers.postgres import PostgresDriver
 
         return PostgresDriver(base_dsn, cfg, secrets)
-    raise NotImplementedError(f"the {cfg.driver!r} clone driver is not available yet; use driver: postgres")
+    from prodclone.drivers.velero import VeleroDriver, rotate_postgres
+
+    return VeleroDriver(cfg, kube, ec2, secrets, database=rotate_postgres)

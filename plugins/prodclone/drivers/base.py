@@ -161,6 +161,15 @@ class CloneDriver(ABC):
     def snapshot(self, run_id: str, export: str = "", rows: int = 0, rules_sha256: str = "") -> Snapshot:
         """Snapshot the freshly seeded base; a retry of the same run reuses its snapshot."""
 
+    def begin_snapshot(self, run_id: str, export: str = "", rows: int = 0, rules_sha256: str = "") -> str:
+        """Start the snapshot and return its id; drivers whose snapshot is slow return before it is done."""
+        return self.snapshot(run_id, export, rows, rules_sha256).id
+
+    def wait_spec(self, what: str, name: str) -> dict | None:
+        """What a deferrable wait should poll before `snapshot`/`finish_restore` ("snapshot" or "restore");
+        None when there is nothing to wait for."""
+        return None
+
     @abstractmethod
     def snapshots(self) -> list[Snapshot]:
         """Every snapshot, newest first."""
