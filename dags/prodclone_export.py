@@ -2,7 +2,8 @@
 
 discover (freeze source) -> check rules (fail closed) -> plan -> export (mapped)
 -> finalize manifest -> verify (checksums + leak check) -> seed base
--> snapshot the base (clone driver) -> publish: `LATEST` and the Asset event
+-> snapshot the base (clone driver; a Velero backup is waited for in the
+triggerer) -> publish: `LATEST` and the Asset event
 "base snapshot" (snapshot id, rows, rules hash).
 
 Thin wiring only: every step is a call into plugins/prodclone.
@@ -17,6 +18,7 @@ from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference, dag, ge
 from prodclone.airflow_support import BASE_SNAPSHOT
 from prodclone.alerts import export_overdue, on_failure
 from prodclone.config import load_config
+from prodclone.operators import WaitForClone
 
 CFG = load_config()  # one small YAML read: the schedule must be known at parse time
 
@@ -164,19 +166,27 @@ def prodclone_export():
             r = seed(url, af.dsn_for(cfg.base_conn_id), overwrite=True, s3_options=s3, labels=f"run={run}")
         return {"database": r.database, "tables": r.tables, "rows": r.rows, "seconds": r.seconds}
 
-    @task(multiple_outputs=False)
-    def snapshot_base(totals: dict) -> dict:
-        """Freeze the freshly seeded base; restores clone this snapshot, not the base."""
+    def _snapshot(totals: dict, begin: bool):
         from prodclone import airflow_support as af
         from prodclone.export import read_manifest
         from prodclone.storage import open_storage
 
         cfg, url, s3, _ = _ctx()
         rules_sha = read_manifest(open_storage(url, s3))["rules_sha256"]
+        driver = af.clone_driver(cfg)
+        call = driver.begin_snapshot if begin else driver.snapshot
         with af.fail_fast():
-            snap = af.clone_driver(cfg).snapshot(get_current_context()["run_id"], export=url, rows=totals["rows"],
-                                                 rules_sha256=rules_sha)
-        return snap.as_dict()
+            return call(get_current_context()["run_id"], export=url, rows=totals["rows"], rules_sha256=rules_sha)
+
+    @task
+    def start_snapshot(totals: dict) -> str:
+        """Start the snapshot of the freshly seeded base (a Velero Backup returns before it is done)."""
+        return _snapshot(totals, begin=True)
+
+    @task(multiple_outputs=False)
+    def snapshot_base(totals: dict) -> dict:
+        """The finished snapshot (retry-safe: found by run id); restores clone it, not the base."""
+        return _snapshot(totals, begin=False).as_dict()
 
     @task(multiple_outputs=False, outlets=[BASE_SNAPSHOT])
     def publish(totals: dict, seeded: dict, snap: dict) -> dict:
@@ -205,8 +215,11 @@ def prodclone_export():
     totals >> verified
     seeded = seed_base()
     verified >> seeded
+    started = start_snapshot(totals)
+    seeded >> started
+    wait = WaitForClone(task_id="wait_snapshot", what="snapshot", name=started)
     snap = snapshot_base(totals)
-    seeded >> snap
+    wait >> snap
     publish(totals, seeded, snap)
     verified >> thaw_source(frozen).as_teardown(setups=frozen)
 

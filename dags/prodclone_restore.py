@@ -3,7 +3,7 @@
 Trigger it from the UI form or the REST API (`POST /api/v2/dags/prodclone_restore/dagRuns`).
 
 resolve (check the request) -> clone (snapshot -> env, own role and password)
--> post_restore (the profile's SQL hooks, then ready) -> lifecycle_hooks (the
+-> wait_clone (a Velero restore, in the triggerer) -> post_restore (the profile's SQL hooks, then ready) -> lifecycle_hooks (the
 profile's on_restored commands) -> connection_info.
 
 Re-triggering for an env that exists and is healthy changes nothing and
@@ -21,6 +21,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 from prodclone.alerts import on_failure
 from prodclone.config import load_config
 from prodclone.drivers.base import ENV_PATTERN, MAX_NAME
+from prodclone.operators import WaitForClone
 
 CFG = load_config()  # the form's bounds come from the profiles
 
@@ -139,7 +140,13 @@ def prodclone_restore():
                 "clone_seconds": env.get("clone_seconds")}
 
     request = resolve()
-    ready = post_restore(request, clone(request))
+    cloned = clone(request)
+    # Velero restores run one at a time: the pool (1 slot, counting deferred tasks) makes that queue visible.
+    wait = WaitForClone(task_id="wait_clone", what="restore", name="{{ ti.xcom_pull(task_ids='clone')['name'] }}",
+                        **({"pool": CFG.velero.pool} if CFG.driver == "velero" else {}))
+    cloned >> wait
+    ready = post_restore(request, cloned)
+    wait >> ready
     hooks = lifecycle_hooks(ready)
     hooks >> connection_info(ready)
 

@@ -156,3 +156,14 @@ def clones(pg, sample_export, new_db):
                                        "shobj_description(oid, 'pg_database') LIKE %s", (f"%base={psycopg.conninfo.conninfo_to_dict(base)['dbname']};%",)).fetchall():
                 conn.execute(f'DROP DATABASE "{sid}" WITH (FORCE)')
             conn.execute(f'DROP DATABASE IF EXISTS "{cfg.registry_database}" WITH (FORCE)')
+
+
+@pytest.fixture
+def kube(pg, s3_endpoint, tmp_path, monkeypatch, new_db):
+    """The fake cluster of tests/fakekube/scenario.py and a velero driver for it; afterwards every API call
+    made is checked against include/k8s/rbac.yaml."""
+    from fakekube.scenario import build
+
+    k = build(pg, s3_endpoint, tmp_path, monkeypatch, new_db)
+    yield k
+    k.close()

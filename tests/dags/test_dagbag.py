@@ -11,11 +11,12 @@ def _bag():
 
 def test_export_dag_shape(airflow_db):
     dag = _bag()["prodclone_export"]
-    assert {"freeze_source", "check_rules", "plan", "export_part", "finalize", "verify", "seed_base", "snapshot_base",
-            "publish", "thaw_source"} <= set(dag.task_ids)
+    assert {"freeze_source", "check_rules", "plan", "export_part", "finalize", "verify", "seed_base", "start_snapshot",
+            "wait_snapshot", "snapshot_base", "publish", "thaw_source"} <= set(dag.task_ids)
     assert dag.max_active_runs == 1
     assert dag.get_task("thaw_source").is_teardown
-    assert dag.get_task("snapshot_base").upstream_task_ids >= {"seed_base"}
+    assert dag.get_task("start_snapshot").upstream_task_ids >= {"seed_base"}
+    assert dag.get_task("snapshot_base").upstream_task_ids >= {"wait_snapshot"}
     assert [o.name for o in dag.get_task("publish").outlets] == ["base snapshot"]
 
 
@@ -32,7 +33,8 @@ def test_restore_form_has_validated_sections(airflow_db):
     assert all(params.get_param(p).schema.get("title") and params.get_param(p).schema.get("section") for p in params)
     assert dag.max_active_runs > 1
     assert list(dag.topological_sort()) and [t.task_id for t in dag.topological_sort()] == [
-        "resolve", "clone", "post_restore", "lifecycle_hooks", "connection_info"]
+        "resolve", "clone", "wait_clone", "post_restore", "lifecycle_hooks", "connection_info"]
+    assert dag.get_task("wait_clone").pool == "default_pool"  # the Velero pool only with driver: velero
     assert all(t.on_failure_callback for t in dag.tasks)
 
 
