@@ -116,9 +116,7 @@ class VeleroSim:
                         self.hook_runs.append((name, pod["metadata"]["name"], ex.get("container"), ex["command"]))
             selector = _selector(spec.get("labelSelector"))
             for plural in ("persistentvolumeclaims", "statefulsets", "services", "secrets", "configmaps"):
-                for obj in self.cluster.find(plural, ns):
-                    if plural == "persistentvolumeclaims" and not match_labels(obj["metadata"].get("labels"), selector):
-                        continue  # a label selector limits which volumes are backed up
+                for obj in self.cluster.find(plural, ns, selector):  # a label selector limits every kind
                     held.append((plural, obj))
                     if plural == "persistentvolumeclaims" and obj.get("spec", {}).get("volumeName"):
                         held.append(("persistentvolumes", self.cluster.get("persistentvolumes", obj["spec"]["volumeName"])))

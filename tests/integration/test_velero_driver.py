@@ -170,3 +170,17 @@ def test_prune_uses_delete_backup_requests_and_keeps_what_is_in_use(kube):
 
     time.sleep(0.3)  # the simulator processes the request
     assert {b["metadata"]["name"] for b in kube.cluster.find("backups", VELERO)} == {s1.id, s3.id}
+
+
+def test_first_ordinal_only_backs_up_labelled_volumes(kube):
+    """Braze's way: replicas resync from the primary, so only ordinal 0's PVC (and what the base labels) is backed up."""
+    c = kube.cluster
+    for plural, name in (("persistentvolumeclaims", "data-postgres-0"), ("statefulsets", "postgres"),
+                         ("secrets", "postgres-credentials"), ("services", "postgres")):
+        c.patch(plural, name, {"metadata": {"labels": {"prodclone.io/backup": "true"}}}, "merge", BASE)
+    c.create("persistentvolumeclaims", {"metadata": {"name": "data-postgres-1"}, "spec": {"storageClassName": "gp3"}}, BASE)
+    kube.driver.v = dataclasses.replace(kube.driver.v, first_ordinal_only=True)
+    snap = kube.driver.snapshot("r1")
+    assert c.get("backups", snap.id, VELERO)["spec"]["labelSelector"] == {"matchLabels": {"prodclone.io/backup": "true"}}
+    _up(kube, "preview-ordinal")
+    assert [p["metadata"]["name"] for p in c.find("persistentvolumeclaims", "preview-ordinal")] == ["data-postgres-0"]

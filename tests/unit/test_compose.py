@@ -50,3 +50,18 @@ def test_ci_examples_parse_and_call_prodclone_env():
     gl = yaml.safe_load((ROOT / "examples" / "gitlab" / ".gitlab-ci.yml").read_text())
     assert gl["preview-database"]["environment"]["on_stop"] == "preview-database-stop"
     assert any("prodclone env down" in line for line in gl["preview-database-stop"]["script"])
+
+
+def test_example_base_namespace_matches_the_velero_config():
+    from prodclone.config import load_config
+
+    docs = [d for f in sorted((ROOT / "include" / "k8s" / "base-namespace").glob("*.yaml"))
+            for d in yaml.safe_load_all(f.read_text()) if d]
+    v = load_config().velero
+    named = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert ("Namespace", v.base_namespace) in named
+    pg = next(d for d in v.datastores if d.kind == "postgres")
+    assert {("Secret", pg.secret), ("Service", pg.service), ("StatefulSet", "postgres")} <= named
+    sts = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "postgres")
+    assert sts["spec"]["template"]["metadata"]["labels"] == dict(pg.selector)
+    assert sts["spec"]["template"]["spec"]["containers"][0]["name"] == pg.container

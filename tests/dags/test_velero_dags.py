@@ -1,0 +1,62 @@
+"""prodclone_restore and prodclone_teardown with driver: velero, through Airflow
+(dag.test runs the trigger in-process, so wait_clone really defers) against
+the fake cluster of tests/fakekube/scenario.py."""
+
+import json
+
+import yaml
+
+from support import ROOT
+
+
+def _config(kube, tmp_path, monkeypatch, s3_endpoint):
+    cfg = yaml.safe_load((ROOT / "include" / "prodclone.yaml").read_text())
+    cfg["driver"] = "velero"
+    v = kube.cfg.velero
+    cfg["velero"].update(wait_minutes=v.wait_minutes, host_template=v.host_template)
+    cfg["velero"]["datastores"]["postgres"]["port"] = v.datastores[0].port
+    (tmp_path / "prodclone.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("PRODCLONE_CONFIG", str(tmp_path / "prodclone.yaml"))
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({
+        "conn_type": "aws", "login": "test", "password": "test",
+        "extra": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}}))
+
+
+def _dags():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(ROOT / "dags")).dags
+
+
+def test_restore_defers_on_the_velero_restore_then_teardown(airflow_db, kube, tmp_path, monkeypatch, s3_endpoint):
+    _config(kube, tmp_path, monkeypatch, s3_endpoint)
+    snap = kube.driver.snapshot("export-run")
+    dags = _dags()
+    assert dags["prodclone_restore"].get_task("wait_clone").pool == "prodclone_velero"
+    run = dags["prodclone_restore"].test(run_conf={"env": "preview-velero-dag"}, use_executor=False)
+    assert run.state == "success"
+    tis = {ti.task_id: ti for ti in run.get_task_instances()}
+    assert tis["wait_clone"].xcom_pull(task_ids="wait_clone") == "Completed"  # the trigger's event
+    info = tis["connection_info"].xcom_pull(task_ids="connection_info")
+    assert info["env"] == "preview-velero-dag" and info["snapshot"] == snap.id
+    assert info["secret"].startswith("Kubernetes Secret preview-velero-dag/postgres-credentials")
+    assert kube.cluster.get("namespaces", "preview-velero-dag")["metadata"]["annotations"]["prodclone.io/status"] == "ready"
+
+    down = dags["prodclone_teardown"].test(run_conf={"env": "preview-velero-dag"}, use_executor=False)
+    assert down.state == "success"
+    assert not [n for n in kube.cluster.find("namespaces") if n["metadata"]["name"] == "preview-velero-dag"]
+
+
+def test_a_partially_failed_restore_fails_the_run_with_velero_reasons(airflow_db, kube, tmp_path, monkeypatch,
+                                                                       s3_endpoint, capfd):
+    _config(kube, tmp_path, monkeypatch, s3_endpoint)
+    kube.driver.snapshot("export-run")
+    kube.sim.faults.restore_result = "PartiallyFailed"
+    run = _dags()["prodclone_restore"].test(run_conf={"env": "preview-velero-bad"}, use_executor=False)
+    assert run.state == "failed"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["wait_clone"] == "success" and states["post_restore"] == "failed"
+    out, err = capfd.readouterr()
+    assert "did not complete: phase PartiallyFailed" in out + err
+    ns = kube.cluster.get("namespaces", "preview-velero-bad")
+    assert ns["metadata"]["annotations"]["prodclone.io/status"] == "failed"  # never looks healthy
