@@ -74,6 +74,7 @@ class Datastore:
     secret: str = ""  # postgres: the Secret holding username/password/database
     service: str = ""  # postgres: the Service clones answer on
     port: int = 5432
+    pre_hook: str = ""  # a shell command replacing the kind's default backup pre-hook
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,8 @@ def _velero(raw: dict | None, where: Path) -> Velero:
         d = d or {}
         stores.append(Datastore(kind=kind, selector=tuple((d.get("selector") or {"app": kind}).items()),
                                 container=d.get("container", kind), secret=d.get("secret", ""),
-                                service=d.get("service", ""), port=int(d.get("port", 5432 if kind == "postgres" else 6379))))
+                                service=d.get("service", ""), port=int(d.get("port", 5432 if kind == "postgres" else 6379)),
+                                pre_hook=d.get("pre_hook", "")))
     return Velero(namespace=raw.get("namespace", "velero"), base_namespace=raw.get("base_namespace", "prodclone-base"),
                   kubernetes_conn_id=raw.get("kubernetes_conn_id", "kubernetes_default"),
                   storage_location=raw.get("storage_location", "default"),

@@ -33,6 +33,10 @@ def _driver():
     from prodclone.drivers import get_driver
 
     cfg = load_config()
+    if cfg.driver == "velero":  # its record is the namespaces: no base DSN needed
+        from prodclone.airflow_support import clone_driver
+
+        return cfg, clone_driver(cfg)
     dsn = dsn_from_connection(Connection.get_connection_from_secrets(cfg.base_conn_id))
     return cfg, get_driver(cfg, dsn, VariableSecrets())
 

@@ -60,3 +60,26 @@ def test_a_partially_failed_restore_fails_the_run_with_velero_reasons(airflow_db
     assert "did not complete: phase PartiallyFailed" in out + err
     ns = kube.cluster.get("namespaces", "preview-velero-bad")
     assert ns["metadata"]["annotations"]["prodclone.io/status"] == "failed"  # never looks healthy
+
+
+def test_export_snapshots_with_a_velero_backup_and_announces_it(airflow_db, kube, tmp_path, monkeypatch, s3_endpoint,
+                                                                 sample_source, new_db):
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    from prodclone.devpg import airflow_conn_json
+
+    _config(kube, tmp_path, monkeypatch, s3_endpoint)
+    monkeypatch.setenv("AIRFLOW_CONN_PRODCLONE_SOURCE", airflow_conn_json(sample_source[0]))
+    monkeypatch.setenv("AIRFLOW_CONN_PRODCLONE_BASE", airflow_conn_json(new_db("pct_velbase")))  # the base namespace's Postgres
+    monkeypatch.setenv("PRODCLONE_STORAGE_URL", f"file://{tmp_path}/store")
+    run = _dags()["prodclone_export"].test(use_executor=False)
+    assert run.state == "success"
+    tis = {ti.task_id: ti for ti in run.get_task_instances()}
+    assert tis["wait_snapshot"].xcom_pull(task_ids="wait_snapshot") == "Completed"  # deferred on the Backup
+    [backup] = kube.cluster.find("backups", "velero")
+    assert backup["metadata"]["annotations"]["prodclone.io/run-id"] == run.run_id
+    assert int(backup["metadata"]["annotations"]["prodclone.io/rows"]) == sum(sample_source[1].values())
+    with create_session() as s:
+        event = s.query(AssetEvent).filter(AssetEvent.source_run_id == run.run_id).one()
+    assert event.extra["snapshot"] == backup["metadata"]["name"]

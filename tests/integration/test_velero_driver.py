@@ -184,3 +184,34 @@ def test_first_ordinal_only_backs_up_labelled_volumes(kube):
     assert c.get("backups", snap.id, VELERO)["spec"]["labelSelector"] == {"matchLabels": {"prodclone.io/backup": "true"}}
     _up(kube, "preview-ordinal")
     assert [p["metadata"]["name"] for p in c.find("persistentvolumeclaims", "preview-ordinal")] == ["data-postgres-0"]
+
+
+def test_a_namespace_it_did_not_create_is_never_restored_into(kube):
+    """A 409 on the namespace (someone else's, made in between) stops the restore before Velero is asked."""
+    kube.driver.snapshot("r1")
+    kube.cluster.faults.fail_next("POST", r"/api/v1/namespaces$", 409)
+    with pytest.raises(CloneError, match="not the one prodclone just created"):
+        kube.driver.begin_restore(_req("preview-raced"), "run-1")
+    assert not kube.cluster.find("restores", VELERO)
+
+
+def test_trigger_survives_dropped_polls_and_reports_the_phase(kube):
+    """The deferrable wait's trigger, run as the triggerer would, through a dropped connection and a 500."""
+    import asyncio
+
+    from prodclone.triggers import VeleroPhaseTrigger
+
+    snap = kube.driver.snapshot("r1")
+    kube.cluster.faults.fail_next("GET", r"/backups/", 0, 500)
+    trigger = VeleroPhaseTrigger(**kube.driver.wait_spec("snapshot", snap.id), poll_interval=0.05)
+    cls, kwargs = trigger.serialize()
+    assert cls == "prodclone.triggers.VeleroPhaseTrigger"
+
+    async def first_event():
+        async for event in VeleroPhaseTrigger(**kwargs).run():  # rebuilt from its serialised form
+            return event.payload
+
+    assert asyncio.run(first_event()) == {"status": "done", "phase": "Completed", "name": snap.id}
+    assert not any(queue for *_, queue in kube.cluster.faults.responses)  # both faults were hit
+    kube.cluster.delete("backups", snap.id, VELERO)
+    assert asyncio.run(first_event())["status"] == "error"

@@ -200,7 +200,9 @@ class VeleroDriver(CloneDriver):
     def _hooks(self) -> list[dict]:
         hooks = []
         for ds in self.v.datastores:
-            if ds.kind == "postgres":
+            if ds.pre_hook:
+                command = ds.pre_hook
+            elif ds.kind == "postgres":
                 command = 'psql -U "${POSTGRES_USER:-postgres}" -d "${POSTGRES_DB:-postgres}" -c CHECKPOINT'
             else:  # BGSAVE, then wait until LASTSAVE moves: the dump on disk is what the snapshot holds
                 command = ('before=$(redis-cli LASTSAVE); redis-cli BGSAVE; '
@@ -314,7 +316,7 @@ class VeleroDriver(CloneDriver):
         self.core.patch_namespace(env, {"metadata": {"annotations": {P + k: str(v) for k, v in values.items()}}})
 
     def _refuse(self, env: str, ns: dict | None) -> None:
-        if env in self._protected():
+        if env in self._protected() or env.startswith("kube-"):
             raise CloneError(f"namespace {env!r} is protected; prodclone never touches it")
         if ns is not None and ns["metadata"].get("labels", {}).get(MANAGED[0]) != MANAGED[1]:
             raise CloneError(f"namespace {env!r} exists but is not labelled {MANAGED[0]}={MANAGED[1]}; "
@@ -365,6 +367,11 @@ class VeleroDriver(CloneDriver):
         # 1. Our namespace first: Velero would otherwise copy the base namespace's labels and annotations.
         self._ensure(lambda: self.core.create_namespace({"metadata": {"name": env, "labels": labels,
                                                                       "annotations": annotations}}))
+        created = self._namespace(env)  # never let Velero create it (it would copy the base's metadata)
+        if created is None or created["metadata"].get("labels", {}).get(MANAGED[0]) != MANAGED[1] \
+                or created["metadata"].get("annotations", {}).get(P + "run-id") != run_id:
+            raise CloneError(f"namespace {env} is not the one prodclone just created (another run or tool made it); "
+                             f"nothing was restored into it")
         # 2. A StorageClass per env: every volume is tagged with the env, and goes with its PV.
         sc = k8s_name("prodclone", env)
         profile = self.cfg.profile(req.profile)
