@@ -101,12 +101,12 @@ class VeleroDriver(CloneDriver):
     """``kube`` offers ``core`` (CoreV1Api), ``custom`` (CustomObjectsApi) and ``storage`` (StorageV1Api);
     ``ec2`` is a boto3 EC2 client (orphaned volumes); ``database`` rotates a Postgres password."""
 
-    def __init__(self, cfg: Config, kube, ec2, secrets: SecretStore, *, database=None, poll: float = 2.0):
+    def __init__(self, cfg: Config, kube, ec2, secrets: SecretStore, *, database, poll: float = 2.0):
         self.cfg, self.v = cfg, cfg.velero
         self.core, self.custom, self.storage = kube.core, kube.custom, kube.storage
         self.ec2 = ec2
         self.secrets = secrets
-        self.database = database  # callable(host, port, secret_data, new_password, hooks) or None
+        self.database = database  # callable(host, port, secret_data, new_password, hooks): rotate_postgres
         self.poll = poll
 
     # -- helpers ----------------------------------------------------------------
@@ -420,6 +420,9 @@ class VeleroDriver(CloneDriver):
         if current.run_id != run_id:
             raise CloneBusy(f"{env} was taken over by run {current.run_id}")
         restore = ns["metadata"]["annotations"][P + "restore"]
+        if hooks and not any(ds.kind == "postgres" and ds.secret for ds in self.v.datastores):
+            raise CloneError("the profile has post_restore_sql but velero.datastores has no postgres with a secret "
+                             "to run it with; add one or remove the hooks")
         try:
             obj = self._wait_phase("restores", restore)
             if obj["status"]["phase"] != "Completed":
@@ -442,7 +445,7 @@ class VeleroDriver(CloneDriver):
                        if not p.status or p.status.phase != "Bound"]
             pending += [f"pod {p.metadata.name} is not Ready" for p in pods
                         if not any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))]
-            if not pending and pods:
+            if not pending and (pods or not self.v.datastores):
                 return
             if time.monotonic() > deadline:
                 raise CloneError(f"{env} is not ready after {self.v.wait_minutes} minutes: "
@@ -458,8 +461,7 @@ class VeleroDriver(CloneDriver):
             data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
             password = pysecrets.token_urlsafe(24)
             host = self.v.host_template.format(service=ds.service, namespace=env)
-            if self.database is not None:
-                self.database(host, ds.port, data, password, hooks)
+            self.database(host, ds.port, data, password, hooks)  # the database first: a failure leaves the Secret valid
             self.core.patch_namespaced_secret(ds.secret, env, {"data": {
                 "password": base64.b64encode(password.encode()).decode()}})
             user, db = data.get("username", "postgres"), data.get("database", "postgres")
