@@ -166,27 +166,27 @@ def prodclone_export():
             r = seed(url, af.dsn_for(cfg.base_conn_id), overwrite=True, s3_options=s3, labels=f"run={run}")
         return {"database": r.database, "tables": r.tables, "rows": r.rows, "seconds": r.seconds}
 
-    def _snapshot(totals: dict, begin: bool):
+    @task
+    def start_snapshot(totals: dict) -> str:
+        """Start the snapshot of the freshly seeded base (a Velero Backup returns before it is done)."""
         from prodclone import airflow_support as af
         from prodclone.export import read_manifest
         from prodclone.storage import open_storage
 
         cfg, url, s3, _ = _ctx()
         rules_sha = read_manifest(open_storage(url, s3))["rules_sha256"]
-        driver = af.clone_driver(cfg)
-        call = driver.begin_snapshot if begin else driver.snapshot
         with af.fail_fast():
-            return call(get_current_context()["run_id"], export=url, rows=totals["rows"], rules_sha256=rules_sha)
-
-    @task
-    def start_snapshot(totals: dict) -> str:
-        """Start the snapshot of the freshly seeded base (a Velero Backup returns before it is done)."""
-        return _snapshot(totals, begin=True)
+            return af.clone_driver(cfg).begin_snapshot(get_current_context()["run_id"], export=url,
+                                                       rows=totals["rows"], rules_sha256=rules_sha)
 
     @task(multiple_outputs=False)
-    def snapshot_base(totals: dict) -> dict:
-        """The finished snapshot (retry-safe: found by run id); restores clone it, not the base."""
-        return _snapshot(totals, begin=False).as_dict()
+    def snapshot_base() -> dict:
+        """The finished snapshot, found by run id (its metadata was recorded when it started)."""
+        from prodclone import airflow_support as af
+
+        _, driver = af.config_and_driver()
+        with af.fail_fast():
+            return driver.snapshot(get_current_context()["run_id"]).as_dict()
 
     @task(multiple_outputs=False, outlets=[BASE_SNAPSHOT])
     def publish(totals: dict, seeded: dict, snap: dict) -> dict:
@@ -218,7 +218,7 @@ def prodclone_export():
     started = start_snapshot(totals)
     seeded >> started
     wait = WaitForClone(task_id="wait_snapshot", what="snapshot", name=started)
-    snap = snapshot_base(totals)
+    snap = snapshot_base()
     wait >> snap
     publish(totals, seeded, snap)
     verified >> thaw_source(frozen).as_teardown(setups=frozen)

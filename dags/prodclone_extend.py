@@ -37,9 +37,8 @@ def prodclone_extend():
     def extend() -> dict:
         from prodclone import airflow_support as af
 
-        cfg = load_config()
+        cfg, driver = af.config_and_driver()
         params = get_current_context()["params"]
-        driver = af.clone_driver(cfg)
         with af.fail_fast():
             current = {e.name: e for e in driver.environments()}.get(params["env"])
             if current is None:

@@ -3,8 +3,9 @@
 Trigger it from the UI form or the REST API (`POST /api/v2/dags/prodclone_restore/dagRuns`).
 
 resolve (check the request) -> clone (snapshot -> env, own role and password)
--> wait_clone (a Velero restore, in the triggerer) -> post_restore (the profile's SQL hooks, then ready) -> lifecycle_hooks (the
-profile's on_restored commands) -> connection_info.
+-> wait_clone (a Velero restore, waited for in the triggerer) -> post_restore
+(the profile's SQL hooks, then ready) -> lifecycle_hooks (the profile's
+on_restored commands) -> connection_info.
 
 Re-triggering for an env that exists and is healthy changes nothing and
 reports its connection again; `replace: true` re-clones from the newest
@@ -24,13 +25,6 @@ from prodclone.drivers.base import ENV_PATTERN, MAX_NAME
 from prodclone.operators import WaitForClone
 
 CFG = load_config()  # the form's bounds come from the profiles
-
-
-def _driver():
-    from prodclone import airflow_support as af
-
-    cfg = load_config()
-    return cfg, af.clone_driver(cfg)
 
 
 PARAMS = {
@@ -90,7 +84,7 @@ def prodclone_restore():
         from prodclone import airflow_support as af
         from prodclone.drivers.base import RestoreRequest
 
-        _, driver = _driver()
+        _, driver = af.config_and_driver()
         with af.fail_fast():
             env = driver.begin_restore(RestoreRequest(**request), get_current_context()["run_id"])
         return env.as_dict()
@@ -100,7 +94,7 @@ def prodclone_restore():
         """The profile's hooks (e.g. disable non-test logins), then the env is marked ready."""
         from prodclone import airflow_support as af
 
-        cfg, driver = _driver()
+        cfg, driver = af.config_and_driver()
         with af.fail_fast():
             done = driver.finish_restore(request["env"], env["run_id"], cfg.profile(request["profile"]).post_restore_sql)
         return done.as_dict()
@@ -113,7 +107,7 @@ def prodclone_restore():
         from prodclone import airflow_support as af
         from prodclone.lifecycle import hook_env, run_hooks
 
-        cfg, driver = _driver()
+        cfg, driver = af.config_and_driver()
         if env["run_id"] != get_current_context()["run_id"]:
             return 0
         with af.fail_fast():
@@ -128,7 +122,7 @@ def prodclone_restore():
         from prodclone import airflow_support as af
         from prodclone.freshness import freshness
 
-        cfg, driver = _driver()
+        cfg, driver = af.config_and_driver()
         with af.fail_fast():
             info = driver.connection(env["name"])
         info.existing = env["run_id"] != get_current_context()["run_id"]

@@ -21,13 +21,6 @@ from prodclone.drivers.base import ENV_PATTERN, MAX_NAME
 CFG = load_config()
 
 
-def _driver():
-    from prodclone import airflow_support as af
-
-    cfg = load_config()
-    return cfg, af.clone_driver(cfg)
-
-
 @dag(
     dag_id="prodclone_teardown",
     schedule=CFG.teardown_schedule,
@@ -50,7 +43,7 @@ def prodclone_teardown():
         from prodclone import airflow_support as af
         from prodclone.drivers.base import CloneError
 
-        _, driver = _driver()
+        _, driver = af.config_and_driver()
         params = get_current_context()["params"]
         env = params.get("env")
         with af.fail_fast():
@@ -71,7 +64,7 @@ def prodclone_teardown():
         from prodclone import airflow_support as af
         from prodclone.lifecycle import hook_env, run_hooks
 
-        cfg, driver = _driver()
+        cfg, driver = af.config_and_driver()
         env = {e.name: e for e in driver.environments()}.get(item["env"])
         profile = cfg.profiles.get(env.profile) if env else None  # a profile may have left the config since
         if env and env.status == "ready" and profile and profile.pre_teardown:
@@ -87,7 +80,9 @@ def prodclone_teardown():
 
     @task(trigger_rule="all_done")  # prune even if one teardown failed: pruning is safe on its own
     def prune_snapshots() -> list[str]:
-        cfg, driver = _driver()
+        from prodclone import airflow_support as af
+
+        cfg, driver = af.config_and_driver()
         pruned = driver.prune_snapshots(cfg.keep_snapshots)
         print(f"pruned {len(pruned)} snapshot(s): {', '.join(pruned) or 'none'}")
         return pruned

@@ -99,7 +99,9 @@ class VariableSecrets(SecretStore):
         return f"Airflow Variable {self.key(env)} (prodclone env credentials --env {env})"
 
 
-def clone_driver(cfg: Config):
+def clone_driver(cfg: Config, base_dsn: str | None = None):
+    """The configured driver. ``base_dsn`` overrides the prodclone_base lookup (the api-server reads
+    connections through the ORM, not the task SDK)."""
     from prodclone.drivers import get_driver
 
     if cfg.driver == "velero":
@@ -114,4 +116,12 @@ def clone_driver(cfg: Config):
                                storage=client.StorageV1Api(hook.api_client))
         ec2 = AwsBaseHook(aws_conn_id=cfg.aws_conn_id, client_type="ec2").conn
         return get_driver(cfg, "", VariableSecrets(), kube=kube, ec2=ec2)
-    return get_driver(cfg, dsn_for(cfg.base_conn_id), VariableSecrets())
+    return get_driver(cfg, base_dsn or dsn_for(cfg.base_conn_id), VariableSecrets())
+
+
+def config_and_driver():
+    """What every clone task starts with: the config as it is now, and its driver."""
+    from prodclone.config import load_config
+
+    cfg = load_config()
+    return cfg, clone_driver(cfg)

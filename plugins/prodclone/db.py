@@ -38,5 +38,10 @@ def dbname_of(dsn: str) -> str:
     return psycopg.conninfo.conninfo_to_dict(dsn).get("dbname") or "postgres"
 
 
+def password_verifier(conn: psycopg.Connection, user: str, password: str) -> str:
+    """A SCRAM verifier computed client-side, so the plaintext never reaches the server or its logs."""
+    return conn.pgconn.encrypt_password(password.encode(), user.encode(), b"scram-sha-256").decode()
+
+
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'

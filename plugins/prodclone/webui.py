@@ -29,16 +29,12 @@ PAGE = Path(__file__).with_name("clones.html")
 def _driver():
     from airflow.models.connection import Connection
 
-    from prodclone.airflow_support import VariableSecrets, dsn_from_connection
-    from prodclone.drivers import get_driver
+    from prodclone.airflow_support import clone_driver, dsn_from_connection
 
     cfg = load_config()
     if cfg.driver == "velero":  # its record is the namespaces: no base DSN needed
-        from prodclone.airflow_support import clone_driver
-
         return cfg, clone_driver(cfg)
-    dsn = dsn_from_connection(Connection.get_connection_from_secrets(cfg.base_conn_id))
-    return cfg, get_driver(cfg, dsn, VariableSecrets())
+    return cfg, clone_driver(cfg, dsn_from_connection(Connection.get_connection_from_secrets(cfg.base_conn_id)))
 
 
 def _can_trigger(user, dag_id: str) -> bool:

@@ -127,6 +127,9 @@ def test_restore_refuses_base_and_protected_names(clones, pg):
     clones.cfg = dataclasses.replace(clones.cfg, protected=("preview-shared",))
     with pytest.raises(CloneError, match="protected"):
         clones.begin_restore(_req("preview-shared"), "x")
+    clones.base = "preview-base"  # a base whose name happens to fit the env pattern
+    with pytest.raises(CloneError, match="names the base"):
+        clones.begin_restore(_req("preview-base"), "x")
 
 
 def test_unknown_and_unfinished_snapshots(clones):

@@ -29,6 +29,19 @@ class CloneBusy(CloneError):
     """Another run is working on the same environment or snapshot right now."""
 
 
+def run_post_restore_sql(conn, hooks: tuple[str, ...], env: str) -> None:
+    """The profile's post_restore_sql on ``conn`` (the caller commits); a failure names the hook, never a row."""
+    import psycopg
+
+    for i, stmt in enumerate(hooks, 1):
+        try:
+            conn.execute(stmt)
+        except psycopg.Error as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CloneError(f"{env}: post-restore hook #{i} failed: {first}. The environment is not usable; "
+                             f"teardown removes it. Fix the profile's post_restore_sql.") from None
+
+
 def validate_env_name(name: str) -> str:
     if not isinstance(name, str) or not re.match(ENV_PATTERN, name):
         raise CloneError(f"environment name {name!r} is invalid: it must match {ENV_PATTERN} "

@@ -32,7 +32,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from prodclone.config import Config
-from prodclone.db import connect, dbname_of, with_dbname
+from prodclone.db import connect, dbname_of, password_verifier, with_dbname
 from prodclone.drivers.base import (
     CloneBusy,
     CloneDriver,
@@ -43,6 +43,7 @@ from prodclone.drivers.base import (
     RestoreRequest,
     SecretStore,
     Snapshot,
+    run_post_restore_sql,
     validate_env_name,
 )
 from prodclone.seed import MARKER
@@ -399,9 +400,8 @@ class PostgresDriver(CloneDriver):
                               (env, req.profile, snap["id"], req.requested_by, req.pr, run_id, expires)).fetchone()
             try:
                 password = pysecrets.token_urlsafe(24)
-                verifier = admin.pgconn.encrypt_password(password.encode(), env.encode(), b"scram-sha-256").decode()
                 admin.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} VALID UNTIL {}").format(
-                    _ident(env), sql.Literal(verifier), sql.Literal(expires.isoformat())))
+                    _ident(env), sql.Literal(password_verifier(admin, env, password)), sql.Literal(expires.isoformat())))
                 admin.execute(sql.SQL("COMMENT ON ROLE {} IS {}").format(_ident(env), sql.Literal(f"{MARKER}; env={env}")))
                 if not admin.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]:
                     admin.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(_ident(env)))  # to hand objects over
@@ -448,13 +448,7 @@ class PostgresDriver(CloneDriver):
                 raise CloneError(f"{env} is {row['status']}; re-run the restore to start over")
             try:
                 with connect(with_dbname(self.admin_dsn, env), role="clone") as conn:
-                    for i, stmt in enumerate(hooks, 1):
-                        try:
-                            conn.execute(stmt)
-                        except psycopg.Error as exc:
-                            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                            raise CloneError(f"{env}: post-restore hook #{i} failed: {first}. The environment is "
-                                             f"not usable; teardown removes it. Fix the profile's post_restore_sql.") from None
+                    run_post_restore_sql(conn, hooks, env)
                     conn.commit()
             except BaseException:
                 reg.execute("UPDATE environments SET status = 'failed', updated_at = now() WHERE name = %s", (env,))

@@ -39,6 +39,7 @@ from prodclone.drivers.base import (
     RestoreRequest,
     SecretStore,
     Snapshot,
+    run_post_restore_sql,
     validate_env_name,
 )
 
@@ -74,26 +75,21 @@ def k8s_name(*parts: str, limit: int = 63) -> str:
     return name[: limit - 9].rstrip("-") + "-" + digest
 
 
-def rotate_postgres(host: str, port: int, secret: dict, password: str, hooks: tuple[str, ...]) -> None:
+def rotate_postgres(env: str, host: str, port: int, secret: dict, password: str, hooks: tuple[str, ...]) -> None:
     """In the clone's own Postgres: the restored (base) credentials set a new password, then the profile's
     SQL hooks run, in one transaction; the verifier is computed client-side so no log sees the password."""
     import psycopg
     from psycopg import sql
 
-    from prodclone.db import connect
+    from prodclone.db import connect, password_verifier
 
     dsn = psycopg.conninfo.make_conninfo(host=host, port=str(port), user=secret.get("username", "postgres"),
                                          password=secret.get("password", ""), dbname=secret.get("database", "postgres"))
     with connect(dsn, role="clone") as conn:
         user = conn.execute("SELECT current_user").fetchone()[0]
-        verifier = conn.pgconn.encrypt_password(password.encode(), user.encode(), b"scram-sha-256").decode()
-        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(user), sql.Literal(verifier)))
-        for i, stmt in enumerate(hooks, 1):
-            try:
-                conn.execute(stmt)
-            except psycopg.Error as exc:
-                raise CloneError(f"post-restore hook #{i} failed: {str(exc).splitlines()[0]}. The environment is not "
-                                 f"usable; teardown removes it. Fix the profile's post_restore_sql.") from None
+        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(user),
+                                                                 sql.Literal(password_verifier(conn, user, password))))
+        run_post_restore_sql(conn, hooks, env)
         conn.commit()
 
 
@@ -106,7 +102,7 @@ class VeleroDriver(CloneDriver):
         self.core, self.custom, self.storage = kube.core, kube.custom, kube.storage
         self.ec2 = ec2
         self.secrets = secrets
-        self.database = database  # callable(host, port, secret_data, new_password, hooks): rotate_postgres
+        self.database = database  # callable(env, host, port, secret_data, new_password, hooks): rotate_postgres
         self.poll = poll
 
     # -- helpers ----------------------------------------------------------------
@@ -461,7 +457,7 @@ class VeleroDriver(CloneDriver):
             data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
             password = pysecrets.token_urlsafe(24)
             host = self.v.host_template.format(service=ds.service, namespace=env)
-            self.database(host, ds.port, data, password, hooks)  # the database first: a failure leaves the Secret valid
+            self.database(env, host, ds.port, data, password, hooks)  # the database first: a failure leaves the Secret valid
             self.core.patch_namespaced_secret(ds.secret, env, {"data": {
                 "password": base64.b64encode(password.encode()).decode()}})
             user, db = data.get("username", "postgres"), data.get("database", "postgres")
