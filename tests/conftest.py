@@ -18,17 +18,55 @@ from prodclone import devpg
 from prodclone.db import with_dbname
 from prodclone.masking.rules import load_rules
 from prodclone.sample import create_sample_database
-from support import KEY, RULES
+from support import KEY, RULES, drop_role, dsn_as, make_role
+
+
+# Only the bootstrap superuser (the tests' own admin) is trusted; every other
+# role must log in with its password, so privilege and credential bugs show.
+PG_HBA = """\
+local all postgres trust
+local all all scram-sha-256
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
+"""
 
 
 @pytest.fixture(scope="session")
 def pg() -> str:
-    """DSN of the server's maintenance database: $PRODCLONE_PG_DSN, or an
-    embedded server of the tests' own, stopped at the end of the session."""
+    """DSN of the server's maintenance database (as a superuser): $PRODCLONE_PG_DSN,
+    or an embedded server of the tests' own where only that superuser is trusted,
+    stopped at the end of the session."""
     embedded = not os.environ.get("PRODCLONE_PG_DSN")
-    yield with_dbname(devpg.server_dsn(devpg.TEST_DIR), "postgres")
+    dsn = with_dbname(devpg.server_dsn(devpg.TEST_DIR), "postgres")
+    if embedded:
+        (devpg.TEST_DIR / "pg_hba.conf").write_text(PG_HBA)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_reload_conf()")
+    yield dsn
     if embedded:
         devpg.stop(devpg.TEST_DIR)
+
+
+@pytest.fixture(scope="session")
+def password_auth(pg) -> None:
+    """Skip unless the server refuses a wrong password (an external trust-auth server cannot test privileges)."""
+    name, _ = make_role(pg, "pct_probe", "LOGIN")
+    try:
+        psycopg.connect(dsn_as(pg, name, "wrong"), connect_timeout=5).close()
+    except psycopg.OperationalError:
+        return
+    finally:
+        drop_role(pg, name)
+    pytest.skip("the test server accepts any password (trust auth); unset PRODCLONE_PG_DSN to test privileges")
+
+
+@pytest.fixture(scope="session")
+def base_role(pg, password_auth):
+    """A non-superuser role with only what the base connection needs (CREATEDB, CREATEROLE), logging in
+    with a password: ``base_role(dbname)`` is its DSN for ``dbname``."""
+    name, password = make_role(pg, "pct_base", "LOGIN", "CREATEDB", "CREATEROLE")
+    yield lambda dbname="postgres": dsn_as(pg, name, password, dbname)
+    drop_role(pg, name)
 
 
 @pytest.fixture

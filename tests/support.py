@@ -2,11 +2,14 @@
 them share the module name `conftest`, so nothing may import from them)."""
 
 import json
+import secrets
 import threading
+import uuid
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "include" / "masking" / "rules.yaml"
@@ -40,3 +43,33 @@ class WebhookCapture:
 
     def close(self):
         self.server.shutdown()
+
+
+def make_role(admin_dsn: str, prefix: str, *attributes: str) -> tuple[str, str]:
+    """Create a uniquely named role with a random password and ``attributes`` (e.g. "LOGIN", "CREATEDB");
+    returns (name, password)."""
+    name, password = f"{prefix}_{uuid.uuid4().hex[:8]}", secrets.token_urlsafe(18)
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} " + " ".join(attributes) + " PASSWORD {}").format(
+            sql.Identifier(name), sql.Literal(password)))
+    return name, password
+
+
+def drop_role(admin_dsn: str, name: str) -> None:
+    """Drop ``name`` and whatever it still owns, in every database of the server."""
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone():
+            return
+        for (db,) in conn.execute("SELECT datname FROM pg_database WHERE datallowconn").fetchall():
+            with psycopg.connect(psycopg.conninfo.make_conninfo(admin_dsn, dbname=db), autocommit=True) as c:
+                c.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(sql.Identifier(name)))
+        for (db,) in conn.execute("SELECT datname FROM pg_database WHERE datdba = (SELECT oid FROM pg_roles "
+                                  "WHERE rolname = %s)", (name,)).fetchall():
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(db)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def dsn_as(dsn: str, user: str, password: str, dbname: str | None = None) -> str:
+    """``dsn``'s server as ``user`` with ``password`` (and optionally another database)."""
+    extra = {"dbname": dbname} if dbname else {}
+    return psycopg.conninfo.make_conninfo(dsn, user=user, password=password, **extra)
