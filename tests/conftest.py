@@ -20,7 +20,6 @@ from prodclone.masking.rules import load_rules
 from prodclone.sample import create_sample_database
 from support import KEY, RULES, drop_role, dsn_as, make_role
 
-
 # Only the bootstrap superuser (the tests' own admin) is trusted; every other
 # role must log in with its password, so privilege and credential bugs show.
 PG_HBA = """\
