@@ -2,11 +2,40 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import psycopg
+from psycopg import sql
 
 EXCLUDED_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
+
+# How rules and reports name a table: ``schema.table``, each part written as it
+# is, except that a part containing a dot or a double quote, or empty, or with
+# leading/trailing spaces, is double-quoted with quotes doubled ("a.b"."x""y").
+# So every legal Postgres name can be named, and ordinary names read naturally.
+_PART = r'"(?:[^"]|"")*"|[^."]+'
+QUALIFIED_PATTERN = rf"^(?:{_PART})\.(?:{_PART})$"
+_QUALIFIED = re.compile(rf"^({_PART})\.({_PART})$")
+_NEEDS_QUOTES = re.compile(r'[."]|^\s|\s$|^$')
+
+
+def quote_part(part: str) -> str:
+    return '"' + part.replace('"', '""') + '"' if _NEEDS_QUOTES.search(part) else part
+
+
+def qualified_name(schema: str, rel: str) -> str:
+    """The canonical rules key of ``schema``.``rel``."""
+    return f"{quote_part(schema)}.{quote_part(rel)}"
+
+
+def split_qualified(name: str) -> tuple[str, str]:
+    """(schema, table) of a rules key; raises ValueError if it is not ``schema.table``."""
+    m = _QUALIFIED.match(name)
+    if not m:
+        raise ValueError(f"{name!r} is not a schema-qualified table name (schema.table; quote parts holding "
+                         f'a dot or a quote: "my.schema"."my""table")')
+    return tuple(p[1:-1].replace('""', '"') if p.startswith('"') else p for p in m.groups())
 
 _CATEGORIES = {
     "text": ("text", "character varying", "character", "citext", "name", "bpchar", "varchar"),
@@ -63,6 +92,11 @@ class Table:
     def qualified(self) -> str:
         schema, _, rel = self.name.partition(".")
         return f'"{schema}"."{rel}"'
+
+    @property
+    def ident(self) -> sql.Identifier:
+        """The table as a psycopg.sql identifier, safe for any name."""
+        return sql.Identifier(*split_qualified(self.name))
 
 
 @dataclass
