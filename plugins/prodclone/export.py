@@ -235,9 +235,9 @@ def read_sequences(conn, catalog: Catalog) -> list[dict]:
     out = []
     for seq in catalog.sequences:
         schema, rel = split_qualified(seq)
-        last, called, name = conn.execute(
-            sql.SQL("SELECT last_value, is_called, quote_ident(%s) || '.' || quote_ident(%s) FROM {}").format(
-                sql.Identifier(schema, rel)), (schema, rel)).fetchone()
+        last, called, name = conn.execute(  # no parameters: a '%' in a composed name would read as one
+            sql.SQL("SELECT last_value, is_called, quote_ident({}) || '.' || quote_ident({}) FROM {}").format(
+                sql.Literal(schema), sql.Literal(rel), sql.Identifier(schema, rel))).fetchone()
         out.append({"name": name, "last_value": last, "is_called": called})
     return out
 

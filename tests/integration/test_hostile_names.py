@@ -40,7 +40,7 @@ SCAFFOLD_ATTACK = 'v" WHERE false; DROP TABLE victim; --'
 COPY_ATTACK = 'x" t0) TO STDOUT; COMMIT; DROP TABLE victim; --'
 TABLE = 'Ta"ble ünï'
 PK = 'Ïd "pk";'
-PARENT, CHILD, PARENT_KEY = "Parent.Table", "Child ; Table", 'Key "K"'
+PARENT, CHILD, PARENT_KEY = "Parent.Table 100%s", "Child ; Table", 'Key "K" %%'
 EVENTS = 'Events "P"'
 
 
@@ -64,8 +64,8 @@ CREATE TABLE {_i(WEIRD, TABLE)} (
     {_i("e-mail: x #y")} text, {_i("a.b")} text, {_i("Name")} text, {_i("null")} int, {_i("line" + chr(10) + "break")} text);
 INSERT INTO {_i(WEIRD, TABLE)} ({_i("e-mail: x #y")}, {_i("a.b")}, {_i("Name")}, {_i("null")}, {_i("line" + chr(10) + "break")})
     SELECT 'person' || i || '@mail.example.org', 'ab ' || i, 'Name ' || i, i, 'x' FROM generate_series(1, 200) i;
-CREATE TABLE {_i(DOTTED, PARENT)} ({_i(PARENT_KEY)} serial PRIMARY KEY, {_i("Label")} text);
-INSERT INTO {_i(DOTTED, PARENT)} ({_i("Label")}) SELECT 'label ' || i FROM generate_series(1, 20) i;
+CREATE TABLE {_i(DOTTED, PARENT)} ({_i(PARENT_KEY)} serial PRIMARY KEY, {_i("Label %s")} text);
+INSERT INTO {_i(DOTTED, PARENT)} ({_i("Label %s")}) SELECT 'label ' || i FROM generate_series(1, 20) i;
 CREATE TABLE {_i(DOTTED, CHILD)} (id serial PRIMARY KEY,
     {_i("parent ref")} int NOT NULL REFERENCES {_i(DOTTED, PARENT)} ({_i(PARENT_KEY)}), note text);
 INSERT INTO {_i(DOTTED, CHILD)} ({_i("parent ref")}, note) SELECT 1 + i % 20, 'child ' || i FROM generate_series(0, 59) i;
