@@ -25,17 +25,19 @@ sys.path.insert(0, str(ROOT / "plugins"))
 
 def _raw(dsn: str, out: str) -> dict:
     import psycopg
+    from psycopg import sql
 
     from prodclone.catalog import load_catalog
+    from prodclone.export import Unit
 
     t0 = time.perf_counter()
     rows = size = 0
     with psycopg.connect(dsn) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         for name, table in load_catalog(conn).tables.items():
-            cols = ", ".join(f'"{c.name}"' for c in table.columns)
-            with open(Path(out) / f"{name}.copy", "wb") as fh, conn.cursor().copy(
-                f"COPY (SELECT {cols} FROM {table.qualified}) TO STDOUT"
+            cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
+            with open(Path(out) / Path(Unit(name).path).name, "wb") as fh, conn.cursor().copy(
+                sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(cols, table.ident)
             ) as copy:
                 for data in copy:
                     fh.write(data)

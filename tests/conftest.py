@@ -13,9 +13,10 @@ import uuid
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from prodclone import devpg
-from prodclone.db import with_dbname
+from prodclone.db import dbname_of, with_dbname
 from prodclone.masking.rules import load_rules
 from prodclone.sample import create_sample_database
 from support import KEY, RULES, drop_role, dsn_as, make_role
@@ -82,7 +83,7 @@ def new_db(pg):
     with psycopg.connect(pg, autocommit=True) as conn:
         for name in made:
             for suffix in ("", "__staging", "__previous"):
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}{suffix}" WITH (FORCE)')
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name + suffix)))
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +93,7 @@ def sample_source(pg):
     counts = create_sample_database(dsn, users=400, replace=True)
     yield dsn, counts
     with psycopg.connect(pg, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]}" WITH (FORCE)')
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname_of(dsn))))
 
 
 @pytest.fixture
@@ -101,7 +102,7 @@ def source_copy(pg, sample_source, new_db):
     dsn = new_db("pct_copy")
     src = psycopg.conninfo.conninfo_to_dict(sample_source[0])["dbname"]
     with psycopg.connect(pg, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]}" TEMPLATE "{src}"')
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(dbname_of(dsn)), sql.Identifier(src)))
     return dsn
 
 
@@ -191,8 +192,8 @@ def clones(pg, sample_export, new_db):
         with psycopg.connect(pg, autocommit=True) as conn:
             for (sid,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'snap-%%' AND "
                                        "shobj_description(oid, 'pg_database') LIKE %s", (f"%base={psycopg.conninfo.conninfo_to_dict(base)['dbname']};%",)).fetchall():
-                conn.execute(f'DROP DATABASE "{sid}" WITH (FORCE)')
-            conn.execute(f'DROP DATABASE IF EXISTS "{cfg.registry_database}" WITH (FORCE)')
+                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(sid)))
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(cfg.registry_database)))
 
 
 @pytest.fixture

@@ -29,13 +29,19 @@ def qualified_name(schema: str, rel: str) -> str:
     return f"{quote_part(schema)}.{quote_part(rel)}"
 
 
+def column_name(table: str, column: str) -> str:
+    """How reports name a column: ``table``'s key, a dot, the column quoted like a key part if it needs it."""
+    return f"{table}.{quote_part(column)}"
+
+
 def split_qualified(name: str) -> tuple[str, str]:
     """(schema, table) of a rules key; raises ValueError if it is not ``schema.table``."""
-    m = _QUALIFIED.match(name)
+    m = _QUALIFIED.fullmatch(name) if isinstance(name, str) else None
     if not m:
         raise ValueError(f"{name!r} is not a schema-qualified table name (schema.table; quote parts holding "
                          f'a dot or a quote: "my.schema"."my""table")')
     return tuple(p[1:-1].replace('""', '"') if p.startswith('"') else p for p in m.groups())
+
 
 _CATEGORIES = {
     "text": ("text", "character varying", "character", "citext", "name", "bpchar", "varchar"),
@@ -78,7 +84,7 @@ class ForeignKey:
 
 @dataclass
 class Table:
-    name: str  # schema-qualified, e.g. public.users
+    name: str  # the canonical key from qualified_name(), e.g. public.users
     kind: str  # "table" or "partitioned"
     columns: list[Column]
     primary_key: list[str] = field(default_factory=list)
@@ -89,11 +95,6 @@ class Table:
         return next((c for c in self.columns if c.name == name), None)
 
     @property
-    def qualified(self) -> str:
-        schema, _, rel = self.name.partition(".")
-        return f'"{schema}"."{rel}"'
-
-    @property
     def ident(self) -> sql.Identifier:
         """The table as a psycopg.sql identifier, safe for any name."""
         return sql.Identifier(*split_qualified(self.name))
@@ -102,7 +103,7 @@ class Table:
 @dataclass
 class Catalog:
     tables: dict[str, Table]
-    sequences: list[str]
+    sequences: list[str]  # canonical keys, like tables
 
     def table(self, name: str) -> Table | None:
         return self.tables.get(name)
@@ -111,24 +112,31 @@ class Catalog:
 def load_catalog(conn: psycopg.Connection) -> Catalog:
     """Read the catalog inside ``conn``'s current transaction (snapshot)."""
     tables: dict[str, Table] = {}
+    # Not system schemas, not extension members, and no session's temporary
+    # schema: another session's temp tables (and their serial sequences) cannot
+    # be read at all, and a user cannot create pg_temp_* schemas to hide from this.
     rows = conn.execute(
         """
-        SELECT c.oid, n.nspname || '.' || c.relname, c.relkind, greatest(c.reltuples, 0)::bigint
+        SELECT c.oid, n.nspname, c.relname, c.relkind, greatest(c.reltuples, 0)::bigint
           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-           AND n.nspname <> ALL(%s) AND n.nspname NOT LIKE 'pg_temp%%'
+         WHERE (c.relkind IN ('r', 'p') AND NOT c.relispartition OR c.relkind = 'S')
+           AND n.nspname <> ALL(%s) AND NOT pg_is_other_temp_schema(n.oid) AND n.oid <> pg_my_temp_schema()
            AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
-         ORDER BY 2
         """,
         (list(EXCLUDED_SCHEMAS),),
     ).fetchall()
+    rows.sort(key=lambda r: qualified_name(r[1], r[2]))
+    sequences = [qualified_name(schema, rel) for _, schema, rel, relkind, _ in rows if relkind == "S"]
     by_oid = {}
-    for oid, name, relkind, est in rows:
+    for oid, schema, rel, relkind, est in rows:
+        if relkind == "S":
+            continue
+        name = qualified_name(schema, rel)
         t = Table(name=name, kind="partitioned" if relkind == "p" else "table", columns=[], est_rows=est)
         tables[name] = t
         by_oid[oid] = t
     if not by_oid:
-        return Catalog(tables={}, sequences=[])
+        return Catalog(tables={}, sequences=sequences)
     oids = list(by_oid)
     for oid, attname, typ, notnull, base in conn.execute(
         """
@@ -157,12 +165,12 @@ def load_catalog(conn: psycopg.Connection) -> Catalog:
                 c.unique = True
         if is_pk:
             t.primary_key = list(cols)
-    for oid, cols, ref_name, ref_cols in conn.execute(
+    for oid, cols, ref_schema, ref_rel, ref_cols in conn.execute(
         """
         SELECT con.conrelid,
                (SELECT array_agg(a.attname ORDER BY k.i) FROM unnest(con.conkey) WITH ORDINALITY k(n, i)
                   JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n),
-               rn.nspname || '.' || rc.relname,
+               rn.nspname, rc.relname,
                (SELECT array_agg(a.attname ORDER BY k.i) FROM unnest(con.confkey) WITH ORDINALITY k(n, i)
                   JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n)
           FROM pg_constraint con
@@ -171,26 +179,13 @@ def load_catalog(conn: psycopg.Connection) -> Catalog:
         """,
         (oids,),
     ):
-        by_oid[oid].foreign_keys.append(ForeignKey(list(cols), ref_name, list(ref_cols)))
+        by_oid[oid].foreign_keys.append(ForeignKey(list(cols), qualified_name(ref_schema, ref_rel), list(ref_cols)))
     # Partitioned parents report reltuples -1/0: sum their leaves instead.
-    for t in tables.values():
+    for oid, t in by_oid.items():
         if t.kind == "partitioned":
             t.est_rows = conn.execute(
-                "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint FROM pg_partition_tree(%s::regclass) p "
+                "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint FROM pg_partition_tree(%s::oid::regclass) p "
                 "JOIN pg_class c ON c.oid = p.relid WHERE p.isleaf",
-                (t.qualified,),
+                (oid,),
             ).fetchone()[0]
-    sequences = [
-        r[0]
-        for r in conn.execute(
-            """
-            SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
-              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.relkind = 'S' AND n.nspname <> ALL(%s)
-               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
-             ORDER BY 1
-            """,
-            (list(EXCLUDED_SCHEMAS),),
-        )
-    ]
     return Catalog(tables=tables, sequences=sequences)

@@ -36,23 +36,30 @@ def _rules_check(a) -> int:
 
 
 def _rules_preview(a) -> int:
-    from prodclone.catalog import load_catalog
+    from psycopg import sql
+
+    from prodclone.catalog import load_catalog, qualified_name, split_qualified
     from prodclone.db import connect
     from prodclone.masking import keys
     from prodclone.masking.copytext import NULL, decode
     from prodclone.masking.rewriter import TableMasker
     from prodclone.masking.rules import load_rules
 
+    try:
+        name = qualified_name(*split_qualified(a.table))
+    except ValueError as exc:
+        raise ProdcloneError(f"--table: {exc}") from None
     rules = load_rules(a.rules)
     key = keys.load_key()
     with connect(a.source, role="source") as conn:
         catalog = load_catalog(conn)
-        table = catalog.table(a.table)
+        table = catalog.table(name)
         if table is None:
-            raise ProdcloneError(f"no table {a.table!r} in the source; tables: {', '.join(catalog.tables)}")
+            raise ProdcloneError(f"no table {name!r} in the source; tables: {', '.join(catalog.tables)}")
         masker = TableMasker(table, rules, key)
-        cols = ", ".join(f'"{c}"' for c in masker.columns)
-        with conn.cursor().copy(f"COPY (SELECT {cols} FROM {table.qualified} LIMIT {int(a.limit)}) TO STDOUT") as copy:
+        query = sql.SQL("COPY (SELECT {} FROM {} LIMIT {}) TO STDOUT").format(
+            sql.SQL(", ").join(map(sql.Identifier, masker.columns)), table.ident, sql.Literal(int(a.limit)))
+        with conn.cursor().copy(query) as copy:
             lines = [bytes(r)[:-1] for r in copy]
     shown = masker.masked_columns if not a.all_columns else masker.columns
 
@@ -71,7 +78,7 @@ def _rules_preview(a) -> int:
         print(f"-- row {n} " + "-" * 60)
         for c, (b, x) in r.items():
             print(f"  {c:<20} {b[:width]:<{width}} -> {x[:width]}")
-    print(f"({len(rows)} rows of {a.table}; masked columns: {', '.join(masker.masked_columns) or 'none'})")
+    print(f"({len(rows)} rows of {name}; masked columns: {', '.join(masker.masked_columns) or 'none'})")
     return EXIT_OK
 
 
@@ -148,7 +155,8 @@ def parser() -> argparse.ArgumentParser:
     s = rules.add_parser("preview", help="original and masked values side by side for real rows")
     s.add_argument("--source", required=True)
     s.add_argument("--rules", required=True)
-    s.add_argument("--table", required=True, help="schema-qualified, e.g. public.users")
+    s.add_argument("--table", required=True, help='schema-qualified, e.g. public.users (quote parts with a dot '
+                   'or a quote: "my.schema"."my""table")')
     s.add_argument("--limit", type=int, default=10)
     s.add_argument("--all-columns", action="store_true", help="show kept columns too")
     s.add_argument("--json", action="store_true")

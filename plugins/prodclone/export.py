@@ -3,7 +3,7 @@
 Layout under the export URL::
 
     schema/pre-data.sql   schema/post-data.sql
-    data/<schema>.<table>.<part>.copy       COPY text, masked
+    data/<schema>.<table>.<part>.copy       COPY text, masked (name percent-encoded, see Unit.path)
     manifest.json                           written LAST: no manifest = not complete
 
 Parallel workers share the coordinator's exported snapshot (as ``pg_dump -j``
@@ -18,14 +18,16 @@ import json
 import logging
 import math
 import multiprocessing
+import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from urllib.parse import quote
+
+from psycopg import sql
 
 from prodclone import __version__
-from prodclone.catalog import Catalog, Table, load_catalog
-from prodclone.db import connect, quote_ident
+from prodclone.catalog import Catalog, Table, load_catalog, split_qualified
+from prodclone.db import connect
 from prodclone.errors import ExportError
 from prodclone.masking import keys
 from prodclone.masking.coverage import ensure_covered
@@ -41,6 +43,8 @@ MANIFEST = "manifest.json"
 FORMAT = 1
 FLUSH_BYTES = 1 << 20
 SPLIT_ROWS = 5_000_000  # tables larger than this are split into key ranges
+_PATH_SAFE = re.compile(r"[a-z0-9._-]")  # kept as is in data file names; anything else is %XX-encoded
+_PATH_MAX = 120  # longer encoded names are cut and made unique with a digest
 
 
 @dataclass
@@ -54,7 +58,12 @@ class Unit:
 
     @property
     def path(self) -> str:
-        return f"data/{quote(self.table, safe='.-_')}.{self.part:04d}.copy"
+        """Readable for ordinary names, and for any name safe (no ``/``, never ``..``), within file name limits,
+        and distinct for distinct tables even on case-insensitive storage (capitals are encoded too)."""
+        name = "".join(c if _PATH_SAFE.fullmatch(c) else "".join(f"%{b:02X}" for b in c.encode()) for c in self.table)
+        if len(name) > _PATH_MAX:  # '+' never appears in an encoded name, so cut names cannot meet uncut ones
+            name = f"{name[:_PATH_MAX - 33]}+{hashlib.sha256(self.table.encode()).hexdigest()[:32]}"
+        return f"data/{name}.{self.part:04d}.copy"
 
 
 @dataclass
@@ -69,16 +78,18 @@ class SourcePoint:
     mode: str = "live"
 
 
-def _copy_query(table: Table, where: str | None, unit: Unit) -> str:
-    cols = ", ".join(f"t0.{quote_ident(c.name)}" for c in table.columns)
-    conds = [where] if where else []
+def _copy_query(table: Table, where: sql.Composable | None, unit: Unit) -> sql.Composed:
+    cols = sql.SQL(", ").join(sql.Identifier("t0", c.name) for c in table.columns)
+    conds = [] if where is None else [where]
     if unit.lo is not None:
-        pk = quote_ident(table.primary_key[0])
-        conds.append(f"t0.{pk} >= {int(unit.lo)} AND t0.{pk} < {int(unit.hi)}")
+        pk = sql.Identifier("t0", table.primary_key[0])
+        conds.append(sql.SQL("{} >= {} AND {} < {}").format(pk, sql.Literal(int(unit.lo)), pk, sql.Literal(int(unit.hi))))
     # Partitioned parents must be read whole; plain tables ONLY, so inheritance children aren't read twice.
-    only = "" if table.kind == "partitioned" else "ONLY "
-    q = f"SELECT {cols} FROM {only}{table.qualified} t0"
-    return f"COPY ({q}{' WHERE ' + ' AND '.join(conds) if conds else ''}) TO STDOUT"
+    only = sql.SQL("" if table.kind == "partitioned" else "ONLY ")
+    q = sql.SQL("SELECT {} FROM {}{} t0").format(cols, only, table.ident)
+    if conds:
+        q += sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conds)
+    return sql.SQL("COPY ({}) TO STDOUT").format(q)
 
 
 def point_in_time(conn, mode: str = "live", export_snapshot: bool = True) -> SourcePoint:
@@ -105,8 +116,9 @@ def plan_units(conn, catalog: Catalog, rules: Rules, split_rows: int = SPLIT_ROW
             continue
         pk = table.primary_key
         if table.est_rows > split_rows and len(pk) == 1 and table.column(pk[0]).category == "number":
+            key = sql.Identifier(pk[0])
             lo, hi = conn.execute(
-                f"SELECT min({quote_ident(pk[0])})::bigint, max({quote_ident(pk[0])})::bigint FROM {table.qualified}"
+                sql.SQL("SELECT min({})::bigint, max({})::bigint FROM {}").format(key, key, table.ident)
             ).fetchone()
             if lo is not None:
                 parts = math.ceil(table.est_rows / split_rows)
@@ -132,7 +144,7 @@ def export_unit(source_dsn: str, point: SourcePoint, catalog: Catalog, rules: Ru
         conn = connect(source_dsn, role="source")
         open_snapshot_tx(conn)
         if point.snapshot:
-            conn.execute(f"SET TRANSACTION SNAPSHOT '{point.snapshot}'")
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(point.snapshot)))
     started = time.perf_counter()
     digest = hashlib.sha256()
     rows = size = 0
@@ -219,10 +231,14 @@ def write_manifest(storage, catalog: Catalog, rules: Rules, key: bytes, point: S
 
 
 def read_sequences(conn, catalog: Catalog) -> list[dict]:
+    """Sequence values for the manifest; ``name`` is regclass input (quote_ident form), which seed casts."""
     out = []
     for seq in catalog.sequences:
-        last, called = conn.execute(f"SELECT last_value, is_called FROM {seq}").fetchone()
-        out.append({"name": seq, "last_value": last, "is_called": called})
+        schema, rel = split_qualified(seq)
+        last, called, name = conn.execute(  # no parameters: a '%' in a composed name would read as one
+            sql.SQL("SELECT last_value, is_called, quote_ident({}) || '.' || quote_ident({}) FROM {}").format(
+                sql.Literal(schema), sql.Literal(rel), sql.Identifier(schema, rel))).fetchone()
+        out.append({"name": name, "last_value": last, "is_called": called})
     return out
 
 

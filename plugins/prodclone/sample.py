@@ -13,8 +13,9 @@ import json
 import random
 
 from faker import Faker
+from psycopg import sql
 
-from prodclone.db import connect, dbname_of, quote_ident, with_dbname
+from prodclone.db import connect, dbname_of, with_dbname
 from prodclone.errors import ProdcloneError
 
 SCHEMA = """
@@ -116,7 +117,8 @@ def _esc(v) -> str:
 
 def _copy(conn, table: str, cols: list[str], rows) -> int:
     n = 0
-    with conn.cursor().copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
+    query = sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, cols)))
+    with conn.cursor().copy(query) as copy:
         buf = []
         for r in rows:
             buf.append("\t".join(_esc(v) for v in r))
@@ -139,8 +141,8 @@ def create_sample_database(dsn: str, users: int = 1000, seed: int = 42, replace:
         if exists and not replace:
             raise ProdcloneError(f"database {name!r} exists; pass --replace to rebuild it")
         if exists:
-            admin.execute(f"DROP DATABASE {quote_ident(name)} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {quote_ident(name)} TEMPLATE template0 ENCODING 'UTF8'")
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name)))
     finally:
         admin.close()
     with connect(dsn, role="sample target") as conn:

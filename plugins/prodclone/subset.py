@@ -8,8 +8,9 @@ filter". FKs whose columns are masked to NULL are ignored (no reference left).
 
 from __future__ import annotations
 
+from psycopg import sql
+
 from prodclone.catalog import Catalog
-from prodclone.db import quote_ident
 from prodclone.errors import RulesError
 from prodclone.masking.rules import Rules
 
@@ -49,12 +50,12 @@ class Subsetter:
         self._filtered[table] = result
         return result
 
-    def filter_sql(self, table: str, alias: str = "t0", stack: tuple = ()) -> str | None:
+    def filter_sql(self, table: str, alias: str = "t0", stack: tuple = ()) -> sql.Composable | None:
         """A WHERE clause for ``table`` (aliased ``alias``), or None for all rows."""
         conds = []
         own = self._own(table)
         if own:
-            conds.append(own)
+            conds.append(sql.SQL(own))
         depth = len(stack) + 1
         for n, fk in enumerate(self._live_fks(table)):
             if not self.is_filtered(fk.ref_table):
@@ -66,14 +67,14 @@ class Subsetter:
                 )
             ref = self.catalog.tables[fk.ref_table]
             p = f"t{depth}_{n}"
-            join = " AND ".join(
-                f"{p}.{quote_ident(rc)} = {alias}.{quote_ident(c)}" for c, rc in zip(fk.columns, fk.ref_columns, strict=True)
+            join = sql.SQL(" AND ").join(
+                sql.SQL("{} = {}").format(sql.Identifier(p, rc), sql.Identifier(alias, c))
+                for c, rc in zip(fk.columns, fk.ref_columns, strict=True)
             )
             inner = self.filter_sql(fk.ref_table, p, (*stack, table))
-            nulls = " OR ".join(f"{alias}.{quote_ident(c)} IS NULL" for c in fk.columns)
-            conds.append(
-                f"({nulls} OR EXISTS (SELECT 1 FROM {ref.qualified} {p} WHERE {join}"
-                + (f" AND {inner}" if inner else "")
-                + "))"
-            )
-        return " AND ".join(conds) if conds else None
+            if inner is not None:
+                join = sql.SQL("{} AND {}").format(join, inner)
+            nulls = sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(sql.Identifier(alias, c)) for c in fk.columns)
+            conds.append(sql.SQL("({} OR EXISTS (SELECT 1 FROM {} {} WHERE {}))").format(
+                nulls, ref.ident, sql.Identifier(p), join))
+        return sql.SQL(" AND ").join(conds) if conds else None

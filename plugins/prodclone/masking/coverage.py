@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from prodclone.catalog import Catalog
+from prodclone.catalog import Catalog, column_name
 from prodclone.errors import CoverageError, RulesError
 from prodclone.masking.detect import suggest
 from prodclone.masking.rules import Rules, build_transform
@@ -24,7 +24,7 @@ class Problem:
     suggestion: dict | None = None
 
     def line(self) -> str:
-        where = f"{self.table}.{self.column}" if self.column else self.table
+        where = column_name(self.table, self.column) if self.column else self.table
         s = f"[{self.kind}] {where}: {self.message}"
         if self.suggestion:
             s += f"\n      suggested rule: {json.dumps(self.suggestion)}"
@@ -48,7 +48,7 @@ class Report:
 
     def raise_if_failed(self) -> None:
         if not self.ok:
-            names = ", ".join(f"{p.table}.{p.column}" if p.column else p.table for p in self.problems[:10])
+            names = ", ".join(column_name(p.table, p.column) if p.column else p.table for p in self.problems[:10])
             raise CoverageError(f"masking rules do not cover the source: {names}", self.text())
 
 
@@ -67,7 +67,7 @@ def check(catalog: Catalog, rules: Rules, key: bytes | None = None) -> Report:
                 s, why = suggest(col, is_key=col.name in keys)
                 report.problems.append(Problem(tname, col.name, "uncovered", f"{col.type}: no rule ({why})", s))
                 continue
-            err = _check_rule(spec, col, rules, key or _CHECK_KEY, where=f"{tname}.{col.name}")
+            err = _check_rule(spec, col, rules, key or _CHECK_KEY, where=column_name(tname, col.name))
             if err:
                 report.problems.append(Problem(tname, col.name, "invalid", err))
             elif spec["transform"] == "keep":
@@ -85,7 +85,7 @@ def check(catalog: Catalog, rules: Rules, key: bytes | None = None) -> Report:
                 theirs = ref_rule.columns.get(rc) if ref_rule else None
                 if mine and theirs and mine["transform"] != "null" and _canon(mine) != _canon(theirs):
                     report.problems.append(
-                        Problem(tname, c, "invalid", f"references {fk.ref_table}.{rc} but masks differently "
+                        Problem(tname, c, "invalid", f"references {column_name(fk.ref_table, rc)} but masks differently "
                                 f"({json.dumps(mine)} vs {json.dumps(theirs)}); use the same rule so the foreign key holds")
                     )
     for tname in rules.tables:

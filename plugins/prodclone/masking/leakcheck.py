@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from prodclone.catalog import load_catalog
-from prodclone.db import connect, quote_ident
+from psycopg import sql
+
+from prodclone.catalog import Table, column_name, load_catalog
+from prodclone.db import connect
 from prodclone.errors import ExportError, LeakError
 from prodclone.masking.copytext import NULL
 from prodclone.masking.rewriter import TableMasker
@@ -40,12 +42,12 @@ class VerifyReport:
         return s + (f"; LEAKS: {self.leaks}" if self.leaks else "; no leaks")
 
 
-def _sample(conn, qualified: str, column: str, est_rows: int, n: int) -> set[bytes]:
-    pct = min(100.0, max(0.01, 100.0 * n * 5 / max(est_rows, 1)))
-    col = quote_ident(column)
-    sql = (f"COPY (SELECT {col} FROM {qualified} TABLESAMPLE BERNOULLI ({pct}) "
-           f"WHERE {col} IS NOT NULL LIMIT {int(n)}) TO STDOUT")
-    with conn.cursor().copy(sql) as copy:
+def _sample(conn, table: Table, column: str, n: int) -> set[bytes]:
+    pct = min(100.0, max(0.01, 100.0 * n * 5 / max(table.est_rows, 1)))
+    col = sql.Identifier(column)
+    query = sql.SQL("COPY (SELECT {} FROM {} TABLESAMPLE BERNOULLI ({}) WHERE {} IS NOT NULL LIMIT {}) TO STDOUT").format(
+        col, table.ident, sql.Literal(pct), col, sql.Literal(int(n)))
+    with conn.cursor().copy(query) as copy:
         return {bytes(row)[:-1] for row in copy}
 
 
@@ -67,7 +69,7 @@ def verify_export(storage, manifest: dict, source_dsn: str | None, rules: Rules,
                 for idx, name in enumerate(t["columns"]):
                     tr = masker.transforms.get(name)
                     if tr is not None and tr.masks and tr.name not in UNCHECKED:
-                        cols[idx] = _sample(conn, table.qualified, name, table.est_rows, sample_size)
+                        cols[idx] = _sample(conn, table, name, sample_size)
                         report.samples += len(cols[idx])
                 if cols:
                     samples[t["name"]] = cols
@@ -109,5 +111,5 @@ def _scan(lines: list[bytes], cols: dict[int, set[bytes]], masker: TableMasker, 
             if v != NULL and v in originals:
                 name = t["columns"][idx]
                 if not masker.transforms[name].could_emit(v):
-                    key = f"{t['name']}.{name}"
+                    key = column_name(t["name"], name)
                     report.leaks[key] = report.leaks.get(key, 0) + 1

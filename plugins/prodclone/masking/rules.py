@@ -11,6 +11,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from prodclone.catalog import QUALIFIED_PATTERN, qualified_name, split_qualified
 from prodclone.errors import RulesError
 from prodclone.masking.transforms import REGISTRY, Context, Transform
 
@@ -41,8 +42,9 @@ def json_schema() -> dict:
             },
             "tables": {
                 "type": "object",
-                "description": "Every table of the source, schema-qualified (public.users).",
-                "propertyNames": {"pattern": "^[^.]+\\.[^.]+$"},
+                "description": 'Every table of the source, schema-qualified (public.users); quote a part holding '
+                               'a dot or a double quote, doubling quotes inside: "my.schema"."my""table".',
+                "propertyNames": {"type": "string", "pattern": QUALIFIED_PATTERN},
                 "additionalProperties": {"$ref": "#/$defs/table"},
             },
         },
@@ -134,6 +136,21 @@ def _normalize_nulls(data) -> None:
                 cols[c] = fix(r)
 
 
+def _canonical_keys(tables: dict, marks: dict, source: str) -> dict:
+    """Table keys in canonical form (catalog.qualified_name), so `'"public"."users"'` and `public.users` name one table."""
+    out = {}
+    for key, t in tables.items():
+        line, col = marks.get(("tables", key), (1, 1))
+        try:
+            name = qualified_name(*split_qualified(key))
+        except ValueError as exc:
+            raise RulesError(f"{source}:{line}:{col}: tables: {exc}") from None
+        if name in out:
+            raise RulesError(f"{source}:{line}:{col}: tables: {key!r} names {name} again; keep one entry per table")
+        out[name] = t
+    return out
+
+
 def parse_rules(text: str, source: str = "<rules>") -> Rules:
     try:
         node = yaml.compose(text)
@@ -161,7 +178,7 @@ def parse_rules(text: str, source: str = "<rules>") -> Rules:
         raise RulesError("invalid masking rules:\n  " + "\n  ".join(lines))
     defaults = data.get("defaults") or {}
     tables = {}
-    for name, t in (data.get("tables") or {}).items():
+    for name, t in _canonical_keys(data.get("tables") or {}, marks, source).items():
         t = t or {}
         cols = {c: ({"transform": r} if isinstance(r, str) else dict(r)) for c, r in (t.get("columns") or {}).items()}
         tables[name] = TableRule(name=name, skip=t.get("skip", False), where=t.get("where"), columns=cols)

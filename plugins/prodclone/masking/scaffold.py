@@ -3,10 +3,15 @@ rule, everything else ``keep`` with a comment saying why."""
 
 from __future__ import annotations
 
+import functools
 import json
+import math
+import re
 
-from prodclone.catalog import Catalog
-from prodclone.db import quote_ident
+import yaml
+from psycopg import sql
+
+from prodclone.catalog import Catalog, Table, column_name
 from prodclone.masking.detect import suggest, suggest_json
 
 HEADER = """\
@@ -22,9 +27,17 @@ tables:
 """
 
 
-def _sample_text(conn, qualified: str, column: str, n: int) -> list[str]:
-    col = quote_ident(column)
-    return [r[0] for r in conn.execute(f"SELECT {col}::text FROM {qualified} WHERE {col} IS NOT NULL LIMIT {int(n)}")]
+# YAML 1.1 line breaks (NEL and the Unicode separators too), and what a YAML
+# comment cannot hold: those and the characters the YAML reader rejects.
+_LINE_BREAK = re.compile("[\r\n\x85\u2028\u2029]")
+_NOT_IN_COMMENT = re.compile(f"{_LINE_BREAK.pattern}|{yaml.reader.Reader.NON_PRINTABLE.pattern}")
+
+
+def _sample_text(conn, table: Table, column: str, n: int) -> list[str]:
+    col = sql.Identifier(column)
+    query = sql.SQL("SELECT {}::text FROM {} WHERE {} IS NOT NULL LIMIT {}").format(
+        col, table.ident, col, sql.Literal(int(n)))
+    return [r[0] for r in conn.execute(query)]
 
 
 def scaffold(conn, catalog: Catalog, sample: int = 200) -> str:
@@ -32,7 +45,7 @@ def scaffold(conn, catalog: Catalog, sample: int = 200) -> str:
     for name, table in catalog.tables.items():
         keys = set(table.primary_key) | {c for fk in table.foreign_keys for c in fk.columns}
         for col in table.columns:
-            samples = _sample_text(conn, table.qualified, col.name, sample) if col.category in ("text", "json") and sample else None
+            samples = _sample_text(conn, table, col.name, sample) if col.category in ("text", "json") and sample else None
             rule, why = suggest(col, samples if col.category == "text" else None, is_key=col.name in keys)
             if col.category == "json" and samples:
                 found = suggest_json(col, [json.loads(s) for s in samples])
@@ -44,25 +57,26 @@ def scaffold(conn, catalog: Catalog, sample: int = 200) -> str:
             for c, rc in zip(fk.columns, fk.ref_columns, strict=True):
                 ref = chosen.get((fk.ref_table, rc))
                 if ref and ref[0]["transform"] != "keep":
-                    chosen[(name, c)] = (ref[0], f"references {fk.ref_table}.{rc}: same rule keeps the join")
+                    chosen[(name, c)] = (ref[0], f"references {column_name(fk.ref_table, rc)}: same rule keeps the join")
     out = [HEADER]
     for name, table in catalog.tables.items():
-        out.append(f"  {name}:\n    columns:\n")
+        out.append(f"  {_inline(name)}:\n    columns:{'' if table.columns else ' {}'}\n")
         for col in table.columns:
             rule, why = chosen[(name, col.name)]
-            text = rule["transform"] if list(rule) == ["transform"] else _flow(rule)
-            out.append(f"      {_yaml_key(col.name)}: {text}  # {col.type}: {why}\n")
+            text = _inline(rule["transform"] if list(rule) == ["transform"] else rule)
+            out.append(f"      {_inline(col.name)}: {text}  # {_comment(f'{col.type}: {why}')}\n")
     return "".join(out)
 
 
-def _flow(v) -> str:
-    """A value as one-line YAML flow style."""
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{_yaml_key(str(k))}: {_flow(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, str) and v.replace("_", "").isalnum():
-        return v
-    return json.dumps(v)
+def _inline(value) -> str:
+    """``value`` as YAML flow style on one line, quoted by the YAML library wherever YAML needs it
+    (double-quoted with escapes if it would span lines). Valid as a key or a value."""
+    dump = functools.partial(yaml.safe_dump, default_flow_style=True, sort_keys=False, allow_unicode=True,
+                             width=math.inf)
+    text = dump([value])[1:-2]  # inside a flow sequence: never a document marker, always flow-safe
+    return dump([value], default_style='"')[1:-2] if _LINE_BREAK.search(text) else text
 
 
-def _yaml_key(name: str) -> str:
-    return name if name.replace("_", "").isalnum() else json.dumps(name)
+def _comment(text: str) -> str:
+    """Schema text (type names, column names) made safe for a YAML comment."""
+    return _NOT_IN_COMMENT.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
