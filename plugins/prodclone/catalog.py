@@ -37,6 +37,7 @@ def split_qualified(name: str) -> tuple[str, str]:
                          f'a dot or a quote: "my.schema"."my""table")')
     return tuple(p[1:-1].replace('""', '"') if p.startswith('"') else p for p in m.groups())
 
+
 _CATEGORIES = {
     "text": ("text", "character varying", "character", "citext", "name", "bpchar", "varchar"),
     "number": ("smallint", "integer", "bigint", "numeric", "real", "double precision", "money"),
@@ -79,7 +80,7 @@ class ForeignKey:
 @dataclass
 class Table:
     name: str  # schema-qualified, e.g. public.users
-    kind: str  # "table" or "partitioned"
+    kind: str  # "table", "partitioned" or "foreign" (reads another server; never exported)
     columns: list[Column]
     primary_key: list[str] = field(default_factory=list)
     foreign_keys: list[ForeignKey] = field(default_factory=list)
@@ -99,6 +100,9 @@ class Table:
         return sql.Identifier(*split_qualified(self.name))
 
 
+_KINDS = {"r": "table", "p": "partitioned", "f": "foreign"}
+
+
 @dataclass
 class Catalog:
     tables: dict[str, Table]
@@ -115,7 +119,7 @@ def load_catalog(conn: psycopg.Connection) -> Catalog:
         """
         SELECT c.oid, n.nspname || '.' || c.relname, c.relkind, greatest(c.reltuples, 0)::bigint
           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+         WHERE c.relkind IN ('r', 'p', 'f') AND NOT c.relispartition
            AND n.nspname <> ALL(%s) AND n.nspname NOT LIKE 'pg_temp%%'
            AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
          ORDER BY 2
@@ -124,7 +128,7 @@ def load_catalog(conn: psycopg.Connection) -> Catalog:
     ).fetchall()
     by_oid = {}
     for oid, name, relkind, est in rows:
-        t = Table(name=name, kind="partitioned" if relkind == "p" else "table", columns=[], est_rows=est)
+        t = Table(name=name, kind=_KINDS[relkind], columns=[], est_rows=est)
         tables[name] = t
         by_oid[oid] = t
     if not by_oid:

@@ -97,6 +97,12 @@ def open_snapshot_tx(conn) -> None:
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
 
 
+def pin_search_path(conn) -> None:
+    """For the rest of the snapshot transaction, unqualified names in a rules ``where`` resolve
+    to built-ins only: the source schema cannot shadow lower() or = with its own."""
+    conn.execute("SET LOCAL search_path = pg_catalog")
+
+
 def plan_units(conn, catalog: Catalog, rules: Rules, split_rows: int = SPLIT_ROWS) -> list[Unit]:
     """Units for every exported table; big tables with an integer PK are split into key ranges."""
     units = []
@@ -133,6 +139,7 @@ def export_unit(source_dsn: str, point: SourcePoint, catalog: Catalog, rules: Ru
         open_snapshot_tx(conn)
         if point.snapshot:
             conn.execute(f"SET TRANSACTION SNAPSHOT '{point.snapshot}'")
+    pin_search_path(conn)
     started = time.perf_counter()
     digest = hashlib.sha256()
     rows = size = 0

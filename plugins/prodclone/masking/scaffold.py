@@ -30,6 +30,8 @@ def _sample_text(conn, qualified: str, column: str, n: int) -> list[str]:
 def scaffold(conn, catalog: Catalog, sample: int = 200) -> str:
     chosen: dict[tuple[str, str], tuple[dict, str]] = {}
     for name, table in catalog.tables.items():
+        if table.kind == "foreign":  # never sampled: reading it would reach the other server
+            continue
         keys = set(table.primary_key) | {c for fk in table.foreign_keys for c in fk.columns}
         for col in table.columns:
             samples = _sample_text(conn, table.qualified, col.name, sample) if col.category in ("text", "json") and sample else None
@@ -47,6 +49,9 @@ def scaffold(conn, catalog: Catalog, sample: int = 200) -> str:
                     chosen[(name, c)] = (ref[0], f"references {fk.ref_table}.{rc}: same rule keeps the join")
     out = [HEADER]
     for name, table in catalog.tables.items():
+        if table.kind == "foreign":
+            out.append(f"  {name}:\n    skip: true  # foreign table: clones get it empty and local, without its server\n")
+            continue
         out.append(f"  {name}:\n    columns:\n")
         for col in table.columns:
             rule, why = chosen[(name, col.name)]
