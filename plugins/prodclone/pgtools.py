@@ -58,16 +58,16 @@ _STRIP = re.compile(r"^(\\restrict |\\unrestrict |SET transaction_timeout\b).*$"
 # Archive entries (pg_restore --list: "<id>; <catalog oid> <oid> <type> ...") that hold a way to
 # another server, and how the export reports them. Their comments and labels go with them.
 _TOC_ENTRY = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
-OUTSIDE = {"FOREIGN DATA WRAPPER": "foreign_data_wrappers", "FOREIGN TABLE": "foreign_tables",
-           "SERVER": "servers", "SUBSCRIPTION TABLE": None, "SUBSCRIPTION": "subscriptions",
-           "USER MAPPING": "user_mappings"}
+_OUTSIDE = {"FOREIGN DATA WRAPPER": "foreign_data_wrappers", "FOREIGN TABLE": "foreign_tables",
+            "SERVER": "servers", "SUBSCRIPTION TABLE": None,  # binary upgrade only: dropped, not counted
+            "SUBSCRIPTION": "subscriptions", "USER MAPPING": "user_mappings"}
 _ATTACHED = ("COMMENT ", "SECURITY LABEL ", "ACL ")
 
 
 @dataclass
 class SchemaDump:
     sql: str
-    removed: Counter  # OUTSIDE's report names -> entries left out
+    removed: Counter  # _OUTSIDE's report names -> entries left out
 
 
 def stand_ins(conn: psycopg.Connection) -> dict[int, str]:
@@ -133,7 +133,7 @@ def dump_schema(dsn: str, section: str, snapshot: str | None, server_version_num
 
 def _filter_toc(toc: str, local_tables: dict[int, str]) -> tuple[list[list[str] | str], Counter]:
     """The archive's entries in order, split at foreign tables (each replaced by its stand-in SQL),
-    without the entries in OUTSIDE and whatever is attached to them; and what was left out."""
+    without the entries in _OUTSIDE and whatever is attached to them; and what was left out."""
     pieces: list[list[str] | str] = [[]]
     removed = Counter()
     for line in toc.splitlines():
@@ -141,15 +141,15 @@ def _filter_toc(toc: str, local_tables: dict[int, str]) -> tuple[list[list[str] 
         if not m:
             continue  # comments and blank lines
         rest = m[4]
-        kind = next((k for k in OUTSIDE if rest.startswith(k + " ")), None)
+        kind = next((k for k in _OUTSIDE if rest.startswith(k + " ")), None)
         if kind == "FOREIGN TABLE":
             if int(m[3]) not in local_tables:
                 raise ProdcloneError(f"pg_dump listed a foreign table (oid {m[3]}) the catalog did not; re-run the export")
             pieces += [local_tables[int(m[3])], []]
         if kind is not None:
-            if OUTSIDE[kind]:
-                removed[OUTSIDE[kind]] += 1
-        elif not (rest.startswith(_ATTACHED) and any(f" {k} " in rest for k in OUTSIDE)):
+            if _OUTSIDE[kind]:
+                removed[_OUTSIDE[kind]] += 1
+        elif not (rest.startswith(_ATTACHED) and any(f" {k} " in rest for k in _OUTSIDE)):
             # (a comment on anything whose tag merely contains such a word is dropped too: harmless)
             pieces[-1].append(line)
     return pieces, removed
