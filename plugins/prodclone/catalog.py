@@ -85,7 +85,7 @@ class ForeignKey:
 @dataclass
 class Table:
     name: str  # the canonical key from qualified_name(), e.g. public.users
-    kind: str  # "table" or "partitioned"
+    kind: str  # "table", "partitioned" or "foreign" (reads another server; never exported)
     columns: list[Column]
     primary_key: list[str] = field(default_factory=list)
     foreign_keys: list[ForeignKey] = field(default_factory=list)
@@ -98,6 +98,9 @@ class Table:
     def ident(self) -> sql.Identifier:
         """The table as a psycopg.sql identifier, safe for any name."""
         return sql.Identifier(*split_qualified(self.name))
+
+
+_KINDS = {"r": "table", "p": "partitioned", "f": "foreign"}
 
 
 @dataclass
@@ -119,7 +122,7 @@ def load_catalog(conn: psycopg.Connection) -> Catalog:
         """
         SELECT c.oid, n.nspname, c.relname, c.relkind, greatest(c.reltuples, 0)::bigint
           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE (c.relkind IN ('r', 'p') AND NOT c.relispartition OR c.relkind = 'S')
+         WHERE (c.relkind IN ('r', 'p', 'f') AND NOT c.relispartition OR c.relkind = 'S')
            AND n.nspname <> ALL(%s) AND NOT pg_is_other_temp_schema(n.oid) AND n.oid <> pg_my_temp_schema()
            AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
         """,
@@ -132,7 +135,7 @@ def load_catalog(conn: psycopg.Connection) -> Catalog:
         if relkind == "S":
             continue
         name = qualified_name(schema, rel)
-        t = Table(name=name, kind="partitioned" if relkind == "p" else "table", columns=[], est_rows=est)
+        t = Table(name=name, kind=_KINDS[relkind], columns=[], est_rows=est)
         tables[name] = t
         by_oid[oid] = t
     if not by_oid:

@@ -20,6 +20,7 @@ import math
 import multiprocessing
 import re
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
@@ -33,7 +34,7 @@ from prodclone.masking import keys
 from prodclone.masking.coverage import ensure_covered
 from prodclone.masking.rewriter import TableMasker
 from prodclone.masking.rules import Rules
-from prodclone.pgtools import dump_schema
+from prodclone.pgtools import dump_schema, stand_ins
 from prodclone.storage import open_storage
 from prodclone.subset import Subsetter
 
@@ -108,6 +109,12 @@ def open_snapshot_tx(conn) -> None:
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
 
 
+def pin_search_path(conn) -> None:
+    """For the rest of the snapshot transaction, unqualified names in a rules ``where`` resolve
+    to built-ins only: the source schema cannot shadow lower() or = with its own."""
+    conn.execute("SET LOCAL search_path = pg_catalog")
+
+
 def plan_units(conn, catalog: Catalog, rules: Rules, split_rows: int = SPLIT_ROWS) -> list[Unit]:
     """Units for every exported table; big tables with an integer PK are split into key ranges."""
     units = []
@@ -145,6 +152,7 @@ def export_unit(source_dsn: str, point: SourcePoint, catalog: Catalog, rules: Ru
         open_snapshot_tx(conn)
         if point.snapshot:
             conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(point.snapshot)))
+    pin_search_path(conn)
     started = time.perf_counter()
     digest = hashlib.sha256()
     rows = size = 0
@@ -189,7 +197,7 @@ def _ensure_writable(storage, overwrite: bool) -> None:
 
 
 def write_manifest(storage, catalog: Catalog, rules: Rules, key: bytes, point: SourcePoint,
-                   sequences: list[dict], results: list[dict], started: float) -> dict:
+                   sequences: list[dict], results: list[dict], started: float, outside: dict) -> dict:
     by_table: dict[str, list[dict]] = {}
     for r in sorted(results, key=lambda r: (r["table"], r["part"])):
         by_table.setdefault(r["table"], []).append(r)
@@ -216,6 +224,7 @@ def write_manifest(storage, catalog: Catalog, rules: Rules, key: bytes, point: S
         "rules_sha256": rules.digest,
         "key_fingerprint": keys.fingerprint(key),
         "schema": {"pre_data": "schema/pre-data.sql", "post_data": "schema/post-data.sql"},
+        "left_behind": outside,
         "sequences": sequences,
         "tables": tables,
         "totals": {
@@ -243,18 +252,36 @@ def read_sequences(conn, catalog: Catalog) -> list[dict]:
 
 
 def prepare(conn, source_dsn: str, rules: Rules, storage, point: SourcePoint, overwrite: bool,
-            key: bytes | None = None) -> Catalog:
-    """Inside the snapshot: catalog, coverage (fail closed), schema. No row data moves before this passes."""
+            key: bytes | None = None) -> tuple[Catalog, dict]:
+    """Inside the snapshot: catalog, coverage (fail closed), schema. No row data moves before this passes.
+    Also returns what of the schema was left behind because it reaches another server (see _outside)."""
     catalog = load_catalog(conn)
     ensure_covered(catalog, rules, key)
     subsetter = Subsetter(catalog, rules)
     for name in catalog.tables:  # a cycle through a filtered table fails here, before any data moves
         subsetter.filter_sql(name)
     _ensure_writable(storage, overwrite)
+    local_tables = stand_ins(conn)
+    removed = Counter()
     for section in ("pre-data", "post-data"):
-        sql = dump_schema(source_dsn, section, point.snapshot, point.server_version_num)
-        storage.write_bytes(f"schema/{section}.sql", sql.encode())
-    return catalog
+        dump = dump_schema(source_dsn, section, point.snapshot, point.server_version_num, local_tables)
+        storage.write_bytes(f"schema/{section}.sql", dump.sql.encode())
+        removed.update(dump.removed)
+    return catalog, _outside(catalog, removed)
+
+
+def _outside(catalog: Catalog, removed: Counter) -> dict:
+    """The manifest's account of what reaches another server and stayed behind: foreign tables
+    (clones get them as empty local tables) and how many servers, user mappings, foreign-data
+    wrappers and subscriptions were left out. Names only, never options or credentials."""
+    report = {"foreign_tables_made_local": sorted(n for n, t in catalog.tables.items() if t.kind == "foreign"),
+              **{what: removed[what] for what in ("servers", "user_mappings", "foreign_data_wrappers", "subscriptions")}}
+    if any(report.values()):
+        log.info("left behind (reaches another server): foreign tables %s became empty local tables; "
+                 "dropped %d server(s), %d user mapping(s), %d foreign-data wrapper(s), %d subscription(s)",
+                 ", ".join(report["foreign_tables_made_local"]) or "none", report["servers"],
+                 report["user_mappings"], report["foreign_data_wrappers"], report["subscriptions"])
+    return report
 
 
 def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, jobs: int = 1,
@@ -266,7 +293,7 @@ def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, j
     try:
         open_snapshot_tx(coord)
         point = point_in_time(coord)
-        catalog = prepare(coord, source_dsn, rules, storage, point, overwrite, key)
+        catalog, outside = prepare(coord, source_dsn, rules, storage, point, overwrite, key)
         sequences = read_sequences(coord, catalog)
         if jobs > 1:  # split big tables so every worker stays busy, not just the one on the biggest table
             total = sum(t.est_rows for n, t in catalog.tables.items() if not rules.tables[n].skip)
@@ -283,7 +310,7 @@ def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, j
                 futures = [pool.submit(export_unit, source_dsn, point, catalog, rules, key, storage_url, u, s3_options)
                            for u in units]
                 results = [f.result() for f in futures]
-        return write_manifest(storage, catalog, rules, key, point, sequences, results, started)
+        return write_manifest(storage, catalog, rules, key, point, sequences, results, started, outside)
     finally:
         coord.close()
 
@@ -314,10 +341,11 @@ def plan_frozen_export(source_dsn: str, rules: Rules, storage_url: str, *, mode:
     with connect(source_dsn, role="source") as conn:
         open_snapshot_tx(conn)
         point = point_in_time(conn, mode=mode, export_snapshot=False)
-        catalog = prepare(conn, source_dsn, rules, storage, point, overwrite)
+        catalog, outside = prepare(conn, source_dsn, rules, storage, point, overwrite)
         sequences = read_sequences(conn, catalog)
         units = [asdict(u) for u in plan_units(conn, catalog, rules, split_rows)]
-    plan = {"point": asdict(point), "sequences": sequences, "units": units, "started": time.time()}
+    plan = {"point": asdict(point), "sequences": sequences, "units": units, "started": time.time(),
+            "left_behind": outside}
     storage.write_bytes(PLAN, json.dumps(plan).encode())
     return units
 
@@ -342,4 +370,5 @@ def finalize_frozen_export(source_dsn: str, rules: Rules, key: bytes, storage_ur
     if missing:
         raise ExportError(f"{len(missing)} export unit(s) produced no result, e.g. {missing[0]['table']}; re-run them")
     started = time.perf_counter() - (time.time() - plan["started"])
-    return write_manifest(storage, catalog, rules, key, SourcePoint(**plan["point"]), plan["sequences"], results, started)
+    return write_manifest(storage, catalog, rules, key, SourcePoint(**plan["point"]), plan["sequences"], results, started,
+                          plan["left_behind"])

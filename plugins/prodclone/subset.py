@@ -12,6 +12,7 @@ from psycopg import sql
 
 from prodclone.catalog import Catalog
 from prodclone.errors import RulesError
+from prodclone.masking import where as where_clause
 from prodclone.masking.rules import Rules
 
 
@@ -22,12 +23,19 @@ class Subsetter:
         self._filtered: dict[str, bool] = {}
 
     def _own(self, table: str) -> str | None:
+        """The table's own filter: always pglast's re-deparsed text of a checked ``where``
+        (checked again here, so a rule built in code cannot bypass the check), never the author's."""
         rule = self.rules.tables.get(table)
         if rule is None:
             return None
         if rule.skip:
             return "false"
-        return f"({rule.where})" if rule.where else None
+        if not rule.where:
+            return None
+        try:
+            return f"({where_clause.normalize(rule.where)})"
+        except RulesError as exc:
+            raise RulesError(f"{table}: where {exc}") from None
 
     def _live_fks(self, table: str):
         rule = self.rules.tables[table]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from prodclone.catalog import Catalog, column_name
 from prodclone.errors import CoverageError, RulesError
+from prodclone.masking import where as where_clause
 from prodclone.masking.detect import suggest
 from prodclone.masking.rules import Rules, build_transform
 
@@ -57,9 +58,13 @@ def check(catalog: Catalog, rules: Rules, key: bytes | None = None) -> Report:
     report = Report()
     for tname, table in catalog.tables.items():
         rule = rules.tables.get(tname)
+        if table.kind == "foreign":
+            report.problems += _foreign_problems(tname, rule)
+            continue
         if rule is None:
             report.problems.append(Problem(tname, None, "missing-table", "table has no rules (new table?); add it, or `skip: true`"))
             continue
+        report.problems += _where_problems(tname, table, rule)
         keys = set(table.primary_key) | {c for fk in table.foreign_keys for c in fk.columns}
         for col in table.columns:
             spec = rule.columns.get(col.name)
@@ -92,6 +97,32 @@ def check(catalog: Catalog, rules: Rules, key: bytes | None = None) -> Report:
         if tname not in catalog.tables:
             report.problems.append(Problem(tname, None, "unknown-table", "rules name a table that does not exist (renamed or dropped?)"))
     return report
+
+
+def _foreign_problems(tname: str, rule) -> list[Problem]:
+    """A foreign table reads another server: nothing of it is exported, and its only rule says so."""
+    if rule is None:
+        return [Problem(tname, None, "missing-table", f"foreign table has no rule; add {_FOREIGN_RULE}")]
+    if not rule.skip or rule.where or rule.columns:
+        return [Problem(tname, None, "invalid", f"is a foreign table: its only rule is {_FOREIGN_RULE}, "
+                        "without where or columns")]
+    return []
+
+
+_FOREIGN_RULE = ("`skip: true` (clones get an empty local table with its columns; the server, its user "
+                 "mappings and the data stay behind)")
+
+
+def _where_problems(tname: str, table, rule) -> list[Problem]:
+    """A ``where`` reads only columns of its own table."""
+    if not rule.where:
+        return []
+    try:
+        names = where_clause.columns(rule.where)
+    except RulesError as exc:
+        return [Problem(tname, None, "invalid", f"where {exc}")]
+    return [Problem(tname, c, "unknown-column", "the where names a column this table does not have")
+            for c in sorted(names) if table.column(c) is None]
 
 
 # Transforms whose output does not depend on the `unique` flag.

@@ -13,6 +13,7 @@ import yaml
 
 from prodclone.catalog import QUALIFIED_PATTERN, qualified_name, split_qualified
 from prodclone.errors import RulesError
+from prodclone.masking import where as where_clause
 from prodclone.masking.transforms import REGISTRY, Context, Transform
 
 
@@ -176,12 +177,13 @@ def parse_rules(text: str, source: str = "<rules>") -> Rules:
             dotted = ".".join(map(str, best.absolute_path)) or "(top level)"
             lines.append(f"{source}:{line}:{col}: {dotted}: {best.message}")
         raise RulesError("invalid masking rules:\n  " + "\n  ".join(lines))
+    wheres = _normalized_wheres(data, marks, source)
     defaults = data.get("defaults") or {}
     tables = {}
     for name, t in _canonical_keys(data.get("tables") or {}, marks, source).items():
         t = t or {}
         cols = {c: ({"transform": r} if isinstance(r, str) else dict(r)) for c, r in (t.get("columns") or {}).items()}
-        tables[name] = TableRule(name=name, skip=t.get("skip", False), where=t.get("where"), columns=cols)
+        tables[name] = TableRule(name=name, skip=t.get("skip", False), where=wheres.get(name), columns=cols)
     digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
     return Rules(
         tables=tables,
@@ -190,6 +192,23 @@ def parse_rules(text: str, source: str = "<rules>") -> Rules:
         digest=digest,
         source=source,
     )
+
+
+def _normalized_wheres(data: dict, marks: dict, source: str) -> dict[str, str]:
+    """Each table's ``where`` as SQL may see it (re-deparsed); refuses every one that is not
+    exactly one allowed expression, at the ``where`` key's line and column."""
+    wheres, problems = {}, []
+    for name, t in (data.get("tables") or {}).items():
+        if (t or {}).get("where") is None:
+            continue
+        try:
+            wheres[name] = where_clause.normalize(t["where"])
+        except RulesError as exc:
+            line, col = marks.get(("tables", name, "where"), (1, 1))
+            problems.append(f"{source}:{line}:{col}: tables.{name}.where: {exc}")
+    if problems:
+        raise RulesError("invalid masking rules:\n  " + "\n  ".join(problems))
+    return wheres
 
 
 def load_rules(path: str | Path) -> Rules:

@@ -43,6 +43,8 @@ def _sample_text(conn, table: Table, column: str, n: int) -> list[str]:
 def scaffold(conn, catalog: Catalog, sample: int = 200) -> str:
     chosen: dict[tuple[str, str], tuple[dict, str]] = {}
     for name, table in catalog.tables.items():
+        if table.kind == "foreign":  # never sampled: reading it would reach the other server
+            continue
         keys = set(table.primary_key) | {c for fk in table.foreign_keys for c in fk.columns}
         for col in table.columns:
             samples = _sample_text(conn, table, col.name, sample) if col.category in ("text", "json") and sample else None
@@ -60,6 +62,9 @@ def scaffold(conn, catalog: Catalog, sample: int = 200) -> str:
                     chosen[(name, c)] = (ref[0], f"references {column_name(fk.ref_table, rc)}: same rule keeps the join")
     out = [HEADER]
     for name, table in catalog.tables.items():
+        if table.kind == "foreign":
+            out.append(f"  {_inline(name)}:\n    skip: true  # foreign table: clones get it empty and local, without its server\n")
+            continue
         out.append(f"  {_inline(name)}:\n    columns:{'' if table.columns else ' {}'}\n")
         for col in table.columns:
             rule, why = chosen[(name, col.name)]
