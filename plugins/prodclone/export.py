@@ -38,9 +38,10 @@ from prodclone.subset import Subsetter
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-FORMAT = 1
+FORMAT = 2  # 2: schema files carry a SHA-256 (format-1 exports ran unchecked SQL at seed)
 FLUSH_BYTES = 1 << 20
 SPLIT_ROWS = 5_000_000  # tables larger than this are split into key ranges
+SCHEMA_SECTIONS = ("pre-data", "post-data")
 
 
 @dataclass
@@ -176,6 +177,12 @@ def _ensure_writable(storage, overwrite: bool) -> None:
         storage.delete(stale)
 
 
+def _schema_entry(storage, section: str) -> dict:
+    """Path and SHA-256 of a schema file, so seed can refuse an edited one before running it."""
+    path = f"schema/{section}.sql"
+    return {"path": path, "sha256": hashlib.sha256(storage.read_bytes(path)).hexdigest()}
+
+
 def write_manifest(storage, catalog: Catalog, rules: Rules, key: bytes, point: SourcePoint,
                    sequences: list[dict], results: list[dict], started: float) -> dict:
     by_table: dict[str, list[dict]] = {}
@@ -203,7 +210,7 @@ def write_manifest(storage, catalog: Catalog, rules: Rules, key: bytes, point: S
         "source": asdict(point),
         "rules_sha256": rules.digest,
         "key_fingerprint": keys.fingerprint(key),
-        "schema": {"pre_data": "schema/pre-data.sql", "post_data": "schema/post-data.sql"},
+        "schema": {section.replace("-", "_"): _schema_entry(storage, section) for section in SCHEMA_SECTIONS},
         "sequences": sequences,
         "tables": tables,
         "totals": {
@@ -235,7 +242,7 @@ def prepare(conn, source_dsn: str, rules: Rules, storage, point: SourcePoint, ov
     for name in catalog.tables:  # a cycle through a filtered table fails here, before any data moves
         subsetter.filter_sql(name)
     _ensure_writable(storage, overwrite)
-    for section in ("pre-data", "post-data"):
+    for section in SCHEMA_SECTIONS:
         sql = dump_schema(source_dsn, section, point.snapshot, point.server_version_num)
         storage.write_bytes(f"schema/{section}.sql", sql.encode())
     return catalog
@@ -279,7 +286,8 @@ def read_manifest(storage) -> dict:
         )
     manifest = json.loads(storage.read_bytes(MANIFEST))
     if not manifest.get("complete") or manifest.get("format") != FORMAT:
-        raise ExportError(f"{storage.url}/{MANIFEST} is not a complete format-{FORMAT} export")
+        raise ExportError(f"{storage.url}/{MANIFEST} is not a complete format-{FORMAT} export "
+                          f"(format {manifest.get('format')!r}); re-run the export with this prodclone")
     return manifest
 
 
