@@ -12,12 +12,17 @@ does), so every table is read at the same point in time and FKs hold.
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import hashlib
 import json
 import logging
 import math
 import multiprocessing
+import os
+import signal
+import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -42,6 +47,7 @@ FORMAT = 2  # 2: schema files carry a SHA-256 (format-1 exports ran unchecked SQ
 FLUSH_BYTES = 1 << 20
 SPLIT_ROWS = 5_000_000  # tables larger than this are split into key ranges
 SCHEMA_SECTIONS = ("pre-data", "post-data")
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclass
@@ -248,6 +254,23 @@ def prepare(conn, source_dsn: str, rules: Rules, storage, point: SourcePoint, ov
     return catalog
 
 
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: a worker must not outlive its export. A SIGKILLed parent (OOM, a killed task) runs
+    no cleanup, and its workers would go on reading production and writing files nobody will use. On Linux
+    the kernel kills the worker when its parent goes (PR_SET_PDEATHSIG; workers are spawned by the thread
+    running the export, which waits for them, so that thread's exit is the parent's); everywhere, a thread
+    polls the parent pid as a backstop (its first look catches a parent gone before prctl took effect)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    threading.Thread(target=_watch_parent, args=(parent,), name="prodclone-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int, every: float = 0.5) -> None:
+    while os.getppid() == parent:
+        time.sleep(every)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, jobs: int = 1,
                overwrite: bool = False, s3_options: dict | None = None, split_rows: int = SPLIT_ROWS) -> dict:
     """The whole export in one process tree: what `prodclone export` and the DAG's live mode run."""
@@ -270,7 +293,8 @@ def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, j
         else:
             # spawn, not fork: safe inside Airflow workers and with open connections.
             ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_die_with_parent,
+                                     initargs=(os.getpid(),)) as pool:
                 futures = [pool.submit(export_unit, source_dsn, point, catalog, rules, key, storage_url, u, s3_options)
                            for u in units]
                 results = [f.result() for f in futures]

@@ -1,6 +1,10 @@
-"""Secrets never reach logs (DSN redaction), and the whole masking key counts."""
+"""Secrets never reach logs (DSN redaction), the whole masking key counts, and exports on disk are private."""
+
+import os
+import stat
 
 import pytest
+import yaml
 from psycopg.conninfo import conninfo_to_dict
 
 from prodclone.db import UNPARSABLE, redact_dsn
@@ -57,3 +61,46 @@ def test_the_whole_masking_key_counts():
     for spec in ({"transform": "email"}, {"transform": "hash"}, {"transform": "faker", "provider": "first_name"}):
         masked = [build_transform(spec, Context(key=key), where="t.c")(b"jane.doe@example.com") for key in (a, b)]
         assert masked[0] != masked[1], spec
+
+
+def test_file_exports_are_private(tmp_path, monkeypatch):
+    from prodclone.storage import open_storage
+
+    old = os.umask(0o022)
+    try:
+        storage = open_storage(f"file://{tmp_path}/a/b/exp")
+        storage.write_bytes("data/public.users.0000.copy", b"x")
+        (tmp_path / "a/b/exp/schema").mkdir(mode=0o755)  # an existing directory is not prodclone's to change
+        storage.write_bytes("schema/pre-data.sql", b"y")
+    finally:
+        os.umask(old)
+    for d in ("a", "a/b", "a/b/exp", "a/b/exp/data"):
+        assert stat.S_IMODE((tmp_path / d).stat().st_mode) == 0o700, d
+    assert stat.S_IMODE((tmp_path / "a/b/exp/schema").stat().st_mode) == 0o755
+    for f in ("a/b/exp/data/public.users.0000.copy", "a/b/exp/schema/pre-data.sql"):
+        assert stat.S_IMODE((tmp_path / f).stat().st_mode) == 0o600, f
+
+
+def test_a_planted_symlink_is_not_followed(tmp_path):
+    from prodclone.storage import open_storage
+
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "manifest.json.partial").symlink_to(victim)
+    open_storage(f"file://{tmp_path}/exp").write_bytes("manifest.json", b"{}")
+    assert victim.read_text() == "untouched"
+    assert (tmp_path / "exp" / "manifest.json").read_bytes() == b"{}"
+
+
+def test_the_default_storage_is_private_not_tmp(monkeypatch, tmp_path):
+    from prodclone.config import DEFAULT_PATH, Config, load_config
+
+    monkeypatch.delenv("PRODCLONE_STORAGE_URL", raising=False)
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    assert load_config().storage_url == f"file://{tmp_path}/airflow/prodclone/exports"
+    monkeypatch.delenv("AIRFLOW_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    assert Config().storage_url == f"file://{tmp_path}/home/.local/share/prodclone/exports"
+    assert "url" not in yaml.safe_load(DEFAULT_PATH.read_text())["storage"]  # the shipped config uses the default
