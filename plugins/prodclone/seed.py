@@ -141,6 +141,13 @@ def _unmarked_staging(target_dsn: str, staging: str, row: dict) -> bool:
             and _is_empty(with_dbname(target_dsn, staging)))
 
 
+def _lock(admin, base: str) -> None:
+    """One seed of a base at a time: a second one would take the first's staging for a leftover and drop it.
+    A session lock, so a killed seed releases it with its connection."""
+    if not admin.execute("SELECT pg_try_advisory_lock(hashtext(%s)) AS ok", (f"prodclone:seed:{base}",)).fetchone()["ok"]:
+        raise SeedError(f"another seed of {base!r} is running; retry when it has finished")
+
+
 def _repair(admin, target_dsn: str, base: str) -> None:
     """Undo what a seed killed at any step left, before this seed starts: put back a base that only survives
     as ``__previous``, reopen a base closed for a swap that never happened, and remove work databases.
@@ -210,6 +217,7 @@ def seed(storage_url: str, target_dsn: str, *, overwrite: bool = False, s3_optio
     tags = {"export": manifest["created_at"], "rules": manifest["rules_sha256"][:12]} | ({"labels": labels} if labels else {})
     admin = connect(with_dbname(target_dsn, ADMIN_DB), role="target", autocommit=True, row_factory=dict_row)
     try:
+        _lock(admin, base)
         _repair(admin, target_dsn, base)
         current = _db(admin, base)
         if current is not None and not _is_base(current["comment"], base):

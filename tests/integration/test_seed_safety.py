@@ -248,3 +248,15 @@ def test_a_tampered_schema_file_is_refused_before_anything_runs(base_role, new_d
         seed(url, base_role(name), overwrite=True)
     assert _server_state(pg) == before  # no staging was even created
     assert rows(base_role(name), "SELECT to_regclass('from_the_old_base') IS NOT NULL")[0][0]
+
+
+def test_a_second_seed_of_the_same_base_waits_its_turn(role_base, pg, sample_export):
+    """Concurrent seeds would each take the other's staging for a leftover."""
+    dsn, name = role_base
+    with psycopg.connect(with_dbname(dsn, "postgres"), autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"prodclone:seed:{name}",))
+        before = _server_state(pg)
+        with pytest.raises(SeedError, match=f"another seed of {name!r} is running"):
+            seed(sample_export, dsn, overwrite=True)
+        assert _server_state(pg) == before
+    seed(sample_export, dsn, overwrite=True)
