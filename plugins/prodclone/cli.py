@@ -175,7 +175,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("seed", help="load an export into the base database (staging, then swap)")
     s.add_argument("--from", dest="from_url", required=True)
     s.add_argument("--target", required=True, help="DSN naming the base database")
-    s.add_argument("--overwrite", action="store_true", help="replace the base if prodclone created it")
+    s.add_argument("--overwrite", action="store_true", help="replace the base if prodclone seeded it under this name")
     s.set_defaults(fn=_seed)
     s = sub.add_parser("verify", help="check an export against its manifest and run the leak check")
     s.add_argument("--from", dest="from_url", required=True)

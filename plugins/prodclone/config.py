@@ -115,6 +115,15 @@ def _velero(raw: dict | None, where: Path) -> Velero:
                   host_template=raw.get("host_template", "{service}.{namespace}.svc.cluster.local"))
 
 
+def default_storage_url() -> str:
+    """Exports hold masked production data, so by default they live in the deployment's own data directory:
+    ``$AIRFLOW_HOME/prodclone/exports``, or outside Airflow ``$XDG_DATA_HOME`` (``~/.local/share``)
+    ``/prodclone/exports``. Never /tmp, where any local user can create the directory first. Missing
+    directories are created 0700 by the storage on first write."""
+    home = os.environ.get("AIRFLOW_HOME") or os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return f"file://{Path(home).resolve() / 'prodclone' / 'exports'}"
+
+
 @dataclass
 class Config:
     driver: str = "postgres"
@@ -124,7 +133,7 @@ class Config:
     split_rows: int = 5_000_000
     rds: dict = field(default_factory=dict)
     base_conn_id: str = "prodclone_base"
-    storage_url: str = "file:///tmp/prodclone/exports"
+    storage_url: str = field(default_factory=default_storage_url)
     aws_conn_id: str = "aws_default"
     rules_path: Path = REPO_ROOT / "include" / "masking" / "rules.yaml"
     key_variable: str = "prodclone_masking_key"
@@ -171,7 +180,7 @@ def load_config(path: str | Path | None = None) -> Config:
         split_rows=int(src.get("split_rows", 5_000_000)),
         rds=src.get("rds") or {},
         base_conn_id=base.get("conn_id", "prodclone_base"),
-        storage_url=os.environ.get("PRODCLONE_STORAGE_URL") or st.get("url", "file:///tmp/prodclone/exports"),
+        storage_url=os.environ.get("PRODCLONE_STORAGE_URL") or st.get("url") or default_storage_url(),
         aws_conn_id=st.get("aws_conn_id", "aws_default"),
         rules_path=rules if rules.is_absolute() else REPO_ROOT / rules,
         key_variable=m.get("key_variable", "prodclone_masking_key"),

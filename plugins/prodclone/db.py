@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
-import re
-
 import psycopg
 
 from prodclone.errors import ConnectionFailed
 
+REDACTED = "***"
+URL_SCHEMES = ("postgresql://", "postgres://")
+UNPARSABLE = "<a connection string that could not be parsed; not shown>"
+
+
+def _secret(keyword: str) -> bool:
+    return "password" in keyword.lower()  # password, sslpassword
+
 
 def redact_dsn(dsn: str) -> str:
-    """The DSN without its password, safe for logs and error messages."""
-    dsn = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
-    return re.sub(r"(password\s*=\s*)\S+", r"\1***", dsn)
+    """The DSN without its passwords, safe for logs and error messages.
+
+    libpq's own parser reads it (keyword or URL form, quoting, escapes, percent-encoding, ``?password=``), so
+    what is hidden is exactly what libpq would use as a secret; the result is in keyword form. Input libpq
+    cannot parse, and URLs whose userinfo libpq reads in a way that could leave part of a password in another
+    field (a raw ``/`` or ``@`` in it), are hidden whole rather than echoed."""
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return UNPARSABLE
+    if dsn.lstrip().startswith(URL_SCHEMES) and "@" in dsn:
+        visible = [v for k, v in params.items() if not _secret(k)]
+        if not {"user", "password"} & params.keys() or any("@" in v for v in visible):
+            return UNPARSABLE
+    for keyword, value in params.items():
+        if _secret(keyword):
+            params[keyword] = REDACTED
+        elif keyword == "dbname" and ("=" in value or value.startswith(URL_SCHEMES)):  # libpq expands a dbname holding a DSN
+            params[keyword] = redact_dsn(value)
+    return psycopg.conninfo.make_conninfo(**params)
 
 
 def connect(dsn: str, *, role: str, autocommit: bool = False, **kwargs) -> psycopg.Connection:

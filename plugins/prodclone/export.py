@@ -12,13 +12,18 @@ does), so every table is read at the same point in time and FKs hold.
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import hashlib
 import json
 import logging
 import math
 import multiprocessing
+import os
 import re
+import signal
+import sys
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -41,11 +46,13 @@ from prodclone.subset import Subsetter
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-FORMAT = 1
+FORMAT = 2  # 2: schema files carry a SHA-256 (format-1 exports ran unchecked SQL at seed)
 FLUSH_BYTES = 1 << 20
 SPLIT_ROWS = 5_000_000  # tables larger than this are split into key ranges
 _PATH_SAFE = re.compile(r"[a-z0-9._-]")  # kept as is in data file names; anything else is %XX-encoded
 _PATH_MAX = 120  # longer encoded names are cut and made unique with a digest
+SCHEMA_SECTIONS = ("pre-data", "post-data")
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclass
@@ -196,6 +203,12 @@ def _ensure_writable(storage, overwrite: bool) -> None:
         storage.delete(stale)
 
 
+def _schema_entry(storage, section: str) -> dict:
+    """Path and SHA-256 of a schema file, so seed can refuse an edited one before running it."""
+    path = f"schema/{section}.sql"
+    return {"path": path, "sha256": hashlib.sha256(storage.read_bytes(path)).hexdigest()}
+
+
 def write_manifest(storage, catalog: Catalog, rules: Rules, key: bytes, point: SourcePoint,
                    sequences: list[dict], results: list[dict], started: float, outside: dict) -> dict:
     by_table: dict[str, list[dict]] = {}
@@ -223,7 +236,7 @@ def write_manifest(storage, catalog: Catalog, rules: Rules, key: bytes, point: S
         "source": asdict(point),
         "rules_sha256": rules.digest,
         "key_fingerprint": keys.fingerprint(key),
-        "schema": {"pre_data": "schema/pre-data.sql", "post_data": "schema/post-data.sql"},
+        "schema": {section.replace("-", "_"): _schema_entry(storage, section) for section in SCHEMA_SECTIONS},
         "left_behind": outside,
         "sequences": sequences,
         "tables": tables,
@@ -263,7 +276,7 @@ def prepare(conn, source_dsn: str, rules: Rules, storage, point: SourcePoint, ov
     _ensure_writable(storage, overwrite)
     local_tables = stand_ins(conn)
     removed = Counter()
-    for section in ("pre-data", "post-data"):
+    for section in SCHEMA_SECTIONS:
         dump = dump_schema(source_dsn, section, point.snapshot, point.server_version_num, local_tables)
         storage.write_bytes(f"schema/{section}.sql", dump.sql.encode())
         removed.update(dump.removed)
@@ -282,6 +295,23 @@ def _outside(catalog: Catalog, removed: Counter) -> dict:
                  ", ".join(report["foreign_tables_made_local"]) or "none", report["servers"],
                  report["user_mappings"], report["foreign_data_wrappers"], report["subscriptions"])
     return report
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: a worker must not outlive its export. A SIGKILLed parent (OOM, a killed task) runs
+    no cleanup, and its workers would go on reading production and writing files nobody will use. On Linux
+    the kernel kills the worker when its parent goes (PR_SET_PDEATHSIG; workers are spawned by the thread
+    running the export, which waits for them, so that thread's exit is the parent's); everywhere, a thread
+    polls the parent pid as a backstop (its first look catches a parent gone before prctl took effect)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    threading.Thread(target=_watch_parent, args=(parent,), name="prodclone-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int, every: float = 0.5) -> None:
+    while os.getppid() == parent:
+        time.sleep(every)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, jobs: int = 1,
@@ -306,7 +336,8 @@ def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, j
         else:
             # spawn, not fork: safe inside Airflow workers and with open connections.
             ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_die_with_parent,
+                                     initargs=(os.getpid(),)) as pool:
                 futures = [pool.submit(export_unit, source_dsn, point, catalog, rules, key, storage_url, u, s3_options)
                            for u in units]
                 results = [f.result() for f in futures]
@@ -322,7 +353,8 @@ def read_manifest(storage) -> dict:
         )
     manifest = json.loads(storage.read_bytes(MANIFEST))
     if not manifest.get("complete") or manifest.get("format") != FORMAT:
-        raise ExportError(f"{storage.url}/{MANIFEST} is not a complete format-{FORMAT} export")
+        raise ExportError(f"{storage.url}/{MANIFEST} is not a complete format-{FORMAT} export "
+                          f"(format {manifest.get('format')!r}); re-run the export with this prodclone")
     return manifest
 
 

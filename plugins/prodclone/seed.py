@@ -4,6 +4,12 @@ swap it in, so a failed seed leaves the previous base untouched.
 Order: pre-data schema, data (COPY, checksums verified while streaming),
 post-data (indexes, constraints, FKs, triggers: built after the load is
 faster and checks every FK), sequence values, ANALYZE, then the swap.
+
+Seed replaces only a database marked as the base of that very name: never the
+registry, a snapshot, a clone or anything prodclone did not create. Its work
+names are ``<base>__staging`` and ``<base>__previous``; a seed killed at any
+step leaves only those (or the base closed to connections), and the next seed
+repairs or removes them before it starts (``_repair``).
 """
 
 from __future__ import annotations
@@ -15,16 +21,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from psycopg import sql
+from psycopg.rows import dict_row
 
-from prodclone.db import connect, dbname_of, quote_ident, with_dbname
+from prodclone import faults, marker
+from prodclone.catalog import split_qualified
+from prodclone.db import connect, dbname_of, with_dbname
 from prodclone.errors import ProdcloneError, SeedError
 from prodclone.export import read_manifest
+from prodclone.marker import ADMIN_DB, SYSTEM_DBS
+from prodclone.marker import MARKER as MARKER  # re-exported: drivers.postgres marks with it
 from prodclone.storage import open_storage
 
 log = logging.getLogger(__name__)
 
-MARKER = "managed-by=prodclone"
-ADMIN_DB = "postgres"
+STAGING, PREVIOUS = "__staging", "__previous"
+FIRST_USER_OID = 16384  # Postgres's FirstNormalObjectId: every object template0 lacks has an oid >= this
 
 
 @dataclass
@@ -36,27 +47,154 @@ class SeedResult:
     replaced_previous: bool
 
 
-def is_managed(admin, dbname: str) -> bool | None:
-    """None if the database does not exist, else whether prodclone created it."""
-    row = admin.execute(
-        "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = %s", (dbname,)
-    ).fetchone()
-    return None if row is None else MARKER in row[0]
+def _check_name(base: str) -> None:
+    """Refuse names seed cannot work with before doing anything: Postgres would silently truncate a work name
+    past 63 bytes, so ``<base>__previous`` could become the base itself."""
+    if base in SYSTEM_DBS:
+        raise SeedError(f"refusing to seed into {base!r}: name a dedicated base database in the target DSN")
+    if not marker.ident_fits(base, PREVIOUS):  # the longer of the two work names
+        raise SeedError(f"base database name {base!r} is too long: {base + PREVIOUS!r} must fit in "
+                        f"{marker.MAX_IDENT_BYTES} bytes; use a name of at most "
+                        f"{marker.MAX_IDENT_BYTES - len(PREVIOUS)} bytes")
 
 
-def _drop_if_managed(admin, dbname: str) -> None:
-    if is_managed(admin, dbname):
-        admin.execute(f"DROP DATABASE {quote_ident(dbname)} WITH (FORCE)")
+def _db(admin, name: str) -> dict | None:
+    """The database's comment, whether it accepts connections and whether the seeding role owns it; None if absent."""
+    return admin.execute(
+        "SELECT shobj_description(oid, 'pg_database') AS comment, datallowconn AS open,"
+        " datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user) AS mine"
+        " FROM pg_database WHERE datname = %s", (name,)).fetchone()
+
+
+def _is_base(comment: str | None, name: str) -> bool:
+    """Marked as the base called ``name``. Bases seeded before marks named their base
+    (``role=base; export=...``) count too, but only under a name that is not one of seed's work names:
+    such a mark cannot tell ``shop`` from a leftover ``shop__previous``."""
+    if marker.marked_as(comment, role="base", base=name):
+        return True
+    tags = marker.parse_marker(comment) or {}
+    return (tags.get("role") == "base" and "base" not in tags and "export" in tags
+            and not name.endswith((STAGING, PREVIOUS)))
+
+
+def _ours(comment: str | None, base: str) -> bool:
+    """A work database (staging or previous) of seeding ``base``: marked as that base."""
+    return marker.marked_as(comment, role="base", base=base)
+
+
+def _what(comment: str | None) -> str:
+    """What a database is, from its mark, for a refusal a person can act on."""
+    tags = marker.parse_marker(comment)
+    if tags is None:
+        return "a database prodclone did not create"
+    role = tags.get("role")
+    if role == "registry":
+        return "prodclone's registry of snapshots and clones"
+    if role == "clone":
+        return f"the clone of environment {tags.get('env', '?')!r}"
+    if role == "snapshot":
+        return f"a snapshot of base {tags.get('base', '?')!r}"
+    if role == "base" and "base" in tags:
+        return f"a work database of seeding base {tags['base']!r}"
+    if role == "base":
+        return "a base marked by an older prodclone, under another name"
+    return f"a prodclone database (role {role!r}) that is not a base"
+
+
+def _drop(admin, name: str) -> None:
+    admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _drop_ours(admin, name: str, base: str) -> None:
+    """Drop ``name`` if it is (still) a work database of seeding ``base``; anything else stays."""
+    row = _db(admin, name)
+    if row is not None and _ours(row["comment"], base):
+        _drop(admin, name)
+
+
+def _set_open(admin, name: str, allow: bool) -> None:
+    admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+        sql.Identifier(name), sql.SQL("true" if allow else "false")))
+
+
+def _rename(admin, old: str, new: str) -> None:
+    admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
+
+
+def _is_empty(dsn: str) -> bool:
+    """Whether the database holds nothing template0 does not: no schema, table, function, type or large object."""
+    with connect(dsn, role="staging") as conn:
+        return not conn.execute(
+            "SELECT EXISTS (SELECT FROM pg_class WHERE oid >= %(f)s) OR EXISTS (SELECT FROM pg_namespace WHERE oid >= %(f)s)"
+            " OR EXISTS (SELECT FROM pg_proc WHERE oid >= %(f)s) OR EXISTS (SELECT FROM pg_type WHERE oid >= %(f)s)"
+            " OR EXISTS (SELECT FROM pg_largeobject_metadata)", {"f": FIRST_USER_OID}).fetchone()[0]
+
+
+def _unmarked_staging(target_dsn: str, staging: str, row: dict) -> bool:
+    """Whether an unmarked ``staging`` is the one a killed seed left between CREATE DATABASE and its COMMENT
+    (Postgres finishes a CREATE DATABASE even when its client dies). All must hold: the name is exactly
+    ``<base>__staging``, seed's own work name for this base (clone users cannot create databases); it has no
+    comment at all; the seeding role owns it (only that role or a superuser could have made it so); and it is
+    empty, as CREATE DATABASE ... TEMPLATE template0 leaves it. The last makes dropping it harmless even if
+    the others were a coincidence: it holds nothing to lose."""
+    return (row["comment"] is None and row["mine"] and row["open"]
+            and _is_empty(with_dbname(target_dsn, staging)))
+
+
+def _lock(admin, base: str) -> None:
+    """One seed of a base at a time: a second one would take the first's staging for a leftover and drop it.
+    A session lock, so a killed seed releases it with its connection."""
+    if not admin.execute("SELECT pg_try_advisory_lock(hashtext(%s)) AS ok", (f"prodclone:seed:{base}",)).fetchone()["ok"]:
+        raise SeedError(f"another seed of {base!r} is running; retry when it has finished")
+
+
+def _repair(admin, target_dsn: str, base: str) -> None:
+    """Undo what a seed killed at any step left, before this seed starts: put back a base that only survives
+    as ``__previous``, reopen a base closed for a swap that never happened, and remove work databases.
+    A database under a work name that is not ours stops the seed: prodclone never deletes what it did not mark."""
+    staging, previous = base + STAGING, base + PREVIOUS
+    prev = _db(admin, previous)
+    if prev is not None and not _ours(prev["comment"], base):
+        raise SeedError(f"database {previous!r} is {_what(prev['comment'])}; seed uses that name for the "
+                        f"previous base of {base!r} and will not touch it: rename or drop it")
+    current = _db(admin, base)
+    if prev is not None and current is None:
+        log.warning("restoring base %r from %r left by an interrupted seed", base, previous)
+        _rename(admin, previous, base)
+        current, prev = _db(admin, base), None
+    if current is not None and _is_base(current["comment"], base) and not current["open"]:
+        log.warning("reopening base %r, closed by an interrupted seed", base)
+        _set_open(admin, base, True)
+    if prev is not None:
+        _drop(admin, previous)
+    left = _db(admin, staging)
+    if left is not None:
+        if not (_ours(left["comment"], base) or _unmarked_staging(target_dsn, staging, left)):
+            raise SeedError(f"database {staging!r} is {_what(left['comment'])}; seed uses that name to stage "
+                            f"{base!r} and will not touch it: rename or drop it")
+        _drop(admin, staging)
+
+
+def _verified_schema(storage, manifest: dict) -> dict[str, str]:
+    """The schema files' text, read once and checked against the manifest's SHA-256 before anything runs:
+    pre-data runs with the base admin's rights, so an edited file must never reach the server."""
+    out = {}
+    for section, entry in manifest["schema"].items():
+        data = storage.read_bytes(entry["path"])
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise SeedError(f"{entry['path']}: checksum mismatch; the schema file was changed after the export. "
+                            f"Nothing was run. Re-run the export.")
+        out[section] = data.decode()
+    return out
 
 
 def _load_table(conn, storage, table: dict) -> int:
-    cols = ", ".join(quote_ident(c) for c in table["columns"])
-    schema, _, rel = table["name"].partition(".")
-    target = f"{quote_ident(schema)}.{quote_ident(rel)}"
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(*split_qualified(table["name"])), sql.SQL(", ").join(map(sql.Identifier, table["columns"])))
     rows = 0
     for f in table["files"]:
         digest = hashlib.sha256()
-        with conn.cursor().copy(f"COPY {target} ({cols}) FROM STDIN") as copy:
+        with conn.cursor().copy(copy_sql) as copy:
             for chunk in storage.read_chunks(f["path"]):
                 digest.update(chunk)
                 copy.write(chunk)
@@ -70,41 +208,44 @@ def seed(storage_url: str, target_dsn: str, *, overwrite: bool = False, s3_optio
          labels: str = "") -> SeedResult:
     """Seed ``target_dsn``'s database from the export at ``storage_url``."""
     started = time.perf_counter()
+    base = dbname_of(target_dsn)
+    _check_name(base)
     storage = open_storage(storage_url, s3_options)
     manifest = read_manifest(storage)
-    base = dbname_of(target_dsn)
-    if base in (ADMIN_DB, "template0", "template1"):
-        raise SeedError(f"refusing to seed into {base!r}: name a dedicated base database in the target DSN")
-    staging = f"{base}__staging"[:63]
-    old = f"{base}__previous"[:63]
-    admin = connect(with_dbname(target_dsn, ADMIN_DB), role="target", autocommit=True)
+    schema = _verified_schema(storage, manifest)
+    staging = base + STAGING
+    tags = {"export": manifest["created_at"], "rules": manifest["rules_sha256"][:12]} | ({"labels": labels} if labels else {})
+    admin = connect(with_dbname(target_dsn, ADMIN_DB), role="target", autocommit=True, row_factory=dict_row)
     try:
-        state = is_managed(admin, base)
-        if state is not None and not overwrite:
+        _lock(admin, base)
+        _repair(admin, target_dsn, base)
+        current = _db(admin, base)
+        if current is not None and not _is_base(current["comment"], base):
+            raise SeedError(f"database {base!r} is {_what(current['comment'])}; seed replaces only the base it "
+                            f"created under this name")
+        if current is not None and not overwrite:
             raise SeedError(f"database {base!r} already exists; pass overwrite to replace it")
-        if state is False:
-            raise SeedError(f"database {base!r} exists but prodclone did not create it; refusing to replace it")
-        for leftover in (staging, old):
-            if is_managed(admin, leftover) is False:
-                raise SeedError(f"database {leftover!r} exists but prodclone did not create it; rename or drop it")
-            _drop_if_managed(admin, leftover)
-        admin.execute(f"CREATE DATABASE {quote_ident(staging)} TEMPLATE template0 ENCODING 'UTF8'")
-        # Only prodclone's admin role reads the base; clone roles must not reach it.
-        admin.execute(f"REVOKE ALL ON DATABASE {quote_ident(staging)} FROM PUBLIC")
-        comment = f"{MARKER}; role=base; export={manifest['created_at']}; rules={manifest['rules_sha256'][:12]}"
-        if labels:
-            comment += f"; {labels}"
-        admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(staging), sql.Literal(comment)))
+        _create_staging(admin, staging, marker.format_marker(role="base", base=base, **tags))
         try:
-            rows = _fill(with_dbname(target_dsn, staging), storage, manifest)
+            rows = _fill(with_dbname(target_dsn, staging), storage, manifest, schema)
         except BaseException:
-            _drop_if_managed(admin, staging)
+            _drop_ours(admin, staging, base)
             raise
-        _swap(admin, base, staging, old, replace=state is not None)
+        faults.fault_point("seed.filled")
+        _swap(admin, base, staging, replace=current is not None)
     finally:
         admin.close()
     return SeedResult(database=base, tables=len(manifest["tables"]), rows=rows,
-                      seconds=round(time.perf_counter() - started, 3), replaced_previous=state is not None)
+                      seconds=round(time.perf_counter() - started, 3), replaced_previous=current is not None)
+
+
+def _create_staging(admin, staging: str, mark: str) -> None:
+    """Create and mark the staging database; only prodclone's admin role may reach it (clone roles must not)."""
+    admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(staging)))
+    faults.fault_point("seed.created_staging")
+    admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(staging), sql.Literal(mark)))
+    faults.fault_point("seed.marked_staging")
+    admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(staging)))
 
 
 @contextmanager
@@ -119,11 +260,12 @@ def _step(what: str, hint: str = ""):
         raise SeedError(f"{what} failed: {first}{hint}") from exc
 
 
-def _fill(dsn: str, storage, manifest: dict) -> int:
+def _fill(dsn: str, storage, manifest: dict, schema: dict[str, str]) -> int:
     conn = connect(dsn, role="staging", autocommit=True)
     try:
         with _step("applying the schema (pre-data)"):
-            conn.execute(storage.read_bytes(manifest["schema"]["pre_data"]).decode())
+            conn.execute(schema["pre_data"])
+        faults.fault_point("seed.filling")
         rows = 0
         with conn.transaction():
             for table in manifest["tables"]:
@@ -132,7 +274,7 @@ def _fill(dsn: str, storage, manifest: dict) -> int:
                         rows += _load_table(conn, storage, table)
         with _step("building indexes and constraints (post-data)",
                    ". A UNIQUE violation means a masking rule lacks `unique: true`; an FK violation, a subset gap."):
-            conn.execute(storage.read_bytes(manifest["schema"]["post_data"]).decode())
+            conn.execute(schema["post_data"])
         for seq in manifest["sequences"]:
             conn.execute("SELECT setval(%s::regclass, %s, %s)", (seq["name"], seq["last_value"], seq["is_called"]))
         conn.execute("ANALYZE")
@@ -141,20 +283,25 @@ def _fill(dsn: str, storage, manifest: dict) -> int:
         conn.close()
 
 
-def _swap(admin, base: str, staging: str, old: str, replace: bool) -> None:
-    """Make staging the base in one transaction; the old base is dropped after."""
+def _swap(admin, base: str, staging: str, replace: bool) -> None:
+    """Make staging the base in one transaction (a kill inside it rolls both renames back); the old base,
+    renamed to ``__previous``, is dropped after. A kill between the steps is repaired by the next seed."""
+    previous = base + PREVIOUS
     if replace:
-        admin.execute(f"ALTER DATABASE {quote_ident(base)} ALLOW_CONNECTIONS false")
+        _set_open(admin, base, False)
+        faults.fault_point("seed.closed_base")
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (base,))
     try:
         with admin.transaction():
             if replace:
-                admin.execute(f"ALTER DATABASE {quote_ident(base)} RENAME TO {quote_ident(old)}")
-            admin.execute(f"ALTER DATABASE {quote_ident(staging)} RENAME TO {quote_ident(base)}")
+                _rename(admin, base, previous)
+            _rename(admin, staging, base)
+            faults.fault_point("seed.swapping")
     except Exception as exc:
         if replace:  # the previous base stays in service
-            admin.execute(f"ALTER DATABASE {quote_ident(base)} ALLOW_CONNECTIONS true")
-        _drop_if_managed(admin, staging)
+            _set_open(admin, base, True)
+        _drop_ours(admin, staging, base)
         raise SeedError(f"swapping the new base in failed; the previous base is untouched: {exc}") from exc
+    faults.fault_point("seed.swapped")
     if replace:
-        admin.execute(f"DROP DATABASE {quote_ident(old)} WITH (FORCE)")
+        _drop_ours(admin, previous, base)

@@ -37,12 +37,26 @@ class Storage:
         return b"".join(self.read_chunks(name))
 
 
+def make_private_dirs(path: Path) -> None:
+    """``mkdir -p`` where every directory it creates is 0700 (``Path.mkdir`` gives missing parents the
+    umask's default). Existing directories are left as they are: they may not be prodclone's."""
+    if path.is_dir():
+        return
+    make_private_dirs(path.parent)
+    with contextlib.suppress(FileExistsError):  # a parallel worker made it first
+        path.mkdir(mode=0o700)
+
+
 class _FileWriter(io.RawIOBase):
+    """Exports hold masked production data: files are 0600, directories 0700, never through a symlink."""
+
     def __init__(self, final: Path):
         self.final = final
         self.tmp = final.with_name(final.name + ".partial")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(self.tmp, "wb")  # noqa: SIM115 - closed in close()
+        make_private_dirs(final.parent)
+        self.tmp.unlink(missing_ok=True)  # a crashed writer's leftover: never reuse its inode or permissions
+        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        self.fh = os.fdopen(fd, "wb")
 
     def writable(self) -> bool:
         return True

@@ -1,7 +1,13 @@
 """The CLI and engine end to end against a real Postgres: export, verify, seed."""
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -219,3 +225,54 @@ def test_subsetting_refuses_an_fk_cycle_through_a_filter(source_copy, tmp_path, 
     rules.tables["public.users"].where = "id % 2 = 0"
     with pytest.raises(RulesError, match="cycle"):
         run_export(source_copy, rules, masking_key, f"file://{tmp_path}/cyc")
+
+
+def _children(pid: int) -> list[int]:
+    """Spawned multiprocessing workers of ``pid`` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and b"spawn_main" in cmdline:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the workers")
+def test_export_workers_die_with_their_parent(source_copy, tmp_path):
+    """SIGKILL of `prodclone export --jobs 2` mid-export: its workers used to go on reading and writing."""
+    with psycopg.connect(source_copy, autocommit=True) as c:  # enough faker work to keep both workers busy
+        c.execute("INSERT INTO products (id, sku, name, description, price) SELECT 1000000 + g, 'bulk-' || g, 'n', 'd', 1 "
+                  "FROM generate_series(1, 120000) g")
+        c.execute("ANALYZE products")
+    out = tmp_path / "exp"
+    env = dict(os.environ, PYTHONPATH=f"{Path(__file__).resolve().parents[2] / 'plugins'}{os.pathsep}"
+                                      f"{os.environ.get('PYTHONPATH', '')}")
+    proc = subprocess.Popen([sys.executable, "-m", "prodclone.cli", "export", "--source", source_copy, "--rules",
+                             str(RULES), "--to", f"file://{out}", "--jobs", "2", "--no-verify"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    workers: list[int] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        workers = _children(proc.pid)
+        if len(workers) == 2 and any(out.glob("data/*.partial")):  # both spawned, and one is writing
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None and len(workers) == 2, proc.stderr.read() if proc.poll() is not None else workers
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    gone_by = time.monotonic() + 5
+    while any(_alive(w) for w in workers) and time.monotonic() < gone_by:
+        time.sleep(0.1)
+    assert not [w for w in workers if _alive(w)], "export workers outlived their parent"
+    assert not (out / MANIFEST).exists()

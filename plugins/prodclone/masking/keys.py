@@ -31,14 +31,21 @@ def load_key(value: str | None = None) -> bytes:
     return value.encode()
 
 
+def _root(key: bytes) -> bytes:
+    """The whole key, of any length, condensed to a 64-byte BLAKE2b key (BLAKE2b takes at most 64 bytes:
+    slicing the key there made keys differing only after byte 64 mask alike). Domain-separated by ``person``
+    so this digest is never the output of any other hash prodclone computes."""
+    return hashlib.blake2b(key, digest_size=64, person=b"prodclone-root").digest()
+
+
 def fingerprint(key: bytes) -> str:
-    return hashlib.blake2b(b"prodclone-key-fingerprint", key=key[:64], digest_size=6).hexdigest()
+    return hashlib.blake2b(b"prodclone-key-fingerprint", key=_root(key), digest_size=6).hexdigest()
 
 
 def derive(key: bytes, scope: str) -> bytes:
     """A sub-key per transform configuration: equal configs give equal outputs
     (joins survive across tables), different configs are independent."""
-    return hashlib.blake2b(scope.encode(), key=key[:64], digest_size=32).digest()
+    return hashlib.blake2b(scope.encode(), key=_root(key), digest_size=32).digest()
 
 
 def h64(subkey: bytes, value: bytes) -> int:
