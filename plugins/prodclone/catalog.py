@@ -37,6 +37,7 @@ def split_qualified(name: str) -> tuple[str, str]:
                          f'a dot or a quote: "my.schema"."my""table")')
     return tuple(p[1:-1].replace('""', '"') if p.startswith('"') else p for p in m.groups())
 
+
 _CATEGORIES = {
     "text": ("text", "character varying", "character", "citext", "name", "bpchar", "varchar"),
     "number": ("smallint", "integer", "bigint", "numeric", "real", "double precision", "money"),
