@@ -245,6 +245,7 @@ def test_a_snapshot_killed_at_any_step_is_repaired_by_prune_and_the_next_snapsho
     assert [s.id for s in clones.snapshots()] == [kept.id]
     assert _server(pg) == before  # the base is open again (PUBLIC still shut out); the half-made copy is gone
     _killed_at(clones, point, "snapshot")
+    crashed = [s.id for s in clones.snapshots() if s.id != kept.id]
     newer = clones.snapshot("r2")  # the next snapshot reopens the base by itself
     assert rows(pg, "SELECT datallowconn FROM pg_database WHERE datname = %s", (clones.base,)) == [(True,)]
     assert sorted(clones.prune_snapshots(keep=1)) == sorted([kept.id, *crashed])
