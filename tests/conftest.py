@@ -171,9 +171,10 @@ def sample_export(sample_source, tmp_path_factory):
 
 
 @pytest.fixture
-def clones(pg, sample_export, new_db):
-    """A seeded base and a postgres clone driver with a registry of its own.
-    Afterwards every environment, snapshot and the registry are removed."""
+def clones(pg, base_role, sample_export, new_db):
+    """A base seeded by, and a postgres clone driver driving as, the non-superuser ``base_role`` (CREATEDB,
+    CREATEROLE, password auth), with a registry of its own. Afterwards every environment, snapshot and the
+    registry are removed."""
     import dataclasses
 
     from prodclone.config import load_config
@@ -181,8 +182,8 @@ def clones(pg, sample_export, new_db):
     from prodclone.drivers.postgres import PostgresDriver
     from prodclone.seed import seed
 
-    base = new_db("pct_cbase")
-    seed(sample_export, base, labels="test")
+    base = base_role(psycopg.conninfo.conninfo_to_dict(new_db("pct_cbase"))["dbname"])
+    seed(sample_export, base)
     cfg = dataclasses.replace(load_config(), registry_database=f"pct_reg_{uuid.uuid4().hex[:8]}")
     driver = PostgresDriver(base, cfg, MemorySecrets(), busy_wait=5)
     yield driver

@@ -52,7 +52,7 @@ def airflow_server(pg, sample_export, tmp_path_factory):
     cfg_data = yaml.safe_load((ROOT / "include" / "prodclone.yaml").read_text())
     cfg_data["clones"]["registry_database"] = f"pct_apireg_{tag}"
     (home / "prodclone.yaml").write_text(yaml.safe_dump(cfg_data))
-    seed(sample_export, base, labels="api-tests")
+    seed(sample_export, base, labels="run=api-tests")
     cfg = load_config(home / "prodclone.yaml")
     snapshot = PostgresDriver(base, cfg, MemorySecrets()).snapshot(f"api-tests-{tag}", rows=1)
     (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(USERS))

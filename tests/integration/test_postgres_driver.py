@@ -46,9 +46,10 @@ def test_snapshot_restore_has_every_row_and_its_own_role(clones, sample_source):
         assert rows(dsn, f"SELECT count(*) FROM {t}")[0][0] == counts[t]
     assert rows(dsn, "SELECT count(*) FROM users WHERE password_hash <> '!disabled'")[0][0] == \
         rows(dsn, "SELECT count(*) FROM users WHERE is_test_account")[0][0] > 0
-    # The clone belongs to its own login role: never the base's or production's credentials.
+    # The clone's objects belong to its own login role: never the base's or production's credentials. The
+    # database itself stays the base role's, so its limit, settings and marker are out of the clone's reach.
     owner = rows(dsn, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()")[0][0]
-    assert owner == env
+    assert owner == psycopg.conninfo.conninfo_to_dict(clones.base_dsn)["user"] != env
     assert rows(dsn, "SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'public' AND tableowner <> %s", (env,)) == []
     role = rows(dsn, "SELECT rolcanlogin, rolsuper, rolcreatedb, rolvaliduntil FROM pg_roles WHERE rolname = %s", (env,))[0]
     assert role[:3] == (True, False, False) and role[3] is not None

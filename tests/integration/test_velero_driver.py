@@ -215,3 +215,64 @@ def test_trigger_survives_dropped_polls_and_reports_the_phase(kube):
     assert not any(queue for *_, queue in kube.cluster.faults.responses)  # both faults were hit
     kube.cluster.delete("backups", snap.id, VELERO)
     assert asyncio.run(first_event())["status"] == "error"
+
+
+def _password(kube, env):
+    return base64.b64decode(kube.cluster.get("secrets", "postgres-credentials", env)["data"]["password"]).decode()
+
+
+def _logs_in(kube, password):
+    try:
+        psycopg.connect(psycopg.conninfo.make_conninfo(kube.db, user=kube.role, password=password)).close()
+        return True
+    except psycopg.OperationalError:
+        return False
+
+
+def test_hooks_run_as_the_clones_role_and_the_password_is_published_last(kube):
+    """Hooks log in as the role the clone's Secret names (what its users get), never a default superuser; the
+    new password reaches the Secret and the secret store only after the hooks and the database succeeded."""
+    kube.driver.snapshot("r1")
+    env = "preview-hooks"
+    kube.driver.begin_restore(_req(env), "run-1")
+    audit = "CREATE TABLE hook_audit AS SELECT current_user AS cu, session_user AS su"
+    with pytest.raises(CloneError, match="post-restore hook #2 failed"):
+        kube.driver.finish_restore(env, "run-1", (audit, "UPDATE no_such_table SET x = 1"))
+    # Nothing published, nothing changed: the Secret still holds the restored password and it still works.
+    assert env not in kube.driver.secrets.values and _password(kube, env) == kube.secret["password"]
+    assert _logs_in(kube, kube.secret["password"])
+    with psycopg.connect(kube.db) as c:
+        assert c.execute("SELECT to_regclass('hook_audit')").fetchone()[0] is None  # rolled back with the password
+    assert kube.driver.finish_restore(env, "run-1", (audit,)).status == "ready"  # the retry
+    with psycopg.connect(kube.db) as c:
+        assert c.execute("SELECT cu, su FROM hook_audit").fetchall() == [(kube.role, kube.role)]
+        c.execute("DROP TABLE hook_audit")
+        c.commit()
+    new = _password(kube, env)
+    assert new != kube.secret["password"] and _logs_in(kube, new) and not _logs_in(kube, kube.secret["password"])
+    assert psycopg.conninfo.conninfo_to_dict(kube.driver.secrets.values[env])["password"] == new
+
+
+def test_a_failed_secret_update_gives_the_database_its_password_back_and_the_retry_works(kube):
+    kube.driver.snapshot("r1")
+    env = "preview-patch"
+    kube.driver.begin_restore(_req(env), "run-1")
+    from kubernetes.client import ApiException
+
+    kube.cluster.faults.fail_next("PATCH", r"/secrets/postgres-credentials$", 500)
+    with pytest.raises(ApiException):
+        kube.driver.finish_restore(env, "run-1")
+    assert env not in kube.driver.secrets.values and [e.status for e in kube.driver.environments()] == ["failed"]
+    assert _password(kube, env) == kube.secret["password"] and _logs_in(kube, kube.secret["password"])
+    assert kube.driver.finish_restore(env, "run-1").status == "ready"
+    assert _logs_in(kube, _password(kube, env)) and env in kube.driver.secrets.values
+
+
+def test_a_secret_without_a_username_is_refused_not_defaulted_to_a_superuser(kube):
+    kube.cluster.patch("secrets", "postgres-credentials", {"data": {"username": ""}}, "merge", BASE)
+    kube.driver.snapshot("r1")
+    env = "preview-nouser"
+    kube.driver.begin_restore(_req(env), "run-1")
+    with pytest.raises(CloneError, match="Secret has no 'username'"):
+        kube.driver.finish_restore(env, "run-1")
+    assert env not in kube.driver.secrets.values

@@ -10,6 +10,33 @@ The driver's registry (a database on the base server, default
 owner, profile, created and expires-at. Teardown drops only databases and
 roles the registry lists *and* whose comment carries prodclone's marker.
 
+Who runs what (clone users are not trusted, see notes/security.md):
+
+- The base connection's role needs CREATEDB and CREATEROLE, not superuser.
+  It owns every database it creates, clones included; a clone's role owns the
+  schemas and objects inside (so migrations run) and holds only CONNECT,
+  TEMPORARY and CREATE on its database. Connection limit, settings and the
+  marker teardown relies on stay out of its reach. The base role is granted
+  membership *of* the clone role (to hand objects over and end its sessions);
+  the clone role is a member of nothing.
+- The clone role is created NOLOGIN. Every database is created closed to
+  connections and opened only after PUBLIC's rights are revoked.
+- The profile's post_restore_sql runs as the clone's own role, never as the
+  base role: the copy holds functions and triggers from the production
+  schema, and a hook run with more rights would run them with those rights.
+  For the hooks the role logs in with a one-time password that never leaves
+  this process and expires within minutes; afterwards it is NOLOGIN again.
+  (``SET ROLE`` would not do: a trigger can ``RESET ROLE``.) Only then, as the
+  last database step, does the role get LOGIN, its password and its expiry,
+  and only after that does the URL reach the secret store.
+- After that nothing prodclone does runs inside the clone: extend and
+  teardown act on the role and the database from the maintenance database.
+
+Crashes: Postgres finishes ``CREATE DATABASE`` even when its client dies, so
+a copy can exist before the comment that marks it. The registry row, written
+before the copy, records the intent; see ``_crash_leftover`` for when such an
+unmarked copy is recognised as ours and dropped.
+
 Concurrency: advisory locks on the registry connection. ``env:<name>`` lets
 one run at a time act on an environment; ``base:<db>`` serialises snapshots;
 a restore holds ``snap:<id>`` shared while it copies, and pruning takes it
@@ -46,12 +73,12 @@ from prodclone.drivers.base import (
     run_post_restore_sql,
     validate_env_name,
 )
-from prodclone.seed import MARKER
+from prodclone.faults import fault_point
+from prodclone.marker import ADMIN_DB, SYSTEM_DBS, format_marker, marked_as, parse_marker
 
 log = logging.getLogger(__name__)
 
-ADMIN_DB = "postgres"
-SYSTEM_DBS = (ADMIN_DB, "template0", "template1")
+HOOK_LOGIN_MINUTES = 10  # how long the hooks' one-time password lets the clone role log in
 
 REGISTRY_SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -163,14 +190,14 @@ class PostgresDriver(CloneDriver):
     def _ensure_registry(self) -> None:
         name = self.cfg.registry_database
         with self._admin() as admin:
-            marked = self._marked(admin, name)
+            marked = self._marked(admin, name, role="registry")
             if marked is False:
                 raise CloneError(f"database {name!r} exists but prodclone did not create it; "
                                  f"set clones.registry_database to another name")
             if marked is None:
                 with suppress(psycopg.errors.DuplicateDatabase):  # a concurrent task made it first
                     admin.execute(sql.SQL("CREATE DATABASE {}").format(_ident(name)))
-                    self._mark(admin, name, "role=registry")
+                    self._mark(admin, name, role="registry")
                     admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(_ident(name)))
         with connect(self.registry_dsn, role="registry", autocommit=True) as conn:
             conn.execute("SELECT pg_advisory_lock(hashtext('prodclone:registry-schema'))")
@@ -201,21 +228,46 @@ class PostgresDriver(CloneDriver):
                     reg.execute("SELECT pg_advisory_unlock(hashtext(%s))", (f"prodclone:{key}",))
 
     @staticmethod
-    def _marked(admin, db: str, tag: str = "") -> bool | None:
-        """None: no such database; else whether its comment carries prodclone's marker (and ``tag``)."""
-        row = admin.execute("SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database "
-                            "WHERE datname = %s", (db,)).fetchone()
-        return None if row is None else (MARKER in row[0] and tag in row[0])
+    def _database(admin, db: str) -> dict | None:
+        """None: no such database; else its comment, whether the connected role owns it, and whether it is open."""
+        row = admin.execute("SELECT shobj_description(oid, 'pg_database'), datdba = (SELECT oid FROM pg_roles "
+                            "WHERE rolname = current_user), datallowconn FROM pg_database WHERE datname = %s",
+                            (db,)).fetchone()
+        return None if row is None else {"comment": row[0], "mine": row[1], "open": row[2]}
+
+    def _marked(self, admin, db: str, **tags: str) -> bool | None:
+        """None: no such database; else whether its comment is prodclone's mark carrying exactly ``tags``."""
+        found = self._database(admin, db)
+        return None if found is None else marked_as(found["comment"], **tags)
+
+    def _crash_leftover(self, admin, db: str, row: dict | None) -> bool:
+        """Whether unmarked ``db`` is a copy a crashed prodclone run left between CREATE DATABASE and its COMMENT.
+
+        All must hold: the registry ``row`` recorded the intent to create exactly this name before the copy
+        started and the step never completed (not ``ready``); the database carries no comment at all (neither
+        someone's note nor another mark); and the base role itself owns it. Only that role, or a superuser acting
+        for it, can create a database it owns, so neither a clone user nor another tenant of the server can plant
+        one that passes; an operator's database of that name fails the ownership or the comment test.
+        """
+        found = self._database(admin, db)
+        return (found is not None and row is not None and row["status"] != "ready" and found["comment"] is None
+                and found["mine"])
 
     @staticmethod
-    def _mark(admin, db: str, tag: str) -> None:
-        admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(_ident(db), sql.Literal(f"{MARKER}; {tag}")))
+    def _mark(admin, db: str, **tags: str) -> None:
+        admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(_ident(db), sql.Literal(format_marker(**tags))))
+
+    @staticmethod
+    def _open(admin, db: str) -> None:
+        """PUBLIC loses every right first, then the database accepts connections (prodclone creates them closed)."""
+        admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(_ident(db)))
+        admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(_ident(db)))
 
     @staticmethod
     def _role_marked(admin, role: str) -> bool | None:
-        row = admin.execute("SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles "
-                            "WHERE rolname = %s", (role,)).fetchone()
-        return None if row is None else MARKER in row[0]
+        row = admin.execute("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = %s",
+                            (role,)).fetchone()
+        return None if row is None else marked_as(row[0], env=role)
 
     def _host(self) -> tuple[str, int]:
         p = psycopg.conninfo.conninfo_to_dict(self.base_dsn)
@@ -226,27 +278,30 @@ class PostgresDriver(CloneDriver):
     def snapshot(self, run_id: str, export: str = "", rows: int = 0, rules_sha256: str = "") -> Snapshot:
         with self._registry() as reg, self._lock(reg, f"base:{self.base}"):
             row = reg.execute("SELECT * FROM snapshots WHERE run_id = %s", (run_id,)).fetchone()
-            with self._admin() as admin:
-                if row and row["status"] == "ready" and self._marked(admin, row["id"], "role=snapshot"):
+            sid = row["id"] if row else snapshot_id(run_id, _now())
+            with self._lock(reg, f"snap:{sid}"), self._admin() as admin:  # prune skips it meanwhile
+                if row and row["status"] == "ready" and self._marked(admin, sid, role="snapshot"):
                     return self._snap(row)  # a retry after success
-                if not self._marked(admin, self.base, "role=base"):
+                self._recover_snapshots(reg, admin)
+                if not self._is_base(admin):
                     raise CloneError(f"base database {self.base!r} does not exist or was not seeded by prodclone; "
                                      f"run prodclone_export (seed_base) first")
-                sid = row["id"] if row else snapshot_id(run_id, _now())
                 reg.execute("""INSERT INTO snapshots (id, base, run_id, status, export, rows, rules_sha256)
                                VALUES (%s, %s, %s, 'creating', %s, %s, %s)
                                ON CONFLICT (id) DO UPDATE SET status = 'creating', updated_at = now()""",
                             (sid, self.base, run_id, export, rows, rules_sha256))
+                fault_point("snapshot.registered")
                 try:
-                    leftover = self._marked(admin, sid)
-                    if leftover is False:
+                    leftover = self._marked(admin, sid, role="snapshot")
+                    if leftover is False and not self._crash_leftover(admin, sid, row):
                         raise CloneError(f"database {sid!r} exists but prodclone did not create it; refusing to touch it")
-                    if leftover:  # a failed attempt of this same run
+                    if leftover is not None:  # a failed or killed attempt of this same run
                         admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(_ident(sid)))
+                    # Created closed, and it stays closed: restores never wait on sessions.
                     self._copy_database(admin, self.base, sid, close_template=True)
-                    self._mark(admin, sid, f"role=snapshot; base={self.base}; run={run_id}")
-                    # Nobody ever connects to a snapshot, so restores never wait on sessions.
-                    admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(_ident(sid)))
+                    fault_point("snapshot.database_created")
+                    self._mark(admin, sid, role="snapshot", base=self.base, run=run_id)
+                    admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(_ident(sid)))
                 except BaseException:
                     reg.execute("UPDATE snapshots SET status = 'failed', updated_at = now() WHERE id = %s", (sid,))
                     raise
@@ -254,16 +309,38 @@ class PostgresDriver(CloneDriver):
                               (sid,)).fetchone()
             return self._snap(row)
 
+    def _is_base(self, admin) -> bool:
+        """The base is marked by seed as the base of exactly this name (older marks carry no name: the role suffices)."""
+        found = self._database(admin, self.base)
+        tags = parse_marker(found["comment"]) if found else None
+        return bool(tags) and tags.get("role") == "base" and tags.get("base", self.base) == self.base
+
+    def _recover_snapshots(self, reg, admin) -> None:
+        """Repair what a killed snapshot left. Call with the ``base:`` lock held: no snapshot of this base is being
+        made, so a ``creating`` row is a dead run's (failed: prune drops its copy, marked or not) and a base
+        closed to connections was closed by it (reopened, PUBLIC still shut out)."""
+        dead = reg.execute("UPDATE snapshots SET status = 'failed', updated_at = now() WHERE base = %s "
+                           "AND status = 'creating' RETURNING id", (self.base,)).fetchall()
+        for r in dead:
+            log.warning("snapshot %s was left half-made by a killed run; marked failed for pruning", r["id"])
+        found = self._database(admin, self.base)
+        if found and not found["open"] and self._is_base(admin):
+            log.warning("base %s was left closed to connections by a killed snapshot; reopening it", self.base)
+            self._open(admin, self.base)
+
     def _copy_database(self, admin, template: str, target: str, *, close_template: bool) -> None:
-        """CREATE DATABASE target TEMPLATE template; Postgres refuses while anyone is connected to the template."""
+        """CREATE DATABASE target TEMPLATE template, closed to connections (the caller opens it once it is marked
+        and PUBLIC is shut out); Postgres refuses while anyone is connected to the template."""
         strategy = sql.SQL(" STRATEGY {}").format(sql.SQL(self.cfg.clone_strategy.upper()))
         if admin.info.server_version < 150000:
             strategy = sql.SQL("")
-        create = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(_ident(target), _ident(template)) + strategy
+        create = (sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(_ident(target), _ident(template)) + strategy
+                  + sql.SQL(" ALLOW_CONNECTIONS false"))
         if not close_template:
             admin.execute(create)
             return
         admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(_ident(template)))
+        fault_point("snapshot.base_closed")
         try:
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (template,))
             for attempt in range(20):  # terminated backends take a moment to go
@@ -275,8 +352,7 @@ class PostgresDriver(CloneDriver):
                         raise CloneError(f"database {template!r} still has sessions; cannot copy it") from None
                     time.sleep(0.25)
         finally:
-            admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(_ident(template)))
-            admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(_ident(template)))
+            self._open(admin, template)
 
     def _snap(self, row: dict, used_by: list[str] | None = None) -> Snapshot:
         return Snapshot(id=row["id"], status=row["status"], created_at=row["created_at"], run_id=row["run_id"],
@@ -314,24 +390,27 @@ class PostgresDriver(CloneDriver):
         keep = max(1, keep)  # the newest ready snapshot is what restores use: never pruned
         pruned = []
         with self._registry() as reg:
+            with self._try_lock(reg, f"base:{self.base}") as idle, self._admin() as admin:
+                if idle:  # no snapshot is being made: what one left half-made is a crash's
+                    self._recover_snapshots(reg, admin)
             ready = [r["id"] for r in reg.execute("SELECT id FROM snapshots WHERE status = 'ready' "
                                                    "ORDER BY created_at DESC, id DESC")]
-            stale = [r["id"] for r in reg.execute(
-                "SELECT id FROM snapshots WHERE status = 'failed' "
-                "OR (status = 'creating' AND updated_at < now() - make_interval(mins => %s))", (self.cfg.stale_minutes,))]
-            for sid in ready[keep:] + stale:
+            failed = [r["id"] for r in reg.execute("SELECT id FROM snapshots WHERE status = 'failed'")]
+            for sid in ready[keep:] + failed:
                 with self._try_lock(reg, f"snap:{sid}") as mine:
                     if not mine:
-                        continue  # a restore is copying it right now
+                        continue  # a restore is copying it, or a retried snapshot is making it, right now
                     if reg.execute("SELECT 1 FROM environments WHERE snapshot_id = %s", (sid,)).fetchone():
                         continue  # a live environment still uses it
+                    row = reg.execute("SELECT * FROM snapshots WHERE id = %s", (sid,)).fetchone()
                     with self._admin() as admin:
-                        marked = self._marked(admin, sid, "role=snapshot")
-                        if marked is False:
+                        marked = self._marked(admin, sid, role="snapshot")
+                        if marked is False and not self._crash_leftover(admin, sid, row):
                             log.warning("snapshot %s: the database lacks prodclone's marker; left alone", sid)
                             continue
-                        if marked:
+                        if marked is not None:
                             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(_ident(sid)))
+                    fault_point("prune.database_dropped")
                     reg.execute("DELETE FROM snapshots WHERE id = %s", (sid,))
                     pruned.append(sid)
         return pruned
@@ -363,7 +442,7 @@ class PostgresDriver(CloneDriver):
                 row = reg.execute("SELECT * FROM environments WHERE name = %s", (env,)).fetchone()
                 if mine and row and row["status"] == "ready" and not req.replace:
                     with self._admin() as admin:
-                        healthy = self._marked(admin, env, f"env={env}")
+                        healthy = self._marked(admin, env, env=env)
                     if healthy:
                         log.info("%s already exists and is healthy; nothing to do (replace=true re-clones)", env)
                         return self._env(row)
@@ -394,21 +473,19 @@ class PostgresDriver(CloneDriver):
                 raise CloneError(f"snapshot {snap['id']} was pruned meanwhile; retry to use the latest")
             expires = _now() + timedelta(hours=req.ttl_hours)
             # The row comes first: whatever exists below is then something teardown knows about.
-            row = reg.execute("""INSERT INTO environments (name, profile, snapshot_id, status, requested_by, pr, run_id,
-                                                           expires_at)
-                                 VALUES (%s, %s, %s, 'creating', %s, %s, %s, %s) RETURNING *""",
-                              (env, req.profile, snap["id"], req.requested_by, req.pr, run_id, expires)).fetchone()
+            reg.execute("""INSERT INTO environments (name, profile, snapshot_id, status, requested_by, pr, run_id,
+                                                     expires_at)
+                           VALUES (%s, %s, %s, 'creating', %s, %s, %s, %s)""",
+                        (env, req.profile, snap["id"], req.requested_by, req.pr, run_id, expires))
+            fault_point("restore.registered")
             try:
-                password = pysecrets.token_urlsafe(24)
-                admin.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} VALID UNTIL {}").format(
-                    _ident(env), sql.Literal(password_verifier(admin, env, password)), sql.Literal(expires.isoformat())))
-                admin.execute(sql.SQL("COMMENT ON ROLE {} IS {}").format(_ident(env), sql.Literal(f"{MARKER}; env={env}")))
-                if not admin.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]:
-                    admin.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(_ident(env)))  # to hand objects over
+                self._create_role(admin, env)
+                fault_point("restore.role_created")
                 self._copy_database(admin, snap["id"], env, close_template=False)
-                self._mark(admin, env, f"role=clone; env={env}; snapshot={snap['id']}")
+                fault_point("restore.database_created")
+                self._mark(admin, env, role="clone", env=env, snapshot=snap["id"])
                 self._configure(admin, env, req.profile)
-                self.secrets.put(env, self._url(env, password))
+                fault_point("restore.configured")
             except BaseException:
                 reg.execute("UPDATE environments SET status = 'failed', updated_at = now() WHERE name = %s", (env,))
                 raise
@@ -416,15 +493,31 @@ class PostgresDriver(CloneDriver):
                           (round(time.perf_counter() - started, 3), env)).fetchone()
         return self._env(row)
 
+    @staticmethod
+    def _create_role(admin, env: str) -> None:
+        """The clone's role: NOLOGIN until finish_restore's last step, and created and marked in one transaction,
+        so a crash never leaves an unmarked role that would block the name for good. The base role becomes a
+        member *of* it (Postgres 16 requires that to hand objects over and end its sessions), never the reverse."""
+        with admin.transaction():
+            admin.execute(sql.SQL("CREATE ROLE {} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+                                  "NOBYPASSRLS").format(_ident(env)))
+            admin.execute(sql.SQL("COMMENT ON ROLE {} IS {}").format(
+                _ident(env), sql.Literal(format_marker(role="clone", env=env))))
+            if not admin.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]:
+                admin.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(_ident(env)))
+
     def _configure(self, admin, env: str, profile_name: str) -> None:
-        """Lock the clone to its own role, hand it its objects, apply the profile's resources."""
+        """The database stays the base role's (its limit, settings and mark are out of the clone role's reach);
+        the clone role gets CONNECT, TEMPORARY and CREATE on it and owns the objects inside, handed over before
+        anyone but the base role could have connected."""
         db = _ident(env)
         admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
-        admin.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, db))
+        admin.execute(sql.SQL("GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {} TO {}").format(db, db))
         profile = self.cfg.profile(profile_name)
         admin.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(db, sql.Literal(profile.connection_limit)))
         for name, value in profile.settings:
             admin.execute(sql.SQL("ALTER DATABASE {} SET {} = {}").format(db, _ident(name), sql.Literal(value)))
+        self._open(admin, env)
         with connect(with_dbname(self.admin_dsn, env), role="clone", autocommit=True) as conn, conn.transaction():
             for (stmt,) in conn.execute(OWNED_OBJECTS, {"role": env}).fetchall():
                 conn.execute(stmt)
@@ -447,15 +540,39 @@ class PostgresDriver(CloneDriver):
             if row["status"] != "creating":
                 raise CloneError(f"{env} is {row['status']}; re-run the restore to start over")
             try:
-                with connect(with_dbname(self.admin_dsn, env), role="clone") as conn:
-                    run_post_restore_sql(conn, hooks, env)
-                    conn.commit()
+                if hooks:
+                    self._run_hooks(env, hooks)
+                fault_point("restore.hooks_done")
+                password = pysecrets.token_urlsafe(24)
+                with self._admin() as admin:  # the last database step: from now on the role can log in
+                    admin.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {} VALID UNTIL {}").format(
+                        _ident(env), sql.Literal(password_verifier(admin, env, password)),
+                        sql.Literal(row["expires_at"].isoformat())))
+                fault_point("restore.login_granted")
+                self.secrets.put(env, self._url(env, password))
             except BaseException:
                 reg.execute("UPDATE environments SET status = 'failed', updated_at = now() WHERE name = %s", (env,))
                 raise
             row = reg.execute("UPDATE environments SET status = 'ready', updated_at = now() WHERE name = %s RETURNING *",
                               (env,)).fetchone()
             return self._env(row)
+
+    def _run_hooks(self, env: str, hooks: tuple[str, ...]) -> None:
+        """The profile's post_restore_sql, logged in as the clone's own role (never more privilege than it has):
+        a one-time password that never leaves this process, valid for minutes; NOLOGIN again afterwards."""
+        once = pysecrets.token_urlsafe(24)
+        with self._admin() as admin:
+            admin.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {} VALID UNTIL {}").format(
+                _ident(env), sql.Literal(password_verifier(admin, env, once)),
+                sql.Literal((_now() + timedelta(minutes=HOOK_LOGIN_MINUTES)).isoformat())))
+        try:
+            dsn = psycopg.conninfo.make_conninfo(self.base_dsn, user=env, password=once, dbname=env)
+            with connect(dsn, role="clone") as conn:
+                run_post_restore_sql(conn, hooks, env)
+                conn.commit()
+        finally:
+            with self._admin() as admin:
+                admin.execute(sql.SQL("ALTER ROLE {} NOLOGIN PASSWORD NULL").format(_ident(env)))
 
     def connection(self, env: str) -> Connection:
         with self._registry() as reg:
@@ -512,22 +629,27 @@ class PostgresDriver(CloneDriver):
             return removed
 
     def _remove(self, reg, row: dict) -> Removed:
-        """Drop what the registry row says prodclone created; each object only if it carries the marker."""
+        """Drop what the registry row says prodclone created; each object only if it carries the marker (or is
+        the unmarked copy of a killed restore, see ``_crash_leftover``). Runs nothing inside the clone."""
         env = row["name"]
         removed = Removed(env=env)
         with self._admin() as admin:
-            marked = self._marked(admin, env, f"env={env}")
-            if marked is False:
+            marked = self._marked(admin, env, env=env)
+            if marked is False and not self._crash_leftover(admin, env, row):
                 raise CloneError(f"database {env!r} lacks prodclone's marker though the registry lists it; "
                                  f"refusing to drop it. Inspect it, then delete its registry row by hand.")
-            if marked:
+            role = self._role_marked(admin, env)
+            if role:
+                admin.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(_ident(env)))  # no new sessions from here
+            if marked is not None:
                 sessions = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (env,)).fetchone()[0]
                 admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(_ident(env)))
                 removed.objects.append(f"database {env} ({sessions} session(s) ended)")
-            role = self._role_marked(admin, env)
+                fault_point("teardown.database_dropped")
             if role:
-                admin.execute(sql.SQL("DROP ROLE {}").format(_ident(env)))
+                self._drop_role(admin, env)
                 removed.objects.append(f"role {env}")
+                fault_point("teardown.role_dropped")
             elif role is False:
                 log.warning("role %s lacks prodclone's marker; left alone", env)
         if self.secrets.delete(env):
@@ -535,3 +657,20 @@ class PostgresDriver(CloneDriver):
         reg.execute("DELETE FROM environments WHERE name = %s", (env,))
         removed.objects.append("registry entry")
         return removed
+
+    def _drop_role(self, admin, env: str) -> None:
+        """End the role's sessions anywhere on the server, drop what it still owns or was granted in any other
+        database it reached (temporary tables, default privileges), then the role: nothing its user did stops it."""
+        for _attempt in range(40):  # terminated backends take a moment to go (and to drop their temp tables)
+            live = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = %s",
+                                 (env,)).fetchone()[0]
+            if not live:
+                break
+            time.sleep(0.25)
+        dbs = admin.execute("""SELECT DISTINCT d.datname FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid
+                                WHERE s.refclassid = 'pg_authid'::regclass AND d.datallowconn
+                                  AND s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = %s)""", (env,)).fetchall()
+        for (db,) in dbs:
+            with connect(with_dbname(self.admin_dsn, db), role="server", autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP OWNED BY {}").format(_ident(env)))
+        admin.execute(sql.SQL("DROP ROLE {}").format(_ident(env)))

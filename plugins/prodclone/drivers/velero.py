@@ -25,6 +25,7 @@ import secrets as pysecrets
 import time
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
+from urllib.parse import quote
 
 import yaml
 
@@ -76,20 +77,24 @@ def k8s_name(*parts: str, limit: int = 63) -> str:
 
 
 def rotate_postgres(env: str, host: str, port: int, secret: dict, password: str, hooks: tuple[str, ...]) -> None:
-    """In the clone's own Postgres: the restored (base) credentials set a new password, then the profile's
-    SQL hooks run, in one transaction; the verifier is computed client-side so no log sees the password."""
+    """In the clone's own Postgres, logged in with the restored Secret's credentials (the clone's own role, the
+    one its users get: hooks never run with more than that): the profile's SQL hooks, then the new password as
+    the last statement, in one transaction. The verifier is computed client-side so no log sees the password."""
     import psycopg
     from psycopg import sql
 
     from prodclone.db import connect, password_verifier
 
-    dsn = psycopg.conninfo.make_conninfo(host=host, port=str(port), user=secret.get("username", "postgres"),
+    if not secret.get("username"):
+        raise CloneError(f"{env}: the datastore's Secret has no 'username'; prodclone runs hooks and rotates the "
+                         f"password only as the role the Secret names (never a default superuser)")
+    dsn = psycopg.conninfo.make_conninfo(host=host, port=str(port), user=secret["username"],
                                          password=secret.get("password", ""), dbname=secret.get("database", "postgres"))
     with connect(dsn, role="clone") as conn:
+        run_post_restore_sql(conn, hooks, env)
         user = conn.execute("SELECT current_user").fetchone()[0]
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(user),
                                                                  sql.Literal(password_verifier(conn, user, password))))
-        run_post_restore_sql(conn, hooks, env)
         conn.commit()
 
 
@@ -449,7 +454,11 @@ class VeleroDriver(CloneDriver):
             time.sleep(self.poll)
 
     def _rotate(self, env: str, hooks: tuple[str, ...]) -> None:
-        """Step 6-7: a new password in the clone's Secret and in its Postgres; then the SQL hooks."""
+        """Steps 6-7, per Postgres datastore: the hooks and then a new password in its database (as the Secret's
+        role), then the new password in its Secret; the secret store gets a URL only once every datastore is
+        done. Should the Secret's update fail, the database gets the Secret's password back, so the two agree
+        and a retry starts over."""
+        url = None
         for ds in self.v.datastores:
             if ds.kind != "postgres" or not ds.secret:
                 continue
@@ -457,11 +466,17 @@ class VeleroDriver(CloneDriver):
             data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
             password = pysecrets.token_urlsafe(24)
             host = self.v.host_template.format(service=ds.service, namespace=env)
-            self.database(env, host, ds.port, data, password, hooks)  # the database first: a failure leaves the Secret valid
-            self.core.patch_namespaced_secret(ds.secret, env, {"data": {
-                "password": base64.b64encode(password.encode()).decode()}})
-            user, db = data.get("username", "postgres"), data.get("database", "postgres")
-            self.secrets.put(env, f"postgresql://{user}:{password}@{host}:{ds.port}/{db}")
+            self.database(env, host, ds.port, data, password, hooks)
+            try:
+                self.core.patch_namespaced_secret(ds.secret, env, {"data": {
+                    "password": base64.b64encode(password.encode()).decode()}})
+            except BaseException:
+                self.database(env, host, ds.port, {**data, "password": password}, data.get("password", ""), ())
+                raise
+            url = url or f"postgresql://{quote(data['username'])}:{quote(password, safe='')}@{host}:{ds.port}/" \
+                         f"{quote(data.get('database', 'postgres'))}"
+        if url:
+            self.secrets.put(env, url)
 
     def connection(self, env: str) -> Connection:
         ns = self._namespace(env)
