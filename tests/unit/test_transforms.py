@@ -10,6 +10,7 @@ from prodclone.errors import RulesError
 from prodclone.masking.copytext import decode, encode
 from prodclone.masking.rules import build_transform
 from prodclone.masking.transforms import REGISTRY, Context
+from prodclone.masking.transforms.template import render_order
 
 KEY_A = b"a" * 40
 KEY_B = b"b" * 40
@@ -103,8 +104,8 @@ def test_template_uses_masked_row_values():
     t = make({"transform": "template", "template": "{first}.{last}@example.com", "lower": True})
     t.bind({"first": 0, "last": 1, "email": 2})
     assert t.render(b"orig@x.com", [b"Ann", b"Lee", b"orig@x.com"]) == b"ann.lee@example.com"
-    with pytest.raises(RulesError, match="unknown column"):
-        make({"transform": "template", "template": "{nope}"}).bind({"a": 0})
+    with pytest.raises(RulesError, match="references {nope}, which t does not have"):
+        render_order("t", {"c": {"transform": "template", "template": "{nope}"}}, {"a": 0, "c": 1})
 
 
 def test_json_paths_mask_only_listed_keys():

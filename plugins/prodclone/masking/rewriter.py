@@ -10,6 +10,7 @@ from prodclone.errors import RulesError
 from prodclone.masking.copytext import NULL
 from prodclone.masking.rules import Rules, build_transform
 from prodclone.masking.transforms import Transform
+from prodclone.masking.transforms.template import render_order
 
 # Per column: low-cardinality columns (cities, names, statuses) hit it almost
 # always; the cap keeps memory flat however many rows stream through.
@@ -40,38 +41,36 @@ class TableMasker:
         self.columns = [c.name for c in table.columns]
         index = {name: i for i, name in enumerate(self.columns)}
         self.transforms: dict[str, Transform] = {}
-        simple, row_level = [], []
+        simple = []
         for col in table.columns:
             spec = rule.columns.get(col.name)
             if spec is None:
                 raise RulesError(f"{table.name}.{col.name} ({col.type}) has no rule")
             t = build_transform(spec, rules.context(key), where=f"{table.name}.{col.name}")
             self.transforms[col.name] = t
-            if not t.masks:
-                continue
-            mask_nulls = spec.get("nulls") == "mask"
-            if t.row_level:
-                t.bind(index)
-                row_level.append((index[col.name], t.render, mask_nulls))
-            else:
+            if t.masks and not t.row_level:
                 fn = t if t.unique else _cached(t)
-                simple.append((index[col.name], fn, mask_nulls))
+                simple.append((index[col.name], fn, spec.get("nulls") == "mask"))
         self.simple = simple
-        self.row_level = row_level
-        self.passthrough = not simple and not row_level
+        # Templates last, in dependency order: each sees masked and already rendered values only.
+        self.row_level = []
+        for name in render_order(table.name, rule.columns, index):
+            t = self.transforms[name]
+            t.bind(index)
+            self.row_level.append((index[name], t.render, rule.columns[name].get("nulls") == "mask"))
+        self.passthrough = not simple and not self.row_level
         self.masked_columns = [n for n, t in self.transforms.items() if t.masks]
 
     def mask_line(self, line: bytes) -> bytes:
         f = line.split(b"\t")
-        originals = [f[i] for i, _, _ in self.row_level] if self.row_level else None
         for i, fn, mask_nulls in self.simple:
             v = f[i]
             if v != NULL:
                 f[i] = fn(v)
             elif mask_nulls:
                 f[i] = fn(b"")
-        if originals:
-            for (i, render, mask_nulls), v in zip(self.row_level, originals, strict=True):
-                if v != NULL or mask_nulls:
-                    f[i] = render(v, f)
+        for i, render, mask_nulls in self.row_level:  # f[i] is still this column's original
+            v = f[i]
+            if v != NULL or mask_nulls:
+                f[i] = render(v, f)
         return b"\t".join(f)
