@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from prodclone.errors import RulesError
+from prodclone.errors import RulesError, UncoveredValue
 from prodclone.masking.copytext import decode, encode
 from prodclone.masking.rules import build_transform
 from prodclone.masking.transforms import REGISTRY, Context
@@ -85,6 +85,40 @@ def test_date_shift_never_returns_the_input_and_keeps_time():
         out = t(v)
         assert out != v and out.endswith(b" 10:11:12+00")
     assert t(b"infinity") == b"infinity"
+
+
+# Each end of PostgreSQL's range, of Python's (9999), and across the era (0001 AD / 1 BC).
+EDGES = [b"9999-12-31", b"9999-12-31 23:59:59.999999", b"9999-12-31 23:59:59+00", b"0001-01-01",
+         b"0001-01-01 00:00:00", b"0001-01-01 00:00:00+00", b"5874897-12-31", b"294276-12-31 23:59:59.999999",
+         b"294276-12-31 23:59:59.999999+00", b"4714-11-24 BC", b"4714-11-24 00:00:00 BC", b"4714-11-24 00:00:00+00 BC",
+         b"0001-12-31 BC", b"10000-01-01"]
+
+
+@pytest.mark.parametrize("value", EDGES)
+def test_date_shift_never_returns_the_input_at_either_end(value):
+    shifted = {make({"transform": "date_shift", "days": days})(value) for days in (1, 2, 3, 30, 180, 36500)}
+    assert value not in shifted
+
+    def time_of(v):
+        return v.removesuffix(b" BC").split(b" ", 1)[1:]
+
+    assert all(time_of(o) == time_of(value) for o in shifted)
+
+
+def test_date_shift_crosses_the_era_and_keeps_infinity():
+    t = make({"transform": "date_shift", "days": 1})
+    assert t(b"0001-01-01") in (b"0001-01-02", b"0001-12-31 BC")
+    assert t(b"0001-12-31 BC") in (b"0001-01-01", b"0001-12-30 BC")
+    for sentinel in (b"infinity", b"-infinity"):  # shared by many rows: identifies nobody
+        assert t(sentinel) == sentinel
+
+
+def test_date_shift_refuses_what_it_cannot_read():
+    # A non-ISO DateStyle (12/31/1999) or garbage would otherwise pass through unmasked.
+    for value in (b"12/31/1999", b"1999-02-30", b"Sat 31 Dec 1999", b"1999-12-31x"):
+        with pytest.raises(UncoveredValue, match="DateStyle ISO") as exc:
+            make({"transform": "date_shift"})(value)
+        assert value.decode() not in str(exc.value)
 
 
 def test_noise_stays_in_bounds_and_keeps_scale():

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prodclone.catalog import Table
-from prodclone.errors import RulesError
+from prodclone.catalog import Table, column_name
+from prodclone.errors import RulesError, UncoveredValue
 from prodclone.masking.copytext import NULL
 from prodclone.masking.rules import Rules, build_transform
 from prodclone.masking.transforms import Transform
@@ -63,14 +63,17 @@ class TableMasker:
 
     def mask_line(self, line: bytes) -> bytes:
         f = line.split(b"\t")
-        for i, fn, mask_nulls in self.simple:
-            v = f[i]
-            if v != NULL:
-                f[i] = fn(v)
-            elif mask_nulls:
-                f[i] = fn(b"")
-        for i, render, mask_nulls in self.row_level:  # f[i] is still this column's original
-            v = f[i]
-            if v != NULL or mask_nulls:
-                f[i] = render(v, f)
+        try:
+            for i, fn, mask_nulls in self.simple:
+                v = f[i]
+                if v != NULL:
+                    f[i] = fn(v)
+                elif mask_nulls:
+                    f[i] = fn(b"")
+            for i, render, mask_nulls in self.row_level:  # f[i] is still this column's original
+                v = f[i]
+                if v != NULL or mask_nulls:
+                    f[i] = render(v, f)
+        except UncoveredValue as exc:  # the transform says what; name where, never the value
+            raise UncoveredValue(f"{column_name(self.table.name, self.columns[i])}: {exc}") from None
         return b"\t".join(f)
