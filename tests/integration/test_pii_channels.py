@@ -10,7 +10,8 @@ from psycopg import sql
 
 from prodclone.catalog import load_catalog
 from prodclone.db import dbname_of
-from prodclone.errors import UncoveredValue
+from prodclone.errors import CoverageError, UncoveredValue
+from prodclone.export import run_export
 from prodclone.masking.rewriter import TableMasker
 from prodclone.masking.rules import parse_rules
 
@@ -84,9 +85,27 @@ JSON_DOCS = ['{"phone": "555-0100", "n": 0.1000000000000000055511151231257827, "
 @pytest.mark.parametrize("doc_type", ["json", "jsonb"])
 def test_json_outside_masked_paths_loads_back_exactly(own_db, doc_type):
     src, out = round_trip(own_db, f"CREATE TABLE src (id int, doc {doc_type})", list(enumerate(JSON_DOCS)),
-                          "{id: keep, doc: {transform: json, paths: {phone: {transform: faker, provider: phone_number}}}}")
+                          "{id: keep, doc: {transform: json, unlisted: keep, paths: {phone: {transform: faker, provider: phone_number}}}}")
     for (_, before), (_, after) in zip(src, out, strict=True):
         assert "555-01" in before and "555-01" not in after
         phones = re.compile(r'"phone": "[^"]*"')  # every phone masked; the rest exactly as it was
         assert len(phones.findall(after)) == len(phones.findall(before))
         assert phones.sub("P", after) == phones.sub("P", before)
+
+
+def test_a_json_key_no_rule_lists_stops_the_export_like_a_new_column(own_db, tmp_path):
+    rules = parse_rules("version: 1\ntables:\n  public.events:\n    columns: {id: keep, payload: {transform: json, "
+                        "paths: {ip: {transform: faker, provider: ipv4}, path: keep}}}\n")
+    with psycopg.connect(own_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE events (id int PRIMARY KEY, payload jsonb)")
+        conn.execute("""INSERT INTO events VALUES (1, '{"ip": "10.1.2.3", "path": "/a"}'), (2, NULL)""")
+    manifest = run_export(own_db, rules, KEY, f"file://{tmp_path}/ok")  # listed keys only: exports
+    assert manifest["totals"]["rows"] == 2
+    with psycopg.connect(own_db, autocommit=True) as conn:
+        conn.execute("""INSERT INTO events VALUES (3, '{"ip": "10.1.2.4", "path": "/b", "ssn": "078-05-1120"}')""")
+    with pytest.raises(CoverageError) as exc:
+        run_export(own_db, rules, KEY, f"file://{tmp_path}/bad")
+    assert isinstance(exc.value, UncoveredValue)
+    assert "public.events.payload: json path 'ssn' is not listed" in str(exc.value)
+    assert "078-05-1120" not in str(exc.value) and "10.1.2" not in str(exc.value)
+    assert not (tmp_path / "bad" / "manifest.json").exists()

@@ -144,7 +144,8 @@ def test_template_uses_masked_row_values():
 
 def test_json_paths_mask_only_listed_keys():
     t = make({"transform": "json", "paths": {"phone": {"transform": "faker", "provider": "phone_number"},
-                                             "contacts[*].email": "email", "address.city": "null"}})
+                                             "contacts[*].email": "email", "address.city": "null"},
+              "unlisted": "keep"})
     doc = {"phone": "555-0100", "theme": "dark", "contacts": [{"email": "a@b.com"}, {"email": "c@d.com"}],
            "address": {"city": "Paris", "zip": "75001"}}
     out = json.loads(decode(t(encode(json.dumps(doc)))))
