@@ -12,23 +12,33 @@ from prodclone.masking.rules import Rules, build_transform
 from prodclone.masking.transforms import Transform
 from prodclone.masking.transforms.template import render_order
 
-# Per column: low-cardinality columns (cities, names, statuses) hit it almost
-# always; the cap keeps memory flat however many rows stream through.
-CACHE_LIMIT = 8192
+# Per table, shared by its cached columns: low-cardinality columns (cities, names,
+# statuses) hit it almost always; counting bytes (keys, values and each entry's own
+# overhead), not entries, keeps memory flat however large the values are.
+CACHE_BYTES = 64 * 1024 * 1024
+ENTRY_OVERHEAD = 200  # two bytes objects and a dict slot, roughly
 
 
-def _cached(fn: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+def _cached(fn: Callable[[bytes], bytes], limit: int) -> Callable[[bytes], bytes]:
+    """``fn`` remembering its results in at most ``limit`` bytes; when full, it starts over."""
     cache: dict[bytes, bytes] = {}
+    size = 0
 
     def run(v: bytes) -> bytes:
+        nonlocal size
         out = cache.get(v)
         if out is None:
             out = fn(v)
-            if len(cache) >= CACHE_LIMIT:
+            cost = len(v) + len(out) + ENTRY_OVERHEAD
+            if size + cost > limit:
                 cache.clear()
-            cache[v] = out
+                size = 0
+            if cost <= limit:
+                cache[v] = out
+                size += cost
         return out
 
+    run.cache = cache  # for tests of the accounting
     return run
 
 
@@ -41,16 +51,16 @@ class TableMasker:
         self.columns = [c.name for c in table.columns]
         index = {name: i for i, name in enumerate(self.columns)}
         self.transforms: dict[str, Transform] = {}
-        simple = []
         for col in table.columns:
             spec = rule.columns.get(col.name)
             if spec is None:
                 raise RulesError(f"{table.name}.{col.name} ({col.type}) has no rule")
-            t = build_transform(spec, rules.context(key), where=f"{table.name}.{col.name}")
-            self.transforms[col.name] = t
-            if t.masks and not t.row_level:
-                fn = t if t.unique else _cached(t)
-                simple.append((index[col.name], fn, spec.get("nulls") == "mask"))
+            self.transforms[col.name] = build_transform(spec, rules.context(key), where=f"{table.name}.{col.name}")
+        # Per value, in any order; unique transforms tag every value, so a cache would never hit.
+        per_value = {n: t for n, t in self.transforms.items() if t.masks and not t.row_level}
+        share = CACHE_BYTES // max(1, sum(not t.unique for t in per_value.values()))
+        simple = [(index[n], t if t.unique else _cached(t, share), rule.columns[n].get("nulls") == "mask")
+                  for n, t in per_value.items()]
         self.simple = simple
         # Templates last, in dependency order: each sees masked and already rendered values only.
         self.row_level = []
