@@ -17,6 +17,11 @@ class CoverageError(ProdcloneError):
         self.report = report
 
 
+class UncoveredValue(CoverageError):
+    """A value no rule can mask as written (a JSON key outside the declared paths, a date
+    in a style date_shift cannot read): the export stops, as for a new column."""
+
+
 class LeakError(ProdcloneError):
     """Original values were found in masked output."""
 

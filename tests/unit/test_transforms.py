@@ -6,10 +6,11 @@ import re
 
 import pytest
 
-from prodclone.errors import RulesError
+from prodclone.errors import RulesError, UncoveredValue
 from prodclone.masking.copytext import decode, encode
 from prodclone.masking.rules import build_transform
 from prodclone.masking.transforms import REGISTRY, Context
+from prodclone.masking.transforms.template import render_order
 
 KEY_A = b"a" * 40
 KEY_B = b"b" * 40
@@ -86,6 +87,40 @@ def test_date_shift_never_returns_the_input_and_keeps_time():
     assert t(b"infinity") == b"infinity"
 
 
+# Each end of PostgreSQL's range, of Python's (9999), and across the era (0001 AD / 1 BC).
+EDGES = [b"9999-12-31", b"9999-12-31 23:59:59.999999", b"9999-12-31 23:59:59+00", b"0001-01-01",
+         b"0001-01-01 00:00:00", b"0001-01-01 00:00:00+00", b"5874897-12-31", b"294276-12-31 23:59:59.999999",
+         b"294276-12-31 23:59:59.999999+00", b"4714-11-24 BC", b"4714-11-24 00:00:00 BC", b"4714-11-24 00:00:00+00 BC",
+         b"0001-12-31 BC", b"10000-01-01"]
+
+
+@pytest.mark.parametrize("value", EDGES)
+def test_date_shift_never_returns_the_input_at_either_end(value):
+    shifted = {make({"transform": "date_shift", "days": days})(value) for days in (1, 2, 3, 30, 180, 36500)}
+    assert value not in shifted
+
+    def time_of(v):
+        return v.removesuffix(b" BC").split(b" ", 1)[1:]
+
+    assert all(time_of(o) == time_of(value) for o in shifted)
+
+
+def test_date_shift_crosses_the_era_and_keeps_infinity():
+    t = make({"transform": "date_shift", "days": 1})
+    assert t(b"0001-01-01") in (b"0001-01-02", b"0001-12-31 BC")
+    assert t(b"0001-12-31 BC") in (b"0001-01-01", b"0001-12-30 BC")
+    for sentinel in (b"infinity", b"-infinity"):  # shared by many rows: identifies nobody
+        assert t(sentinel) == sentinel
+
+
+def test_date_shift_refuses_what_it_cannot_read():
+    # A non-ISO DateStyle (12/31/1999) or garbage would otherwise pass through unmasked.
+    for value in (b"12/31/1999", b"1999-02-30", b"Sat 31 Dec 1999", b"1999-12-31x"):
+        with pytest.raises(UncoveredValue, match="DateStyle ISO") as exc:
+            make({"transform": "date_shift"})(value)
+        assert value.decode() not in str(exc.value)
+
+
 def test_noise_stays_in_bounds_and_keeps_scale():
     t = make({"transform": "noise", "relative": 0.1})
     out = t(b"100.00")
@@ -103,13 +138,14 @@ def test_template_uses_masked_row_values():
     t = make({"transform": "template", "template": "{first}.{last}@example.com", "lower": True})
     t.bind({"first": 0, "last": 1, "email": 2})
     assert t.render(b"orig@x.com", [b"Ann", b"Lee", b"orig@x.com"]) == b"ann.lee@example.com"
-    with pytest.raises(RulesError, match="unknown column"):
-        make({"transform": "template", "template": "{nope}"}).bind({"a": 0})
+    with pytest.raises(RulesError, match="references {nope}, which t does not have"):
+        render_order("t", {"c": {"transform": "template", "template": "{nope}"}}, {"a": 0, "c": 1})
 
 
 def test_json_paths_mask_only_listed_keys():
     t = make({"transform": "json", "paths": {"phone": {"transform": "faker", "provider": "phone_number"},
-                                             "contacts[*].email": "email", "address.city": "null"}})
+                                             "contacts[*].email": "email", "address.city": "null"},
+              "unlisted": "keep"})
     doc = {"phone": "555-0100", "theme": "dark", "contacts": [{"email": "a@b.com"}, {"email": "c@d.com"}],
            "address": {"city": "Paris", "zip": "75001"}}
     out = json.loads(decode(t(encode(json.dumps(doc)))))

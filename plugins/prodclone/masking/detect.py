@@ -84,6 +84,9 @@ def _uniq(rule: dict, column: Column) -> dict:
 
 
 def _leaf_paths(node, prefix: str = "") -> set[str]:
+    """Every path a json rule must list for ``node``: its scalars, and its empty objects and arrays."""
+    if isinstance(node, (dict, list)) and not node:
+        return {prefix} if prefix else set()
     if isinstance(node, dict):
         out = set()
         for k, v in node.items():
@@ -98,10 +101,12 @@ def _leaf_paths(node, prefix: str = "") -> set[str]:
 
 
 def suggest_json(column: Column, docs: list) -> tuple[dict, str] | None:
-    """A json-paths rule for personal keys found in sampled documents."""
-    paths = {}
+    """A json-paths rule listing every path of the sampled documents: personal keys masked,
+    the others ``keep``, so a key no sample showed stops the export (unlisted: fail)."""
+    paths, personal = {}, []
     for path in sorted(set().union(*(_leaf_paths(d) for d in docs)) if docs else ()):
         leaf = path.rsplit(".", 1)[-1].replace("[*]", "")
+        paths[path] = {"transform": "keep"}
         for pattern, rule, _why in NAME_RULES:
             if rule["transform"] not in ("date_shift", "noise") and re.search(pattern, leaf.lower()):
                 paths[path] = rule
@@ -109,6 +114,10 @@ def suggest_json(column: Column, docs: list) -> tuple[dict, str] | None:
         else:
             if leaf.lower() in ("zip", "ip"):
                 paths[path] = {"transform": "faker", "provider": "postcode" if leaf.lower() == "zip" else "ipv4"}
+        if paths[path]["transform"] != "keep":
+            personal.append(path)
     if not paths:
         return None
-    return {"transform": "json", "paths": paths}, f"personal keys in sampled documents: {', '.join(paths)}"
+    why = f"personal keys in sampled documents: {', '.join(personal)}" if personal else \
+        "no personal keys in sampled documents: review them"
+    return {"transform": "json", "paths": paths}, why

@@ -5,29 +5,40 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prodclone.catalog import Table
-from prodclone.errors import RulesError
+from prodclone.catalog import Table, column_name
+from prodclone.errors import RulesError, UncoveredValue
 from prodclone.masking.copytext import NULL
 from prodclone.masking.rules import Rules, build_transform
 from prodclone.masking.transforms import Transform
+from prodclone.masking.transforms.template import render_order
 
-# Per column: low-cardinality columns (cities, names, statuses) hit it almost
-# always; the cap keeps memory flat however many rows stream through.
-CACHE_LIMIT = 8192
+# Per table, shared by its cached columns: low-cardinality columns (cities, names,
+# statuses) hit it almost always; counting bytes (keys, values and each entry's own
+# overhead), not entries, keeps memory flat however large the values are.
+CACHE_BYTES = 64 * 1024 * 1024
+ENTRY_OVERHEAD = 200  # two bytes objects and a dict slot, roughly
 
 
-def _cached(fn: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+def _cached(fn: Callable[[bytes], bytes], limit: int) -> Callable[[bytes], bytes]:
+    """``fn`` remembering its results in at most ``limit`` bytes; when full, it starts over."""
     cache: dict[bytes, bytes] = {}
+    size = 0
 
     def run(v: bytes) -> bytes:
+        nonlocal size
         out = cache.get(v)
         if out is None:
             out = fn(v)
-            if len(cache) >= CACHE_LIMIT:
+            cost = len(v) + len(out) + ENTRY_OVERHEAD
+            if size + cost > limit:
                 cache.clear()
-            cache[v] = out
+                size = 0
+            if cost <= limit:
+                cache[v] = out
+                size += cost
         return out
 
+    run.cache = cache  # for tests of the accounting
     return run
 
 
@@ -40,38 +51,39 @@ class TableMasker:
         self.columns = [c.name for c in table.columns]
         index = {name: i for i, name in enumerate(self.columns)}
         self.transforms: dict[str, Transform] = {}
-        simple, row_level = [], []
         for col in table.columns:
             spec = rule.columns.get(col.name)
             if spec is None:
                 raise RulesError(f"{table.name}.{col.name} ({col.type}) has no rule")
-            t = build_transform(spec, rules.context(key), where=f"{table.name}.{col.name}")
-            self.transforms[col.name] = t
-            if not t.masks:
-                continue
-            mask_nulls = spec.get("nulls") == "mask"
-            if t.row_level:
-                t.bind(index)
-                row_level.append((index[col.name], t.render, mask_nulls))
-            else:
-                fn = t if t.unique else _cached(t)
-                simple.append((index[col.name], fn, mask_nulls))
+            self.transforms[col.name] = build_transform(spec, rules.context(key), where=f"{table.name}.{col.name}")
+        # Per value, in any order; unique transforms tag every value, so a cache would never hit.
+        per_value = {n: t for n, t in self.transforms.items() if t.masks and not t.row_level}
+        share = CACHE_BYTES // max(1, sum(not t.unique for t in per_value.values()))
+        simple = [(index[n], t if t.unique else _cached(t, share), rule.columns[n].get("nulls") == "mask")
+                  for n, t in per_value.items()]
         self.simple = simple
-        self.row_level = row_level
-        self.passthrough = not simple and not row_level
+        # Templates last, in dependency order: each sees masked and already rendered values only.
+        self.row_level = []
+        for name in render_order(table.name, rule.columns, index):
+            t = self.transforms[name]
+            t.bind(index)
+            self.row_level.append((index[name], t.render, rule.columns[name].get("nulls") == "mask"))
+        self.passthrough = not simple and not self.row_level
         self.masked_columns = [n for n, t in self.transforms.items() if t.masks]
 
     def mask_line(self, line: bytes) -> bytes:
         f = line.split(b"\t")
-        originals = [f[i] for i, _, _ in self.row_level] if self.row_level else None
-        for i, fn, mask_nulls in self.simple:
-            v = f[i]
-            if v != NULL:
-                f[i] = fn(v)
-            elif mask_nulls:
-                f[i] = fn(b"")
-        if originals:
-            for (i, render, mask_nulls), v in zip(self.row_level, originals, strict=True):
+        try:
+            for i, fn, mask_nulls in self.simple:
+                v = f[i]
+                if v != NULL:
+                    f[i] = fn(v)
+                elif mask_nulls:
+                    f[i] = fn(b"")
+            for i, render, mask_nulls in self.row_level:  # f[i] is still this column's original
+                v = f[i]
                 if v != NULL or mask_nulls:
                     f[i] = render(v, f)
+        except UncoveredValue as exc:  # the transform says what; name where, never the value
+            raise UncoveredValue(f"{column_name(self.table.name, self.columns[i])}: {exc}") from None
         return b"\t".join(f)

@@ -1,8 +1,43 @@
 import string
+from collections.abc import Collection
+from graphlib import CycleError, TopologicalSorter
 
+from prodclone.catalog import column_name
 from prodclone.errors import RulesError
 from prodclone.masking.copytext import NULL, decode, encode
 from prodclone.masking.transforms.base import Transform, register
+
+
+def template_fields(template: str) -> list[str]:
+    """The column names a template references, e.g. ['first', 'last'] for '{first}.{last}'."""
+    try:
+        return [f for _, f, _, _ in string.Formatter().parse(template) if f]
+    except ValueError as exc:
+        raise RulesError(f"bad template {template!r}: {exc}") from None
+
+
+def render_order(table: str, specs: dict[str, dict], columns: Collection[str]) -> list[str]:
+    """The table's template columns, each after the template columns it references, so every
+    template renders from masked values only. Refuses what would need an original: a template
+    naming itself, a column the table lacks, or templates referencing each other in a cycle.
+    ``specs``: column -> rule of ``table`` (rules for columns not in ``columns`` are ignored)."""
+    refs = {c: template_fields(s["template"]) for c, s in specs.items()
+            if c in columns and s["transform"] == "template"}
+    for col, fields in refs.items():
+        where = f"{column_name(table, col)}: template {specs[col]['template']!r}"
+        if col in fields:
+            raise RulesError(f"{where} references its own column {{{col}}}; a template only sees masked values, "
+                             "so it cannot use its own: reference other columns")
+        unknown = [f for f in fields if f not in columns]
+        if unknown:
+            raise RulesError(f"{where} references {', '.join(f'{{{f}}}' for f in unknown)}, "
+                             f"which {table} does not have (renamed or dropped?)")
+    try:
+        return list(TopologicalSorter({c: [f for f in fields if f in refs] for c, fields in refs.items()}).static_order())
+    except CycleError as exc:
+        cycle = " -> ".join(f"{{{c}}}" for c in reversed(exc.args[1]))
+        raise RulesError(f"{table}: templates reference each other in a cycle ({cycle}); "
+                         "break it so one of them references only non-template columns") from None
 
 
 @register
@@ -21,17 +56,12 @@ class Template(Transform):
 
     def setup(self) -> None:
         self.template = self.spec["template"]
-        try:
-            self.fields = [f for _, f, _, _ in string.Formatter().parse(self.template) if f]
-        except ValueError as exc:
-            raise RulesError(f"bad template {self.template!r}: {exc}") from None
+        self.fields = template_fields(self.template)
         self.lower = self.spec.get("lower", False)
         self.indexes: dict[str, int] = {}
 
     def bind(self, column_index: dict[str, int]) -> None:
-        missing = [f for f in self.fields if f not in column_index]
-        if missing:
-            raise RulesError(f"template {self.template!r} names unknown column(s) {missing}")
+        """Where each referenced column sits in a row; render_order has checked they all exist."""
         self.indexes = {f: column_index[f] for f in self.fields}
 
     def render(self, value: bytes, row: list[bytes]) -> bytes:
