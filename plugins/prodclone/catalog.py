@@ -9,6 +9,7 @@ import psycopg
 from psycopg import sql
 
 EXCLUDED_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
+FIRST_USER_OID = 16384  # Postgres's FirstNormalObjectId: every object initdb did not create has an oid from here
 
 # How rules and reports name a table: ``schema.table``, each part written as it
 # is, except that a part containing a dot or a double quote, or empty, or with
@@ -69,6 +70,7 @@ class Column:
     not_null: bool
     unique: bool = False  # part of a PK, UNIQUE constraint or unique index
     base_type: str = ""  # the underlying type of a domain
+    source_casts: bool = False  # its type, or one it is built from, has a cast running a function the source defined
 
     @property
     def category(self) -> str:
@@ -141,17 +143,18 @@ def load_catalog(conn: psycopg.Connection) -> Catalog:
     if not by_oid:
         return Catalog(tables={}, sequences=sequences)
     oids = list(by_oid)
-    for oid, attname, typ, notnull, base in conn.execute(
+    cast_types = _types_with_source_casts(conn, oids)
+    for oid, attname, typ, notnull, base, type_oid in conn.execute(
         """
         SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-               format_type(coalesce(nullif(t.typbasetype, 0), a.atttypid), NULL)
+               format_type(coalesce(nullif(t.typbasetype, 0), a.atttypid), NULL), a.atttypid
           FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
          WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
          ORDER BY a.attrelid, a.attnum
         """,
         (oids,),
     ):
-        by_oid[oid].columns.append(Column(attname, typ, notnull, base_type=base))
+        by_oid[oid].columns.append(Column(attname, typ, notnull, base_type=base, source_casts=type_oid in cast_types))
     # Unique columns: any column of a PK, UNIQUE constraint or unique index.
     for oid, cols, is_pk in conn.execute(
         """
@@ -192,3 +195,29 @@ def load_catalog(conn: psycopg.Connection) -> Catalog:
                 (oid,),
             ).fetchone()[0]
     return Catalog(tables=tables, sequences=sequences)
+
+
+def _types_with_source_casts(conn: psycopg.Connection, rel_oids: list[int]) -> set[int]:
+    """The column types of ``rel_oids`` that an expression could convert with a cast whose function
+    the source defined: theirs, or that of a type they are built from (domain base, array element,
+    range subtype, composite field). Postgres applies such a cast implicitly (``lower(status)``), so
+    a ``where`` reading the column could run the source's code as the exporter."""
+    return {oid for (oid,) in conn.execute(
+        """
+        WITH RECURSIVE reach(root, typ) AS (
+            SELECT DISTINCT atttypid, atttypid FROM pg_attribute WHERE attrelid = ANY(%(rels)s) AND attnum > 0
+          UNION
+            SELECT r.root, p.typ FROM reach r JOIN pg_type t ON t.oid = r.typ,
+                   LATERAL (SELECT t.typbasetype WHERE t.typbasetype <> 0
+                            UNION ALL SELECT t.typelem WHERE t.typelem <> 0
+                            UNION ALL SELECT rngsubtype FROM pg_range WHERE rngtypid = t.oid
+                            UNION ALL SELECT rngtypid FROM pg_range WHERE rngmultitypid = t.oid
+                            UNION ALL SELECT atttypid FROM pg_attribute
+                             WHERE attrelid = t.typrelid AND attnum > 0 AND NOT attisdropped) p(typ)
+        )
+        SELECT DISTINCT r.root FROM reach r JOIN pg_cast c
+            ON r.typ = c.castsource OR r.typ = c.casttarget AND r.typ >= %(user)s  -- (text is many casts' target)
+         WHERE c.castfunc >= %(user)s
+        """,
+        {"rels": rel_oids, "user": FIRST_USER_OID},
+    )}

@@ -14,22 +14,22 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 def _rules_scaffold(a) -> int:
     from prodclone.catalog import load_catalog
-    from prodclone.db import connect
+    from prodclone.db import connect_source
     from prodclone.masking.scaffold import scaffold
 
-    with connect(a.source, role="source") as conn:
+    with connect_source(a.source) as conn:
         sys.stdout.write(scaffold(conn, load_catalog(conn), sample=a.sample))
     return EXIT_OK
 
 
 def _rules_check(a) -> int:
     from prodclone.catalog import load_catalog
-    from prodclone.db import connect
+    from prodclone.db import connect_source
     from prodclone.masking.coverage import check
     from prodclone.masking.rules import load_rules
 
     rules = load_rules(a.rules)
-    with connect(a.source, role="source") as conn:
+    with connect_source(a.source) as conn:
         report = check(load_catalog(conn), rules)
     print(report.text())
     return EXIT_OK if report.ok else EXIT_FAILED
@@ -39,7 +39,7 @@ def _rules_preview(a) -> int:
     from psycopg import sql
 
     from prodclone.catalog import load_catalog, qualified_name, split_qualified
-    from prodclone.db import connect
+    from prodclone.db import connect_source
     from prodclone.masking import keys
     from prodclone.masking.copytext import NULL, decode
     from prodclone.masking.rewriter import TableMasker
@@ -51,7 +51,7 @@ def _rules_preview(a) -> int:
         raise ProdcloneError(f"--table: {exc}") from None
     rules = load_rules(a.rules)
     key = keys.load_key()
-    with connect(a.source, role="source") as conn:
+    with connect_source(a.source) as conn:
         catalog = load_catalog(conn)
         table = catalog.table(name)
         if table is None:

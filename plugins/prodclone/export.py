@@ -28,7 +28,7 @@ from psycopg import sql
 
 from prodclone import __version__
 from prodclone.catalog import Catalog, Table, load_catalog, split_qualified
-from prodclone.db import connect
+from prodclone.db import connect_source
 from prodclone.errors import ExportError
 from prodclone.masking import keys
 from prodclone.masking.coverage import ensure_covered
@@ -148,7 +148,7 @@ def export_unit(source_dsn: str, point: SourcePoint, catalog: Catalog, rules: Ru
     storage = open_storage(storage_url, s3_options)
     own_conn = conn is None
     if own_conn:
-        conn = connect(source_dsn, role="source")
+        conn = connect_source(source_dsn)
         open_snapshot_tx(conn)
         if point.snapshot:
             conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(point.snapshot)))
@@ -256,6 +256,7 @@ def prepare(conn, source_dsn: str, rules: Rules, storage, point: SourcePoint, ov
     """Inside the snapshot: catalog, coverage (fail closed), schema. No row data moves before this passes.
     Also returns what of the schema was left behind because it reaches another server (see _outside)."""
     catalog = load_catalog(conn)
+    pin_search_path(conn)  # from here on (sequences, key ranges): no overload the schema defined can match
     ensure_covered(catalog, rules, key)
     subsetter = Subsetter(catalog, rules)
     for name in catalog.tables:  # a cycle through a filtered table fails here, before any data moves
@@ -289,7 +290,7 @@ def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, j
     """The whole export in one process tree: what `prodclone export` and the DAG's live mode run."""
     started = time.perf_counter()
     storage = open_storage(storage_url, s3_options)
-    coord = connect(source_dsn, role="source")
+    coord = connect_source(source_dsn)
     try:
         open_snapshot_tx(coord)
         point = point_in_time(coord)
@@ -338,7 +339,7 @@ def plan_frozen_export(source_dsn: str, rules: Rules, storage_url: str, *, mode:
     """Schema, sequences and the point in time go to ``plan.json`` beside the
     data (finalize reads it back); the units are returned for mapping."""
     storage = open_storage(storage_url, s3_options)
-    with connect(source_dsn, role="source") as conn:
+    with connect_source(source_dsn) as conn:
         open_snapshot_tx(conn)
         point = point_in_time(conn, mode=mode, export_snapshot=False)
         catalog, outside = prepare(conn, source_dsn, rules, storage, point, overwrite)
@@ -352,7 +353,7 @@ def plan_frozen_export(source_dsn: str, rules: Rules, storage_url: str, *, mode:
 
 def export_frozen_unit(source_dsn: str, rules: Rules, key: bytes, storage_url: str, unit: dict,
                        s3_options: dict | None = None) -> dict:
-    with connect(source_dsn, role="source") as conn:
+    with connect_source(source_dsn) as conn:
         catalog = load_catalog(conn)
         conn.rollback()
     point = SourcePoint(snapshot=None, taken_at="", txid="", lsn=None, server_version_num=0, mode="frozen")
@@ -361,7 +362,7 @@ def export_frozen_unit(source_dsn: str, rules: Rules, key: bytes, storage_url: s
 
 def finalize_frozen_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str,
                            results: list[dict], s3_options: dict | None = None) -> dict:
-    with connect(source_dsn, role="source") as conn:
+    with connect_source(source_dsn) as conn:
         catalog = load_catalog(conn)
     storage = open_storage(storage_url, s3_options)
     plan = json.loads(storage.read_bytes(PLAN))

@@ -114,15 +114,24 @@ _FOREIGN_RULE = ("`skip: true` (clones get an empty local table with its columns
 
 
 def _where_problems(tname: str, table, rule) -> list[Problem]:
-    """A ``where`` reads only columns of its own table."""
+    """A ``where`` reads only columns of its own table, and none whose type the source gave a cast."""
     if not rule.where:
         return []
     try:
         names = where_clause.columns(rule.where)
     except RulesError as exc:
         return [Problem(tname, None, "invalid", f"where {exc}")]
-    return [Problem(tname, c, "unknown-column", "the where names a column this table does not have")
-            for c in sorted(names) if table.column(c) is None]
+    problems = []
+    for c in sorted(names):
+        col = table.column(c)
+        if col is None:
+            problems.append(Problem(tname, c, "unknown-column", "the where names a column this table does not have"))
+        elif col.source_casts:
+            problems.append(Problem(tname, c, "invalid", f"the where reads a column of type {col.type}, which has a "
+                                    "cast running a function the source schema defined; Postgres may apply it "
+                                    "implicitly, running the source's code as the exporter. Filter on another "
+                                    "column or drop the where"))
+    return problems
 
 
 # Transforms whose output does not depend on the `unique` flag.

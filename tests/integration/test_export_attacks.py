@@ -1,0 +1,126 @@
+"""The export side attacked by a hostile production schema (and a careless rules author).
+
+The source database is owned by a password-authenticated, non-superuser role: the
+schema's author, who may create types, casts, functions, policies and settings in
+it. The export reads it as another password-authenticated role with
+pg_read_all_data, as the product runs. Planted code never writes (the export's
+transaction is read-only); it raises "pwned as <role>", so a test sees whether it
+ran, and as whom.
+"""
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from prodclone.db import dbname_of
+from prodclone.errors import CoverageError
+from prodclone.export import run_export
+from prodclone.masking.rules import parse_rules
+from support import KEY, drop_role, dsn_as, make_role
+
+SPY = """
+CREATE FUNCTION public.spy() RETURNS boolean LANGUAGE plpgsql AS
+  $$BEGIN RAISE EXCEPTION 'pwned as %', current_user; END$$;
+"""
+
+
+@pytest.fixture
+def hostile(pg, password_auth, new_db):
+    """``hostile(schema_sql)`` -> (owner DSN, reader DSN): a database owned by a non-superuser that ran
+    ``schema_sql`` (with SPY), and a pg_read_all_data role to export it with."""
+    made = []
+
+    def make(schema_sql: str) -> tuple[str, str]:
+        owner, owner_pw = make_role(pg, "pct_owner", "LOGIN")
+        reader, reader_pw = make_role(pg, "pct_reader", "LOGIN", "IN ROLE pg_read_all_data")
+        made.extend([owner, reader])
+        dsn = new_db("pct_hostile")
+        with psycopg.connect(pg, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(dbname_of(dsn)),
+                                                                      sql.Identifier(owner)))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(owner)))
+        as_owner = dsn_as(dsn, owner, owner_pw)
+        with psycopg.connect(as_owner, autocommit=True) as conn:
+            conn.execute(SPY + schema_sql)
+        return as_owner, dsn_as(dsn, reader, reader_pw)
+
+    yield make
+    for name in made:
+        drop_role(pg, name)
+
+
+def _export(dsn, rules_yaml, tmp_path, **kw):
+    url = f"file://{tmp_path}/exp"
+    return run_export(dsn, parse_rules(rules_yaml), KEY.encode(), url, overwrite=True, **kw), url
+
+
+PEOPLE = """
+CREATE TABLE people (id int PRIMARY KEY, email text);
+INSERT INTO people SELECT i, 'p' || i || '@corp.test' FROM generate_series(1, 5) i;
+"""
+PEOPLE_RULES = """version: 1
+tables:
+  public.people:
+    columns: {id: keep, email: {transform: email, unique: true}}
+"""
+
+
+@pytest.mark.parametrize("policy", ["public.spy()", "id <= 2"])
+def test_row_level_security_neither_runs_policy_code_nor_drops_rows(hostile, tmp_path, policy):
+    """A policy would run the schema's code as the exporter, or silently export a subset."""
+    _, reader = hostile(PEOPLE + f"ALTER TABLE people ENABLE ROW LEVEL SECURITY; CREATE POLICY p ON people USING ({policy});")
+    with pytest.raises(Exception) as err:
+        _export(reader, PEOPLE_RULES, tmp_path)
+    assert "pwned" not in str(err.value) and "row-level security" in str(err.value)
+
+
+CAST = """
+CREATE TYPE status AS ENUM ('active', 'gone');
+CREATE FUNCTION public.status_text(status) RETURNS text LANGUAGE plpgsql AS
+  $$BEGIN PERFORM public.spy(); RETURN 'active'; END$$;
+CREATE CAST (status AS text) WITH FUNCTION public.status_text(status) AS IMPLICIT;
+CREATE DOMAIN email_d AS text CHECK (VALUE IS NULL OR public.spy());
+CREATE TABLE accounts (id int PRIMARY KEY, st status, email email_d);
+INSERT INTO accounts VALUES (1, 'active', NULL), (2, 'gone', NULL);
+"""
+CAST_RULES = """version: 1
+tables:
+  public.accounts:
+    columns: {{id: keep, st: keep, email: keep}}
+    where: "{where}"
+"""
+
+
+@pytest.mark.parametrize("where", ["st::text = 'active'", "lower(st) = 'active'"])
+def test_a_where_never_runs_a_cast_the_schema_defined(hostile, tmp_path, where):
+    """An enum with its own cast to text: an explicit or an implicit cast ran the schema's function as the exporter."""
+    _, reader = hostile(CAST)
+    with pytest.raises(CoverageError, match=r"public\.accounts\.st") as err:
+        _export(reader, CAST_RULES.format(where=where), tmp_path)
+    assert "cast running a function the source schema defined" in str(err.value)
+
+
+def test_a_where_over_other_columns_still_runs(hostile, tmp_path):
+    """Only columns a cast of the schema's own converts are refused: text (that cast's target) and a domain
+    with a check calling the schema's code are fine (no where expression coerces a value to the domain)."""
+    _, reader = hostile(CAST)
+    manifest, _ = _export(reader, CAST_RULES.format(where="coalesce(email, 'none') <> 'x' AND id = 1"), tmp_path)
+    assert manifest["totals"]["rows"] == 1
+
+
+def test_splitting_a_big_table_never_calls_an_aggregate_the_schema_defined(hostile, tmp_path):
+    """min()/max() of a domain-typed key: a public.min(domain) overload matches more exactly than pg_catalog's."""
+    _, reader = hostile("""
+        CREATE DOMAIN ident AS integer;
+        CREATE FUNCTION public.pick(ident, ident) RETURNS ident LANGUAGE plpgsql AS
+          $$BEGIN PERFORM public.spy(); RETURN $1; END$$;
+        CREATE AGGREGATE public.min(ident) (sfunc = public.pick, stype = ident);
+        CREATE AGGREGATE public.max(ident) (sfunc = public.pick, stype = ident);
+        CREATE TABLE events (id ident PRIMARY KEY, v text);
+        INSERT INTO events SELECT i, 'v' FROM generate_series(1, 100) i;
+        ANALYZE events;
+    """)
+    manifest, _ = _export(reader, "version: 1\ntables:\n  public.events:\n    columns: {id: keep, v: keep}\n",
+                          tmp_path, split_rows=30)
+    assert manifest["totals"]["rows"] == 100 and len(manifest["tables"][0]["files"]) > 1
