@@ -4,8 +4,8 @@ The source database is owned by a password-authenticated, non-superuser role: th
 schema's author, who may create types, casts, functions, policies and settings in
 it. The export reads it as another password-authenticated role with
 pg_read_all_data, as the product runs. Planted code never writes (the export's
-transaction is read-only); it raises "pwned as <role>", so a test sees whether it
-ran, and as whom.
+transaction is read-only); outside the owner's setup it raises "pwned as <role>", so a
+test sees whether it ran, and as whom.
 """
 
 import psycopg
@@ -13,14 +13,16 @@ import pytest
 from psycopg import sql
 
 from prodclone.db import dbname_of
-from prodclone.errors import CoverageError
+from prodclone.errors import CoverageError, RulesError
 from prodclone.export import run_export
 from prodclone.masking.rules import parse_rules
 from support import KEY, drop_role, dsn_as, make_role
 
 SPY = """
-CREATE FUNCTION public.spy() RETURNS boolean LANGUAGE plpgsql AS
-  $$BEGIN RAISE EXCEPTION 'pwned as %', current_user; END$$;
+SET pct.setup = on;  -- the owner's own setup (e.g. checking a foreign key) may run it
+CREATE FUNCTION public.spy() RETURNS boolean LANGUAGE plpgsql AS $$BEGIN
+  IF current_setting('pct.setup', true) IS DISTINCT FROM 'on' THEN RAISE EXCEPTION 'pwned as %', current_user; END IF;
+  RETURN true; END$$;
 """
 
 
@@ -124,3 +126,23 @@ def test_splitting_a_big_table_never_calls_an_aggregate_the_schema_defined(hosti
     manifest, _ = _export(reader, "version: 1\ntables:\n  public.events:\n    columns: {id: keep, v: keep}\n",
                           tmp_path, split_rows=30)
     assert manifest["totals"]["rows"] == 100 and len(manifest["tables"][0]["files"]) > 1
+
+
+def test_subsetting_never_follows_a_key_through_a_cast_the_schema_defined(hostile, tmp_path):
+    """An enum key referencing a text key (Postgres allows it through the enum's implicit cast): the join that
+    subsetting adds for a filtered parent would run the cast's function as the exporter."""
+    _, reader = hostile(CAST + """
+        CREATE TABLE orgs (code text PRIMARY KEY);
+        INSERT INTO orgs VALUES ('active'), ('gone');
+        CREATE TABLE members (id int PRIMARY KEY, org status REFERENCES orgs (code));
+        INSERT INTO members VALUES (1, 'active');
+    """)
+    rules = CAST_RULES.format(where="id > 0") + """  public.orgs:
+    columns: {code: keep}
+    where: "code <> 'gone'"
+  public.members:
+    columns: {id: keep, org: keep}
+"""
+    with pytest.raises(RulesError, match=r"public\.members.*\(org\).*cast") as err:
+        _export(reader, rules, tmp_path)
+    assert "pwned" not in str(err.value)
