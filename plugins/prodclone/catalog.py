@@ -92,6 +92,7 @@ class Table:
     primary_key: list[str] = field(default_factory=list)
     foreign_keys: list[ForeignKey] = field(default_factory=list)
     est_rows: int = 0
+    foreign_partitions: list[str] = field(default_factory=list)  # of a partitioned table: leaves reading another server
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -100,6 +101,17 @@ class Table:
     def ident(self) -> sql.Identifier:
         """The table as a psycopg.sql identifier, safe for any name."""
         return sql.Identifier(*split_qualified(self.name))
+
+    @property
+    def scan(self) -> sql.Composable:
+        """The table as prodclone's queries read it: a partitioned table whole, any other ONLY itself, so an
+        inheritance child (perhaps a foreign table) is read as its own table, never through its parent."""
+        return self.ident if self.kind == "partitioned" else sql.SQL("ONLY {}").format(self.ident)
+
+    @property
+    def reaches_out(self) -> bool:
+        """Would reading it read another server (a foreign table, or a partitioned one with a foreign leaf)?"""
+        return self.kind == "foreign" or bool(self.foreign_partitions)
 
 
 _KINDS = {"r": "table", "p": "partitioned", "f": "foreign"}
@@ -186,14 +198,17 @@ def load_catalog(conn: psycopg.Connection) -> Catalog:
         (oids,),
     ):
         by_oid[oid].foreign_keys.append(ForeignKey(list(cols), qualified_name(ref_schema, ref_rel), list(ref_cols)))
-    # Partitioned parents report reltuples -1/0: sum their leaves instead.
+    # Partitioned parents report reltuples -1/0: sum their leaves instead. Note the foreign leaves.
     for oid, t in by_oid.items():
         if t.kind == "partitioned":
-            t.est_rows = conn.execute(
-                "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint FROM pg_partition_tree(%s::oid::regclass) p "
-                "JOIN pg_class c ON c.oid = p.relid WHERE p.isleaf",
+            leaves = conn.execute(
+                "SELECT greatest(c.reltuples, 0)::bigint, c.relkind, n.nspname, c.relname "
+                "FROM pg_partition_tree(%s::oid::regclass) p JOIN pg_class c ON c.oid = p.relid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.isleaf",
                 (oid,),
-            ).fetchone()[0]
+            ).fetchall()
+            t.est_rows = sum(est for est, *_ in leaves)
+            t.foreign_partitions = sorted(qualified_name(s, r) for _, kind, s, r in leaves if kind == "f")
     return Catalog(tables=tables, sequences=sequences)
 
 

@@ -56,9 +56,11 @@ def _rules_preview(a) -> int:
         table = catalog.table(name)
         if table is None:
             raise ProdcloneError(f"no table {name!r} in the source; tables: {', '.join(catalog.tables)}")
+        if table.reaches_out:
+            raise ProdcloneError(f"{name} reads another server (a foreign table or partition); nothing of it is exported")
         masker = TableMasker(table, rules, key)
         query = sql.SQL("COPY (SELECT {} FROM {} LIMIT {}) TO STDOUT").format(
-            sql.SQL(", ").join(map(sql.Identifier, masker.columns)), table.ident, sql.Literal(int(a.limit)))
+            sql.SQL(", ").join(map(sql.Identifier, masker.columns)), table.scan, sql.Literal(int(a.limit)))
         with conn.cursor().copy(query) as copy:
             lines = [bytes(r)[:-1] for r in copy]
     shown = masker.masked_columns if not a.all_columns else masker.columns

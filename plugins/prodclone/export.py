@@ -85,9 +85,7 @@ def _copy_query(table: Table, where: sql.Composable | None, unit: Unit) -> sql.C
     if unit.lo is not None:
         pk = sql.Identifier("t0", table.primary_key[0])
         conds.append(sql.SQL("{} >= {} AND {} < {}").format(pk, sql.Literal(int(unit.lo)), pk, sql.Literal(int(unit.hi))))
-    # Partitioned parents must be read whole; plain tables ONLY, so inheritance children aren't read twice.
-    only = sql.SQL("" if table.kind == "partitioned" else "ONLY ")
-    q = sql.SQL("SELECT {} FROM {}{} t0").format(cols, only, table.ident)
+    q = sql.SQL("SELECT {} FROM {} t0").format(cols, table.scan)
     if conds:
         q += sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conds)
     return sql.SQL("COPY ({}) TO STDOUT").format(q)
@@ -125,7 +123,7 @@ def plan_units(conn, catalog: Catalog, rules: Rules, split_rows: int = SPLIT_ROW
         if table.est_rows > split_rows and len(pk) == 1 and table.column(pk[0]).category == "number":
             key = sql.Identifier(pk[0])
             lo, hi = conn.execute(
-                sql.SQL("SELECT min({})::bigint, max({})::bigint FROM {}").format(key, key, table.ident)
+                sql.SQL("SELECT min({})::bigint, max({})::bigint FROM {}").format(key, key, table.scan)
             ).fetchone()
             if lo is not None:
                 parts = math.ceil(table.est_rows / split_rows)
@@ -275,7 +273,8 @@ def _outside(catalog: Catalog, removed: Counter) -> dict:
     """The manifest's account of what reaches another server and stayed behind: foreign tables
     (clones get them as empty local tables) and how many servers, user mappings, foreign-data
     wrappers and subscriptions were left out. Names only, never options or credentials."""
-    report = {"foreign_tables_made_local": sorted(n for n, t in catalog.tables.items() if t.kind == "foreign"),
+    report = {"foreign_tables_made_local": sorted(n for n, t in catalog.tables.items() if t.kind == "foreign")
+              + sorted(p for t in catalog.tables.values() for p in t.foreign_partitions),
               **{what: removed[what] for what in ("servers", "user_mappings", "foreign_data_wrappers", "subscriptions")}}
     if any(report.values()):
         log.info("left behind (reaches another server): foreign tables %s became empty local tables; "

@@ -94,5 +94,5 @@ class Subsetter:
                 join = sql.SQL("{} AND {}").format(join, inner)
             nulls = sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(sql.Identifier(alias, c)) for c in fk.columns)
             conds.append(sql.SQL("({} OR EXISTS (SELECT 1 FROM {} {} WHERE {}))").format(
-                nulls, ref.ident, sql.Identifier(p), join))
+                nulls, ref.scan, sql.Identifier(p), join))
         return sql.SQL(" AND ").join(conds) if conds else None

@@ -12,11 +12,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from prodclone.catalog import load_catalog
 from prodclone.db import dbname_of
 from prodclone.errors import CoverageError, RulesError
 from prodclone.export import run_export
 from prodclone.masking.rules import parse_rules
-from support import KEY, drop_role, dsn_as, make_role
+from prodclone.masking.scaffold import scaffold
+from prodclone.seed import seed
+from support import KEY, drop_role, dsn_as, make_role, rows
 
 SPY = """
 SET pct.setup = on;  -- the owner's own setup (e.g. checking a foreign key) may run it
@@ -28,11 +31,11 @@ CREATE FUNCTION public.spy() RETURNS boolean LANGUAGE plpgsql AS $$BEGIN
 
 @pytest.fixture
 def hostile(pg, password_auth, new_db):
-    """``hostile(schema_sql)`` -> (owner DSN, reader DSN): a database owned by a non-superuser that ran
-    ``schema_sql`` (with SPY), and a pg_read_all_data role to export it with."""
+    """``hostile(schema_sql, admin_sql)`` -> (owner DSN, reader DSN): a database where a superuser ran
+    ``admin_sql`` and its non-superuser owner ``schema_sql`` (with SPY), and a pg_read_all_data role to export it with."""
     made = []
 
-    def make(schema_sql: str) -> tuple[str, str]:
+    def make(schema_sql: str, admin_sql: str = "") -> tuple[str, str]:
         owner, owner_pw = make_role(pg, "pct_owner", "LOGIN")
         reader, reader_pw = make_role(pg, "pct_reader", "LOGIN", "IN ROLE pg_read_all_data")
         made.extend([owner, reader])
@@ -42,6 +45,8 @@ def hostile(pg, password_auth, new_db):
                                                                       sql.Identifier(owner)))
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(owner)))
+            if admin_sql:
+                conn.execute(admin_sql)
         as_owner = dsn_as(dsn, owner, owner_pw)
         with psycopg.connect(as_owner, autocommit=True) as conn:
             conn.execute(SPY + schema_sql)
@@ -146,3 +151,55 @@ def test_subsetting_never_follows_a_key_through_a_cast_the_schema_defined(hostil
     with pytest.raises(RulesError, match=r"public\.members.*\(org\).*cast") as err:
         _export(reader, rules, tmp_path)
     assert "pwned" not in str(err.value)
+
+
+# A wrapper without a handler: reading a table through it fails, so a read that would reach the other server shows.
+ARCHIVE = """
+CREATE FOREIGN DATA WRAPPER pct_wrapper;
+CREATE SERVER archive FOREIGN DATA WRAPPER pct_wrapper OPTIONS (host 'archive.internal');
+GRANT USAGE ON FOREIGN SERVER archive TO PUBLIC;
+CREATE USER MAPPING FOR PUBLIC SERVER archive OPTIONS (password 'hunter2-secret');
+"""
+REMOTE_PARTS = PEOPLE + """
+CREATE TABLE logs (id int, msg text) PARTITION BY RANGE (id);
+CREATE TABLE logs_recent PARTITION OF logs FOR VALUES FROM (100) TO (200);
+INSERT INTO logs SELECT i, 'm' FROM generate_series(100, 109) i;
+CREATE FOREIGN TABLE logs_archive PARTITION OF logs FOR VALUES FROM (0) TO (100) SERVER archive;
+CREATE TABLE notes (id int PRIMARY KEY, body text);
+INSERT INTO notes SELECT i, 'n' FROM generate_series(1, 50) i;
+ANALYZE notes;
+CREATE FOREIGN TABLE notes_remote () INHERITS (notes) SERVER archive;
+"""
+REMOTE_RULES = PEOPLE_RULES + """  public.notes:
+    columns: {id: keep, body: keep}
+    where: "id > 10"
+  public.notes_remote:
+    skip: true
+"""
+
+
+def test_a_foreign_partition_is_never_read_through_its_parent(hostile, tmp_path, base_role, new_db):
+    """A partitioned table with a foreign leaf reads the other server: it is refused until `skip: true`,
+    like a foreign table; a foreign inheritance child is never read through its parent (not even to
+    split the parent into key ranges)."""
+    _, reader = hostile(REMOTE_PARTS, ARCHIVE)
+    logs = "  public.logs:\n    columns: {id: keep, msg: keep}\n"
+    with pytest.raises(CoverageError, match=r"public\.logs") as err:
+        _export(reader, REMOTE_RULES + logs, tmp_path)
+    assert "foreign partitions (public.logs_archive)" in str(err.value) and "skip: true" in str(err.value)
+    with psycopg.connect(reader) as conn:  # scaffold neither samples it nor gives it more than `skip: true`
+        scaffolded = parse_rules(scaffold(conn, load_catalog(conn))).tables["public.logs"]
+    assert scaffolded.skip and not scaffolded.columns
+    manifest, url = _export(reader, REMOTE_RULES + "  public.logs:\n    skip: true\n", tmp_path, split_rows=10)
+    by = {t["name"]: t for t in manifest["tables"]}
+    assert by["public.notes"]["rows"] == 40 and len(by["public.notes"]["files"]) > 1
+    assert by["public.logs"]["skipped"] and not by["public.logs"]["files"]
+    assert manifest["left_behind"]["foreign_tables_made_local"] == ["public.notes_remote", "public.logs_archive"]
+    exported = b"".join(p.read_bytes() for p in (tmp_path / "exp").rglob("*") if p.is_file())
+    assert b"hunter2-secret" not in exported and b"archive.internal" not in exported
+    target = base_role(dbname_of(new_db("pct_remote")))
+    seed(url, target)
+    assert rows(target, "SELECT c.relname, c.relkind, c.relispartition FROM pg_inherits i "
+                        "JOIN pg_class c ON c.oid = i.inhrelid ORDER BY 1") == [
+        ("logs_archive", "r", True), ("logs_recent", "r", True)]  # (a stand-in does not inherit: notes_remote)
+    assert rows(target, "SELECT (SELECT count(*) FROM logs), (SELECT count(*) FROM pg_foreign_server)") == [(0, 0)]

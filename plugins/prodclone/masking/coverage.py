@@ -58,8 +58,8 @@ def check(catalog: Catalog, rules: Rules, key: bytes | None = None) -> Report:
     report = Report()
     for tname, table in catalog.tables.items():
         rule = rules.tables.get(tname)
-        if table.kind == "foreign":
-            report.problems += _foreign_problems(tname, rule)
+        if table.reaches_out:
+            report.problems += _foreign_problems(tname, table, rule)
             continue
         if rule is None:
             report.problems.append(Problem(tname, None, "missing-table", "table has no rules (new table?); add it, or `skip: true`"))
@@ -99,12 +99,15 @@ def check(catalog: Catalog, rules: Rules, key: bytes | None = None) -> Report:
     return report
 
 
-def _foreign_problems(tname: str, rule) -> list[Problem]:
-    """A foreign table reads another server: nothing of it is exported, and its only rule says so."""
+def _foreign_problems(tname: str, table, rule) -> list[Problem]:
+    """A foreign table, or a partitioned one with a foreign leaf, reads another server: nothing of it is
+    exported, and its only rule says so."""
+    what = ("foreign table" if table.kind == "foreign"
+            else f"partitioned table with foreign partitions ({', '.join(table.foreign_partitions)})")
     if rule is None:
-        return [Problem(tname, None, "missing-table", f"foreign table has no rule; add {_FOREIGN_RULE}")]
+        return [Problem(tname, None, "missing-table", f"{what} has no rule; add {_FOREIGN_RULE}")]
     if not rule.skip or rule.where or rule.columns:
-        return [Problem(tname, None, "invalid", f"is a foreign table: its only rule is {_FOREIGN_RULE}, "
+        return [Problem(tname, None, "invalid", f"is a {what}: its only rule is {_FOREIGN_RULE}, "
                         "without where or columns")]
     return []
 

@@ -46,7 +46,7 @@ def _sample(conn, table: Table, column: str, n: int) -> set[bytes]:
     pct = min(100.0, max(0.01, 100.0 * n * 5 / max(table.est_rows, 1)))
     col = sql.Identifier(column)
     query = sql.SQL("COPY (SELECT {} FROM {} TABLESAMPLE BERNOULLI ({}) WHERE {} IS NOT NULL LIMIT {}) TO STDOUT").format(
-        col, table.ident, sql.Literal(pct), col, sql.Literal(int(n)))
+        col, table.scan, sql.Literal(pct), col, sql.Literal(int(n)))
     with conn.cursor().copy(query) as copy:
         return {bytes(row)[:-1] for row in copy}
 
