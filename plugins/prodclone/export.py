@@ -270,17 +270,19 @@ def prepare(conn, source_dsn: str, rules: Rules, storage, point: SourcePoint, ov
 
 
 def _outside(catalog: Catalog, removed: Counter) -> dict:
-    """The manifest's account of what reaches another server and stayed behind: foreign tables
-    (clones get them as empty local tables) and how many servers, user mappings, foreign-data
-    wrappers and subscriptions were left out. Names only, never options or credentials."""
+    """The manifest's account of what stayed behind: foreign tables (clones get them as empty local
+    tables) and how many servers, user mappings, foreign-data wrappers, subscriptions and event
+    triggers were left out. Names only, never options or credentials."""
     report = {"foreign_tables_made_local": sorted(n for n, t in catalog.tables.items() if t.kind == "foreign")
               + sorted(p for t in catalog.tables.values() for p in t.foreign_partitions),
-              **{what: removed[what] for what in ("servers", "user_mappings", "foreign_data_wrappers", "subscriptions")}}
+              **{what: removed[what] for what in ("servers", "user_mappings", "foreign_data_wrappers", "subscriptions",
+                                                  "event_triggers")}}
     if any(report.values()):
-        log.info("left behind (reaches another server): foreign tables %s became empty local tables; "
-                 "dropped %d server(s), %d user mapping(s), %d foreign-data wrapper(s), %d subscription(s)",
+        log.info("left behind: foreign tables %s became empty local tables; dropped %d server(s), %d user "
+                 "mapping(s), %d foreign-data wrapper(s), %d subscription(s), %d event trigger(s)",
                  ", ".join(report["foreign_tables_made_local"]) or "none", report["servers"],
-                 report["user_mappings"], report["foreign_data_wrappers"], report["subscriptions"])
+                 report["user_mappings"], report["foreign_data_wrappers"], report["subscriptions"],
+                 report["event_triggers"])
     return report
 
 

@@ -203,3 +203,19 @@ def test_a_foreign_partition_is_never_read_through_its_parent(hostile, tmp_path,
                         "JOIN pg_class c ON c.oid = i.inhrelid ORDER BY 1") == [
         ("logs_archive", "r", True), ("logs_recent", "r", True)]  # (a stand-in does not inherit: notes_remote)
     assert rows(target, "SELECT (SELECT count(*) FROM logs), (SELECT count(*) FROM pg_foreign_server)") == [(0, 0)]
+
+
+def test_event_triggers_stay_behind(hostile, tmp_path, base_role, new_db):
+    """An event trigger would fire for every later DDL in the base and its clones, whoever runs it (an admin's
+    post-restore SQL included); a non-superuser seed could not even create it, so the seed failed."""
+    _, reader = hostile(PEOPLE, """
+        CREATE FUNCTION public.on_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$BEGIN PERFORM public.spy(); END$$;
+        CREATE EVENT TRIGGER watch ON ddl_command_end EXECUTE FUNCTION public.on_ddl();
+        COMMENT ON EVENT TRIGGER watch IS 'watching';
+    """)
+    manifest, url = _export(reader, PEOPLE_RULES, tmp_path)
+    assert manifest["left_behind"]["event_triggers"] == 1
+    assert b"watch" not in (tmp_path / "exp" / "schema" / "post-data.sql").read_bytes()
+    target = base_role(dbname_of(new_db("pct_evt")))
+    seed(url, target)
+    assert rows(target, "SELECT (SELECT count(*) FROM pg_event_trigger), (SELECT count(*) FROM people)") == [(0, 5)]
