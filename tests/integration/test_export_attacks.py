@@ -8,6 +8,8 @@ transaction is read-only); outside the owner's setup it raises "pwned as <role>"
 test sees whether it ran, and as whom.
 """
 
+import json
+
 import psycopg
 import pytest
 from psycopg import sql
@@ -219,3 +221,16 @@ def test_event_triggers_stay_behind(hostile, tmp_path, base_role, new_db):
     target = base_role(dbname_of(new_db("pct_evt")))
     seed(url, target)
     assert rows(target, "SELECT (SELECT count(*) FROM pg_event_trigger), (SELECT count(*) FROM people)") == [(0, 5)]
+
+
+def test_a_where_means_what_pglast_parsed_whatever_the_database_defaults(hostile, tmp_path):
+    """With standard_conforming_strings off (a database default its owner may set), the re-deparsed
+    'a\\' OR id = 2 ...' would read as an unterminated string holding the rest: the where's meaning would be
+    the schema's to change. Placeholders and format braces in a literal stay text."""
+    owner, reader = hostile(PEOPLE + "INSERT INTO people VALUES (6, 'a\\'), (7, '%s{}}@x');")
+    with psycopg.connect(owner, autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} SET standard_conforming_strings = off").format(
+            sql.Identifier(dbname_of(owner))))
+    where = "(email = 'a\\' OR id = 2 OR email LIKE '%s{}}%') AND email NOT LIKE '%%s{}'"
+    manifest, _ = _export(reader, PEOPLE_RULES + f"    where: {json.dumps(where)}\n", tmp_path)
+    assert manifest["tables"][0]["rows"] == 3
