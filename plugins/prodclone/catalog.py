@@ -9,6 +9,7 @@ import psycopg
 from psycopg import sql
 
 EXCLUDED_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
+FIRST_USER_OID = 16384  # Postgres's FirstNormalObjectId: every object initdb did not create has an oid from here
 
 # How rules and reports name a table: ``schema.table``, each part written as it
 # is, except that a part containing a dot or a double quote, or empty, or with
@@ -69,6 +70,7 @@ class Column:
     not_null: bool
     unique: bool = False  # part of a PK, UNIQUE constraint or unique index
     base_type: str = ""  # the underlying type of a domain
+    source_casts: bool = False  # its type, or one it is built from, has a cast running a function the source defined
 
     @property
     def category(self) -> str:
@@ -90,6 +92,7 @@ class Table:
     primary_key: list[str] = field(default_factory=list)
     foreign_keys: list[ForeignKey] = field(default_factory=list)
     est_rows: int = 0
+    foreign_partitions: list[str] = field(default_factory=list)  # of a partitioned table: leaves reading another server
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -98,6 +101,17 @@ class Table:
     def ident(self) -> sql.Identifier:
         """The table as a psycopg.sql identifier, safe for any name."""
         return sql.Identifier(*split_qualified(self.name))
+
+    @property
+    def scan(self) -> sql.Composable:
+        """The table as prodclone's queries read it: a partitioned table whole, any other ONLY itself, so an
+        inheritance child (perhaps a foreign table) is read as its own table, never through its parent."""
+        return self.ident if self.kind == "partitioned" else sql.SQL("ONLY {}").format(self.ident)
+
+    @property
+    def reaches_out(self) -> bool:
+        """Would reading it read another server (a foreign table, or a partitioned one with a foreign leaf)?"""
+        return self.kind == "foreign" or bool(self.foreign_partitions)
 
 
 _KINDS = {"r": "table", "p": "partitioned", "f": "foreign"}
@@ -141,17 +155,18 @@ def load_catalog(conn: psycopg.Connection) -> Catalog:
     if not by_oid:
         return Catalog(tables={}, sequences=sequences)
     oids = list(by_oid)
-    for oid, attname, typ, notnull, base in conn.execute(
+    cast_types = _types_with_source_casts(conn, oids)
+    for oid, attname, typ, notnull, base, type_oid in conn.execute(
         """
         SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-               format_type(coalesce(nullif(t.typbasetype, 0), a.atttypid), NULL)
+               format_type(coalesce(nullif(t.typbasetype, 0), a.atttypid), NULL), a.atttypid
           FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
          WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
          ORDER BY a.attrelid, a.attnum
         """,
         (oids,),
     ):
-        by_oid[oid].columns.append(Column(attname, typ, notnull, base_type=base))
+        by_oid[oid].columns.append(Column(attname, typ, notnull, base_type=base, source_casts=type_oid in cast_types))
     # Unique columns: any column of a PK, UNIQUE constraint or unique index.
     for oid, cols, is_pk in conn.execute(
         """
@@ -183,12 +198,41 @@ def load_catalog(conn: psycopg.Connection) -> Catalog:
         (oids,),
     ):
         by_oid[oid].foreign_keys.append(ForeignKey(list(cols), qualified_name(ref_schema, ref_rel), list(ref_cols)))
-    # Partitioned parents report reltuples -1/0: sum their leaves instead.
+    # Partitioned parents report reltuples -1/0: sum their leaves instead. Note the foreign leaves.
     for oid, t in by_oid.items():
         if t.kind == "partitioned":
-            t.est_rows = conn.execute(
-                "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint FROM pg_partition_tree(%s::oid::regclass) p "
-                "JOIN pg_class c ON c.oid = p.relid WHERE p.isleaf",
+            leaves = conn.execute(
+                "SELECT greatest(c.reltuples, 0)::bigint, c.relkind, n.nspname, c.relname "
+                "FROM pg_partition_tree(%s::oid::regclass) p JOIN pg_class c ON c.oid = p.relid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.isleaf",
                 (oid,),
-            ).fetchone()[0]
+            ).fetchall()
+            t.est_rows = sum(est for est, *_ in leaves)
+            t.foreign_partitions = sorted(qualified_name(s, r) for _, kind, s, r in leaves if kind == "f")
     return Catalog(tables=tables, sequences=sequences)
+
+
+def _types_with_source_casts(conn: psycopg.Connection, rel_oids: list[int]) -> set[int]:
+    """The column types of ``rel_oids`` that an expression could convert with a cast whose function
+    the source defined: theirs, or that of a type they are built from (domain base, array element,
+    range subtype, composite field). Postgres applies such a cast implicitly (``lower(status)``), so
+    a ``where`` reading the column could run the source's code as the exporter."""
+    return {oid for (oid,) in conn.execute(
+        """
+        WITH RECURSIVE reach(root, typ) AS (
+            SELECT DISTINCT atttypid, atttypid FROM pg_attribute WHERE attrelid = ANY(%(rels)s) AND attnum > 0
+          UNION
+            SELECT r.root, p.typ FROM reach r JOIN pg_type t ON t.oid = r.typ,
+                   LATERAL (SELECT t.typbasetype WHERE t.typbasetype <> 0
+                            UNION ALL SELECT t.typelem WHERE t.typelem <> 0
+                            UNION ALL SELECT rngsubtype FROM pg_range WHERE rngtypid = t.oid
+                            UNION ALL SELECT rngtypid FROM pg_range WHERE rngmultitypid = t.oid
+                            UNION ALL SELECT atttypid FROM pg_attribute
+                             WHERE attrelid = t.typrelid AND attnum > 0 AND NOT attisdropped) p(typ)
+        )
+        SELECT DISTINCT r.root FROM reach r JOIN pg_cast c
+            ON r.typ = c.castsource OR r.typ = c.casttarget AND r.typ >= %(user)s  -- (text is many casts' target)
+         WHERE c.castfunc >= %(user)s
+        """,
+        {"rels": rel_oids, "user": FIRST_USER_OID},
+    )}

@@ -14,22 +14,22 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 def _rules_scaffold(a) -> int:
     from prodclone.catalog import load_catalog
-    from prodclone.db import connect
+    from prodclone.db import connect_source
     from prodclone.masking.scaffold import scaffold
 
-    with connect(a.source, role="source") as conn:
+    with connect_source(a.source) as conn:
         sys.stdout.write(scaffold(conn, load_catalog(conn), sample=a.sample))
     return EXIT_OK
 
 
 def _rules_check(a) -> int:
     from prodclone.catalog import load_catalog
-    from prodclone.db import connect
+    from prodclone.db import connect_source
     from prodclone.masking.coverage import check
     from prodclone.masking.rules import load_rules
 
     rules = load_rules(a.rules)
-    with connect(a.source, role="source") as conn:
+    with connect_source(a.source) as conn:
         report = check(load_catalog(conn), rules)
     print(report.text())
     return EXIT_OK if report.ok else EXIT_FAILED
@@ -39,7 +39,7 @@ def _rules_preview(a) -> int:
     from psycopg import sql
 
     from prodclone.catalog import load_catalog, qualified_name, split_qualified
-    from prodclone.db import connect
+    from prodclone.db import connect_source
     from prodclone.masking import keys
     from prodclone.masking.copytext import NULL, decode
     from prodclone.masking.rewriter import TableMasker
@@ -51,14 +51,16 @@ def _rules_preview(a) -> int:
         raise ProdcloneError(f"--table: {exc}") from None
     rules = load_rules(a.rules)
     key = keys.load_key()
-    with connect(a.source, role="source") as conn:
+    with connect_source(a.source) as conn:
         catalog = load_catalog(conn)
         table = catalog.table(name)
         if table is None:
             raise ProdcloneError(f"no table {name!r} in the source; tables: {', '.join(catalog.tables)}")
+        if table.reaches_out:
+            raise ProdcloneError(f"{name} reads another server (a foreign table or partition); nothing of it is exported")
         masker = TableMasker(table, rules, key)
         query = sql.SQL("COPY (SELECT {} FROM {} LIMIT {}) TO STDOUT").format(
-            sql.SQL(", ").join(map(sql.Identifier, masker.columns)), table.ident, sql.Literal(int(a.limit)))
+            sql.SQL(", ").join(map(sql.Identifier, masker.columns)), table.scan, sql.Literal(int(a.limit)))
         with conn.cursor().copy(query) as copy:
             lines = [bytes(r)[:-1] for r in copy]
     shown = masker.masked_columns if not a.all_columns else masker.columns

@@ -50,6 +50,18 @@ def connect(dsn: str, *, role: str, autocommit: bool = False, **kwargs) -> psyco
         ) from None
 
 
+# Settings no source can change for prodclone's sessions (a database or role default loses to these):
+# row-level security off, so a policy can neither run its code as the exporter nor hide rows without
+# an error; standard strings, so a `where` means what pglast parsed (a backslash is not an escape).
+_SOURCE_OPTIONS = "-c row_security=off -c standard_conforming_strings=on"
+
+
+def connect_source(dsn: str, **kwargs) -> psycopg.Connection:
+    """A connection to the source that its schema cannot subvert (see _SOURCE_OPTIONS)."""
+    options = psycopg.conninfo.conninfo_to_dict(dsn).get("options")
+    return connect(dsn, role="source", options=f"{options} {_SOURCE_OPTIONS}" if options else _SOURCE_OPTIONS, **kwargs)
+
+
 def with_dbname(dsn: str, dbname: str) -> str:
     """The same server and credentials, another database."""
     params = psycopg.conninfo.conninfo_to_dict(dsn)

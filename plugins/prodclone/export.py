@@ -33,7 +33,7 @@ from psycopg import sql
 
 from prodclone import __version__
 from prodclone.catalog import Catalog, Table, load_catalog, split_qualified
-from prodclone.db import connect
+from prodclone.db import connect_source
 from prodclone.errors import ExportError
 from prodclone.masking import keys
 from prodclone.masking.coverage import ensure_covered
@@ -92,9 +92,7 @@ def _copy_query(table: Table, where: sql.Composable | None, unit: Unit) -> sql.C
     if unit.lo is not None:
         pk = sql.Identifier("t0", table.primary_key[0])
         conds.append(sql.SQL("{} >= {} AND {} < {}").format(pk, sql.Literal(int(unit.lo)), pk, sql.Literal(int(unit.hi))))
-    # Partitioned parents must be read whole; plain tables ONLY, so inheritance children aren't read twice.
-    only = sql.SQL("" if table.kind == "partitioned" else "ONLY ")
-    q = sql.SQL("SELECT {} FROM {}{} t0").format(cols, only, table.ident)
+    q = sql.SQL("SELECT {} FROM {} t0").format(cols, table.scan)
     if conds:
         q += sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conds)
     return sql.SQL("COPY ({}) TO STDOUT").format(q)
@@ -132,7 +130,7 @@ def plan_units(conn, catalog: Catalog, rules: Rules, split_rows: int = SPLIT_ROW
         if table.est_rows > split_rows and len(pk) == 1 and table.column(pk[0]).category == "number":
             key = sql.Identifier(pk[0])
             lo, hi = conn.execute(
-                sql.SQL("SELECT min({})::bigint, max({})::bigint FROM {}").format(key, key, table.ident)
+                sql.SQL("SELECT min({})::bigint, max({})::bigint FROM {}").format(key, key, table.scan)
             ).fetchone()
             if lo is not None:
                 parts = math.ceil(table.est_rows / split_rows)
@@ -155,7 +153,7 @@ def export_unit(source_dsn: str, point: SourcePoint, catalog: Catalog, rules: Ru
     storage = open_storage(storage_url, s3_options)
     own_conn = conn is None
     if own_conn:
-        conn = connect(source_dsn, role="source")
+        conn = connect_source(source_dsn)
         open_snapshot_tx(conn)
         if point.snapshot:
             conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(point.snapshot)))
@@ -269,6 +267,7 @@ def prepare(conn, source_dsn: str, rules: Rules, storage, point: SourcePoint, ov
     """Inside the snapshot: catalog, coverage (fail closed), schema. No row data moves before this passes.
     Also returns what of the schema was left behind because it reaches another server (see _outside)."""
     catalog = load_catalog(conn)
+    pin_search_path(conn)  # from here on (sequences, key ranges): no overload the schema defined can match
     ensure_covered(catalog, rules, key)
     subsetter = Subsetter(catalog, rules)
     for name in catalog.tables:  # a cycle through a filtered table fails here, before any data moves
@@ -284,16 +283,19 @@ def prepare(conn, source_dsn: str, rules: Rules, storage, point: SourcePoint, ov
 
 
 def _outside(catalog: Catalog, removed: Counter) -> dict:
-    """The manifest's account of what reaches another server and stayed behind: foreign tables
-    (clones get them as empty local tables) and how many servers, user mappings, foreign-data
-    wrappers and subscriptions were left out. Names only, never options or credentials."""
-    report = {"foreign_tables_made_local": sorted(n for n, t in catalog.tables.items() if t.kind == "foreign"),
-              **{what: removed[what] for what in ("servers", "user_mappings", "foreign_data_wrappers", "subscriptions")}}
+    """The manifest's account of what stayed behind: foreign tables (clones get them as empty local
+    tables) and how many servers, user mappings, foreign-data wrappers, subscriptions and event
+    triggers were left out. Names only, never options or credentials."""
+    report = {"foreign_tables_made_local": sorted(n for n, t in catalog.tables.items() if t.kind == "foreign")
+              + sorted(p for t in catalog.tables.values() for p in t.foreign_partitions),
+              **{what: removed[what] for what in ("servers", "user_mappings", "foreign_data_wrappers", "subscriptions",
+                                                  "event_triggers")}}
     if any(report.values()):
-        log.info("left behind (reaches another server): foreign tables %s became empty local tables; "
-                 "dropped %d server(s), %d user mapping(s), %d foreign-data wrapper(s), %d subscription(s)",
+        log.info("left behind: foreign tables %s became empty local tables; dropped %d server(s), %d user "
+                 "mapping(s), %d foreign-data wrapper(s), %d subscription(s), %d event trigger(s)",
                  ", ".join(report["foreign_tables_made_local"]) or "none", report["servers"],
-                 report["user_mappings"], report["foreign_data_wrappers"], report["subscriptions"])
+                 report["user_mappings"], report["foreign_data_wrappers"], report["subscriptions"],
+                 report["event_triggers"])
     return report
 
 
@@ -319,7 +321,7 @@ def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, j
     """The whole export in one process tree: what `prodclone export` and the DAG's live mode run."""
     started = time.perf_counter()
     storage = open_storage(storage_url, s3_options)
-    coord = connect(source_dsn, role="source")
+    coord = connect_source(source_dsn)
     try:
         open_snapshot_tx(coord)
         point = point_in_time(coord)
@@ -370,7 +372,7 @@ def plan_frozen_export(source_dsn: str, rules: Rules, storage_url: str, *, mode:
     """Schema, sequences and the point in time go to ``plan.json`` beside the
     data (finalize reads it back); the units are returned for mapping."""
     storage = open_storage(storage_url, s3_options)
-    with connect(source_dsn, role="source") as conn:
+    with connect_source(source_dsn) as conn:
         open_snapshot_tx(conn)
         point = point_in_time(conn, mode=mode, export_snapshot=False)
         catalog, outside = prepare(conn, source_dsn, rules, storage, point, overwrite)
@@ -384,7 +386,7 @@ def plan_frozen_export(source_dsn: str, rules: Rules, storage_url: str, *, mode:
 
 def export_frozen_unit(source_dsn: str, rules: Rules, key: bytes, storage_url: str, unit: dict,
                        s3_options: dict | None = None) -> dict:
-    with connect(source_dsn, role="source") as conn:
+    with connect_source(source_dsn) as conn:
         catalog = load_catalog(conn)
         conn.rollback()
     point = SourcePoint(snapshot=None, taken_at="", txid="", lsn=None, server_version_num=0, mode="frozen")
@@ -393,7 +395,7 @@ def export_frozen_unit(source_dsn: str, rules: Rules, key: bytes, storage_url: s
 
 def finalize_frozen_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str,
                            results: list[dict], s3_options: dict | None = None) -> dict:
-    with connect(source_dsn, role="source") as conn:
+    with connect_source(source_dsn) as conn:
         catalog = load_catalog(conn)
     storage = open_storage(storage_url, s3_options)
     plan = json.loads(storage.read_bytes(PLAN))

@@ -55,12 +55,14 @@ def pg_dump_for(server_version_num: int) -> Path:
 # Lines pg_dump may emit that are psql meta-commands or newer-server settings.
 _STRIP = re.compile(r"^(\\restrict |\\unrestrict |SET transaction_timeout\b).*$", re.M)
 
-# Archive entries (pg_restore --list: "<id>; <catalog oid> <oid> <type> ...") that hold a way to
-# another server, and how the export reports them. Their comments and labels go with them.
+# Archive entries (pg_restore --list: "<id>; <catalog oid> <oid> <type> ...") that never leave the
+# source, and how the export reports them: a way to another server, and event triggers (they would
+# run a function for every later DDL in the base and its clones, whoever runs it, admins included;
+# only a superuser can create one). Their comments and labels go with them.
 _TOC_ENTRY = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
 _OUTSIDE = {"FOREIGN DATA WRAPPER": "foreign_data_wrappers", "FOREIGN TABLE": "foreign_tables",
             "SERVER": "servers", "SUBSCRIPTION TABLE": None,  # binary upgrade only: dropped, not counted
-            "SUBSCRIPTION": "subscriptions", "USER MAPPING": "user_mappings"}
+            "SUBSCRIPTION": "subscriptions", "USER MAPPING": "user_mappings", "EVENT TRIGGER": "event_triggers"}
 _ATTACHED = ("COMMENT ", "SECURITY LABEL ", "ACL ")
 
 

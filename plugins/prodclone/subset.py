@@ -46,6 +46,10 @@ class Subsetter:
                 continue
             yield fk
 
+    def _casts(self, table: str, columns: list[str]) -> bool:
+        """Could comparing these columns run a cast the source schema defined (catalog Column.source_casts)?"""
+        return any(self.catalog.tables[table].column(c).source_casts for c in columns)
+
     def is_filtered(self, table: str, stack: tuple = ()) -> bool:
         """Does anything reachable through FKs drop rows?"""
         if table in self._filtered:
@@ -74,6 +78,12 @@ class Subsetter:
                     f"filtered table; subsetting cannot follow it. Mask the FK column with `null` or drop the `where`."
                 )
             ref = self.catalog.tables[fk.ref_table]
+            if self._casts(table, fk.columns) or self._casts(fk.ref_table, fk.ref_columns):
+                raise RulesError(
+                    f"{table}: foreign key ({', '.join(fk.columns)}) -> {fk.ref_table} compares columns through a cast "
+                    f"running a function the source schema defined; subsetting cannot follow it without running the "
+                    f"source's code. Mask the FK column with `null` or drop the `where`."
+                )
             p = f"t{depth}_{n}"
             join = sql.SQL(" AND ").join(
                 sql.SQL("{} = {}").format(sql.Identifier(p, rc), sql.Identifier(alias, c))
@@ -84,5 +94,5 @@ class Subsetter:
                 join = sql.SQL("{} AND {}").format(join, inner)
             nulls = sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(sql.Identifier(alias, c)) for c in fk.columns)
             conds.append(sql.SQL("({} OR EXISTS (SELECT 1 FROM {} {} WHERE {}))").format(
-                nulls, ref.ident, sql.Identifier(p), join))
+                nulls, ref.scan, sql.Identifier(p), join))
         return sql.SQL(" AND ").join(conds) if conds else None

@@ -94,7 +94,8 @@ def test_coverage_refuses_a_foreign_table_until_skipped(fdw_source, tmp_path, ma
 def test_nothing_reaching_out_leaves_the_source(fdw_source, sample_export, clones):
     manifest = read_manifest(open_storage(sample_export))
     assert manifest["left_behind"] == {"foreign_tables_made_local": ["public.remote_accounts"], "servers": 1,
-                                       "user_mappings": 1, "foreign_data_wrappers": 1, "subscriptions": 1}
+                                       "user_mappings": 1, "foreign_data_wrappers": 1, "subscriptions": 1,
+                                       "event_triggers": 0}
     by = {t["name"]: t for t in manifest["tables"]}
     assert by["public.remote_accounts"]["skipped"] and not by["public.remote_accounts"]["files"]
     files = [p for p in Path(sample_export.removeprefix("file://")).rglob("*") if p.is_file()]

@@ -29,6 +29,16 @@ def test_unknown_transform_and_unknown_table_key():
         parse_rules("version: 1\ntables:\n  public.t:\n    colums: {a: keep}\n")
 
 
+@pytest.mark.parametrize("text, at", [
+    ("version: 1\ntables:\n  public.t:\n    columns:\n      email: email\n      email: keep\n", "r.yaml:6:7: 'email'"),
+    ("version: 1\ntables:\n  public.t: {skip: true}\n  public.t: {columns: {a: keep}}\n", "r.yaml:4:3: 'public.t'"),
+])
+def test_a_repeated_key_is_refused_not_silently_replaced(text, at):
+    """YAML loaders keep the last of two equal keys: a second `email: keep` would have turned masking off."""
+    with pytest.raises(RulesError, match=f"{at} appears twice"):
+        parse_rules(text, source="r.yaml")
+
+
 def test_yaml_null_means_the_null_rule():
     r = parse_rules("version: 1\ntables:\n  public.t:\n    columns: {a: null, b: keep, c: email}\n")
     assert r.tables["public.t"].columns == {"a": {"transform": "null"}, "b": {"transform": "keep"}, "c": {"transform": "email"}}

@@ -64,6 +64,9 @@ def test_allowed_expressions_are_deparsed(text, deparsed):
     ("id = $1", "ParamRef"),
     ("tags[1] = 'x'", "A_Indirection"),
     ("", "not one SQL expression"),
+    ("x IS DOCUMENT", "XmlExpr"),
+    ("jsonb_path_query_first(j, '$.a') IS NULL", "jsonb_path_query_first()"),
+    ("id = " + "1 + " * 3000 + "1", "nested too deeply"),  # a RecursionError, not a traceback
 ])
 def test_anything_else_is_refused(text, message):
     with pytest.raises(RulesError) as err:

@@ -58,8 +58,8 @@ def check(catalog: Catalog, rules: Rules, key: bytes | None = None) -> Report:
     report = Report()
     for tname, table in catalog.tables.items():
         rule = rules.tables.get(tname)
-        if table.kind == "foreign":
-            report.problems += _foreign_problems(tname, rule)
+        if table.reaches_out:
+            report.problems += _foreign_problems(tname, table, rule)
             continue
         if rule is None:
             report.problems.append(Problem(tname, None, "missing-table", "table has no rules (new table?); add it, or `skip: true`"))
@@ -99,12 +99,15 @@ def check(catalog: Catalog, rules: Rules, key: bytes | None = None) -> Report:
     return report
 
 
-def _foreign_problems(tname: str, rule) -> list[Problem]:
-    """A foreign table reads another server: nothing of it is exported, and its only rule says so."""
+def _foreign_problems(tname: str, table, rule) -> list[Problem]:
+    """A foreign table, or a partitioned one with a foreign leaf, reads another server: nothing of it is
+    exported, and its only rule says so."""
+    what = ("foreign table" if table.kind == "foreign"
+            else f"partitioned table with foreign partitions ({', '.join(table.foreign_partitions)})")
     if rule is None:
-        return [Problem(tname, None, "missing-table", f"foreign table has no rule; add {_FOREIGN_RULE}")]
+        return [Problem(tname, None, "missing-table", f"{what} has no rule; add {_FOREIGN_RULE}")]
     if not rule.skip or rule.where or rule.columns:
-        return [Problem(tname, None, "invalid", f"is a foreign table: its only rule is {_FOREIGN_RULE}, "
+        return [Problem(tname, None, "invalid", f"is a {what}: its only rule is {_FOREIGN_RULE}, "
                         "without where or columns")]
     return []
 
@@ -114,15 +117,24 @@ _FOREIGN_RULE = ("`skip: true` (clones get an empty local table with its columns
 
 
 def _where_problems(tname: str, table, rule) -> list[Problem]:
-    """A ``where`` reads only columns of its own table."""
+    """A ``where`` reads only columns of its own table, and none whose type the source gave a cast."""
     if not rule.where:
         return []
     try:
         names = where_clause.columns(rule.where)
     except RulesError as exc:
         return [Problem(tname, None, "invalid", f"where {exc}")]
-    return [Problem(tname, c, "unknown-column", "the where names a column this table does not have")
-            for c in sorted(names) if table.column(c) is None]
+    problems = []
+    for c in sorted(names):
+        col = table.column(c)
+        if col is None:
+            problems.append(Problem(tname, c, "unknown-column", "the where names a column this table does not have"))
+        elif col.source_casts:
+            problems.append(Problem(tname, c, "invalid", f"the where reads a column of type {col.type}, which has a "
+                                    "cast running a function the source schema defined; Postgres may apply it "
+                                    "implicitly, running the source's code as the exporter. Filter on another "
+                                    "column or drop the where"))
+    return problems
 
 
 # Transforms whose output does not depend on the `unique` flag.

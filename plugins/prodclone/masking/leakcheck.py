@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from psycopg import sql
 
 from prodclone.catalog import Table, column_name, load_catalog
-from prodclone.db import connect
+from prodclone.db import connect_source
 from prodclone.errors import ExportError, LeakError
 from prodclone.masking.copytext import NULL
 from prodclone.masking.rewriter import TableMasker
@@ -46,7 +46,7 @@ def _sample(conn, table: Table, column: str, n: int) -> set[bytes]:
     pct = min(100.0, max(0.01, 100.0 * n * 5 / max(table.est_rows, 1)))
     col = sql.Identifier(column)
     query = sql.SQL("COPY (SELECT {} FROM {} TABLESAMPLE BERNOULLI ({}) WHERE {} IS NOT NULL LIMIT {}) TO STDOUT").format(
-        col, table.ident, sql.Literal(pct), col, sql.Literal(int(n)))
+        col, table.scan, sql.Literal(pct), col, sql.Literal(int(n)))
     with conn.cursor().copy(query) as copy:
         return {bytes(row)[:-1] for row in copy}
 
@@ -58,7 +58,7 @@ def verify_export(storage, manifest: dict, source_dsn: str | None, rules: Rules,
     samples: dict[str, dict[int, set[bytes]]] = {}
     maskers: dict[str, TableMasker] = {}
     if source_dsn:
-        with connect(source_dsn, role="source") as conn:
+        with connect_source(source_dsn) as conn:
             catalog = load_catalog(conn)
             for t in manifest["tables"]:
                 table = catalog.tables.get(t["name"])

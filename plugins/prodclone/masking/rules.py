@@ -107,6 +107,24 @@ def _marks(node, path=()) -> dict[tuple, tuple[int, int]]:
     return out
 
 
+def _duplicate_key(node) -> str | None:
+    """The first key a YAML mapping repeats, with its position: YAML loaders keep the last one silently,
+    so a second ``email: keep`` under ``email: email`` would turn masking off."""
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for k, _ in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                if k.value in seen:
+                    return f"{k.start_mark.line + 1}:{k.start_mark.column + 1}: {k.value!r} appears twice in one mapping"
+                seen.add(k.value)
+        children = [n for pair in node.value for n in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = node.value
+    else:
+        return None
+    return next(filter(None, map(_duplicate_key, children)), None)
+
+
 def _best_error(err: jsonschema.ValidationError) -> jsonschema.ValidationError:
     # anyOf/if-then errors nest; the deepest one names the real problem.
     # Prefer the branch that matched the value's shape (an object rule's own
@@ -162,6 +180,9 @@ def parse_rules(text: str, source: str = "<rules>") -> Rules:
         raise RulesError(f"{where}: malformed YAML: {getattr(exc, 'problem', exc)}") from None
     if data is None:
         raise RulesError(f"{source}: the rules file is empty")
+    duplicate = _duplicate_key(node)
+    if duplicate:
+        raise RulesError(f"{source}:{duplicate}; keep one")
     _normalize_nulls(data)
     marks = _marks(node) if node is not None else {}
     validator = jsonschema.Draft202012Validator(json_schema())

@@ -36,14 +36,14 @@ _NOT_IN_COMMENT = re.compile(f"{_LINE_BREAK.pattern}|{yaml.reader.Reader.NON_PRI
 def _sample_text(conn, table: Table, column: str, n: int) -> list[str]:
     col = sql.Identifier(column)
     query = sql.SQL("SELECT {}::text FROM {} WHERE {} IS NOT NULL LIMIT {}").format(
-        col, table.ident, col, sql.Literal(int(n)))
+        col, table.scan, col, sql.Literal(int(n)))
     return [r[0] for r in conn.execute(query)]
 
 
 def scaffold(conn, catalog: Catalog, sample: int = 200) -> str:
     chosen: dict[tuple[str, str], tuple[dict, str]] = {}
     for name, table in catalog.tables.items():
-        if table.kind == "foreign":  # never sampled: reading it would reach the other server
+        if table.reaches_out:  # never sampled: reading it would reach the other server
             continue
         keys = set(table.primary_key) | {c for fk in table.foreign_keys for c in fk.columns}
         for col in table.columns:
@@ -62,8 +62,9 @@ def scaffold(conn, catalog: Catalog, sample: int = 200) -> str:
                     chosen[(name, c)] = (ref[0], f"references {column_name(fk.ref_table, rc)}: same rule keeps the join")
     out = [HEADER]
     for name, table in catalog.tables.items():
-        if table.kind == "foreign":
-            out.append(f"  {_inline(name)}:\n    skip: true  # foreign table: clones get it empty and local, without its server\n")
+        if table.reaches_out:
+            what = "foreign table" if table.kind == "foreign" else "has foreign partitions"
+            out.append(f"  {_inline(name)}:\n    skip: true  # {what}: clones get it empty and local, without its server\n")
             continue
         out.append(f"  {_inline(name)}:\n    columns:{'' if table.columns else ' {}'}\n")
         for col in table.columns:

@@ -43,6 +43,18 @@ _ALLOWED = (
 _FUNC_EXTRAS = ("agg_order", "agg_filter", "over", "agg_star", "agg_distinct", "func_variadic", "agg_within_group")
 
 
+def _bounded(check):
+    """``check`` with Python's recursion limit (a deeply nested expression) reported as a RulesError."""
+    @functools.wraps(check)
+    def bounded(text: str):
+        try:
+            return check(text)
+        except RecursionError:
+            raise RulesError("is nested too deeply to check: simplify it") from None
+    return bounded
+
+
+@_bounded
 @functools.lru_cache(maxsize=1024)
 def normalize(text: str) -> str:
     """The author's ``where`` as pglast re-deparses it, after checking it is one allowed
@@ -52,6 +64,7 @@ def normalize(text: str) -> str:
     return deparsed
 
 
+@_bounded
 def columns(text: str) -> set[str]:
     """The column names an (allowed) ``where`` reads."""
     return {n.fields[0].sval for n in _walk(_expression(text)) if isinstance(n, ast.ColumnRef)}
