@@ -53,7 +53,11 @@ def connect(dsn: str, *, role: str, autocommit: bool = False, **kwargs) -> psyco
 # Settings no source can change for prodclone's sessions (a database or role default loses to these):
 # row-level security off, so a policy can neither run its code as the exporter nor hide rows without
 # an error; standard strings, so a `where` means what pglast parsed (a backslash is not an escape).
-_SOURCE_OPTIONS = "-c row_security=off -c standard_conforming_strings=on"
+# Output formats pinned, whatever the source database's defaults: the maskers parse COPY text as UTF-8
+# (the server converts a LATIN1 source), ISO dates, hex bytea and round-trip floats.
+_SOURCE_OPTIONS = ("-c row_security=off -c standard_conforming_strings=on -c client_encoding=UTF8 "
+                   "-c DateStyle=ISO,MDY -c IntervalStyle=postgres -c TimeZone=UTC -c bytea_output=hex "
+                   "-c extra_float_digits=3")
 
 
 def connect_source(dsn: str, **kwargs) -> psycopg.Connection:

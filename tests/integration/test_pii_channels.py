@@ -109,3 +109,27 @@ def test_a_json_key_no_rule_lists_stops_the_export_like_a_new_column(own_db, tmp
     assert "public.events.payload: json path 'ssn' is not listed" in str(exc.value)
     assert "078-05-1120" not in str(exc.value) and "10.1.2" not in str(exc.value)
     assert not (tmp_path / "bad" / "manifest.json").exists()
+
+
+def test_export_pins_output_formats_whatever_the_source_database_defaults(base_role, new_db, tmp_path):
+    """A LATIN1 source with DMY dates, a non-UTC zone and escape bytea exports, masks and keeps its text exact."""
+    name = dbname_of(new_db("pct_latin1"))
+    with psycopg.connect(base_role(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'").format(
+            sql.Identifier(name)))
+        for setting, value in (("datestyle", "SQL, DMY"), ("timezone", "Asia/Kathmandu"), ("bytea_output", "escape"),
+                               ("extra_float_digits", "-15")):
+            conn.execute(sql.SQL("ALTER DATABASE {} SET {} = {}").format(sql.Identifier(name), sql.Identifier(setting),
+                                                                           sql.Literal(value)))
+    dsn = base_role(name)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE src (id int PRIMARY KEY, town text, born date, seen timestamptz, raw bytea, f float8)")
+        conn.execute("INSERT INTO src VALUES (1, 'Zürich Café', '1999-12-31', '2024-02-29 23:30:00+00', '\\x00ff', 0.1)")
+    rules = parse_rules("version: 1\ntables:\n  public.src:\n    columns: {id: keep, town: keep, born: date_shift, "
+                        "seen: keep, raw: keep, f: keep}\n")
+    run_export(dsn, rules, KEY, f"file://{tmp_path}/exp")
+    line = next((tmp_path / "exp" / "data").iterdir()).read_bytes().decode()
+    fields = line.rstrip("\n").split("\t")
+    assert fields[1] == "Zürich Café"  # converted from LATIN1, not mangled
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", fields[2]) and fields[2] != "1999-12-31"  # ISO, and shifted
+    assert fields[3] == "2024-02-29 23:30:00+00" and fields[4] == "\\\\x00ff" and fields[5] == "0.1"

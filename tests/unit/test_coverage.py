@@ -58,3 +58,16 @@ def test_unknown_table_and_missing_table():
                     "  public.gone:\n    skip: true\n")
     kinds = {(p.table, p.kind) for p in check(_catalog(), r).problems}
     assert ("public.gone", "unknown-table") in kinds and ("public.orders", "missing-table") in kinds
+
+
+def test_rules_check_refuses_templates_that_would_see_an_original():
+    orders = "{id: keep, user_email: email, nick: null}"
+    for users, expected in (
+        ("{id: keep, email: email, nick: {transform: template, template: '{nick}-x', unique: true}, bio: null}",
+         "its own column {nick}"),
+        ("{id: keep, email: email, nick: {transform: template, template: '{bio}', unique: true}, "
+         "bio: {transform: template, template: '{nick}'}}", "cycle"),
+        ("{id: keep, email: email, nick: {transform: template, template: '{login}', unique: true}, bio: null}", "{login}"),
+    ):
+        report = check(_catalog(), _rules(users, orders))
+        assert not report.ok and expected in report.text(), report.text()

@@ -10,7 +10,7 @@ The driver's registry (a database on the base server, default
 owner, profile, created and expires-at. Teardown drops only databases and
 roles the registry lists *and* whose comment carries prodclone's marker.
 
-Who runs what (clone users are not trusted, see notes/security.md):
+Who runs what (clone users are not trusted; see the README's Security model):
 
 - The base connection's role needs CREATEDB and CREATEROLE, not superuser.
   It owns every database it creates, clones included; a clone's role owns the

@@ -11,6 +11,7 @@ from prodclone.errors import CoverageError, RulesError
 from prodclone.masking import where as where_clause
 from prodclone.masking.detect import suggest
 from prodclone.masking.rules import Rules, build_transform
+from prodclone.masking.transforms.template import render_order
 
 # A fixed key for validation only: building a transform needs one; no data moves.
 _CHECK_KEY = b"prodclone-rules-check-key-not-a-secret"
@@ -79,6 +80,12 @@ def check(catalog: Catalog, rules: Rules, key: bytes | None = None) -> Report:
                 report.kept_columns += 1
             else:
                 report.masked_columns += 1
+        if not any(p.table == tname and rule.columns.get(p.column, {}).get("transform") == "template"
+                   for p in report.problems):  # a malformed template is reported once, above
+            try:  # templates must render from masked values only: no self-reference, unknown column or cycle
+                render_order(tname, rule.columns, {c.name for c in table.columns})
+            except RulesError as exc:
+                report.problems.append(Problem(tname, None, "invalid", str(exc)))
         for cname in rule.columns:
             if table.column(cname) is None:
                 report.problems.append(Problem(tname, cname, "unknown-column", "rule names a column that does not exist (renamed or dropped?)"))
