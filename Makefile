@@ -1,10 +1,12 @@
 # prodclone: `make demo` and `make test` work on a fresh clone (Python >= 3.11, no services needed).
-PY ?= $(shell for p in python3.13 python3.12 python3.11 python3; do command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && echo $$p && break; done)
+# The probe's errors (e.g. pyenv shims for versions that are not installed) are not ours to print.
+PY ?= $(shell for p in python3.13 python3.12 python3.11 python3; do $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && echo $$p && break; done)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint demo airflow bench clean
+.PHONY: install dev test lint demo airflow stop bench clean
 
+# Runtime only (Airflow, providers, the engine, the embedded Postgres): what demo and airflow need.
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
@@ -15,10 +17,17 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-lint: install
+# Runtime plus test and lint tools (pytest, moto, ruff, selenium).
+dev: $(VENV)/.installed-dev
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(BIN)/pip install -q -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+lint: dev
 	$(BIN)/ruff check .
 
-test: install lint
+test: dev lint
 	$(BIN)/pytest
 
 demo: install
@@ -27,10 +36,14 @@ demo: install
 airflow: install
 	$(BIN)/python scripts/airflow_local.py
 
+# Stops what `make airflow` started (its whole process tree) and the embedded Postgres servers.
+stop:
+	-@test ! -x $(BIN)/python || $(BIN)/python scripts/airflow_local.py stop
+	-@test ! -x $(BIN)/python || $(BIN)/python -c "from prodclone import devpg; devpg.stop(); devpg.stop(devpg.TEST_DIR)" 2>/dev/null
+
 bench: install
 	$(BIN)/python bench/export_throughput.py
 	$(BIN)/python bench/clone_vs_restore.py
 
-clean:
-	-$(BIN)/python -c "from prodclone import devpg; devpg.stop(); devpg.stop(devpg.TEST_DIR)" 2>/dev/null
+clean: stop
 	rm -rf .prodclone

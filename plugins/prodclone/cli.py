@@ -5,20 +5,71 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 from prodclone.errors import ProdcloneError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+def _dsn(value: str) -> str:
+    """An argparse type: libpq reads an empty DSN as "the default local server", which is never what a
+    typo'd or unset ``$DSN`` meant."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("is empty (is the shell variable you passed set?); give a DSN such as "
+                                         "postgresql://user@host:5432/app")
+    return value
+
+
+def _write_atomically(path: str, text: str) -> None:
+    """Replace ``path`` only once ``text`` is wholly written: a failure leaves the old file as it was.
+    The new file keeps the old one's permissions (a rules file is reviewed in git, not a secret)."""
+    target = Path(path)
+    try:
+        mode = target.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _rules_scaffold(a) -> int:
     from prodclone.catalog import load_catalog
-    from prodclone.db import connect_source
+    from prodclone.db import connect_source, redact_dsn
     from prodclone.masking.scaffold import scaffold
 
+    if a.output and not Path(a.output).parent.is_dir():
+        raise ProdcloneError(f"--output {a.output}: the directory {Path(a.output).parent} does not exist")
     with connect_source(a.source) as conn:
-        sys.stdout.write(scaffold(conn, load_catalog(conn), sample=a.sample))
+        catalog = load_catalog(conn)
+        if not catalog.tables:
+            raise ProdcloneError(f"no tables found in {redact_dsn(a.source)} (system schemas and extension tables "
+                                 "are not listed): check that --source names your application's database; "
+                                 "nothing was written")
+        text = scaffold(conn, catalog, sample=a.sample)
+    if a.output:
+        _write_atomically(a.output, text)
+        print(f"wrote rules for {len(catalog.tables)} table(s) to {a.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return EXIT_OK
 
 
@@ -146,8 +197,10 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     rules = sub.add_parser("rules", help="write, check and preview masking rules").add_subparsers(dest="rules_cmd", required=True)
-    s = rules.add_parser("scaffold", help="write a complete rules file for a schema to stdout")
-    s.add_argument("--source", required=True, help="source DSN")
+    s = rules.add_parser("scaffold", help="write a complete rules file for a schema (to --output, or stdout)")
+    s.add_argument("--source", required=True, type=_dsn, help="source DSN")
+    s.add_argument("--output", "-o", metavar="FILE", help="write here, atomically: on any error FILE is left as it "
+                   "was (a shell redirect would empty it first)")
     s.add_argument("--sample", type=int, default=200, help="values sampled per text column to detect PII (0: names only)")
     s.set_defaults(fn=_rules_scaffold)
     s = rules.add_parser("check", help="fail (exit 1) if any column has no rule or a rule names nothing")

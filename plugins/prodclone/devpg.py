@@ -1,9 +1,11 @@
 """A Postgres server for the demo and tests: ``$PRODCLONE_PG_DSN`` when set,
 otherwise a throwaway embedded server (the pgserver package's binaries) under
-a git-ignored folder. Nothing here is used in production."""
+a git-ignored folder; and stopping what ``make airflow`` started. Nothing here
+is used in production."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -107,3 +109,40 @@ def airflow_metadata_url(dsn: str, dbname: str) -> str:
     if host.startswith("/"):
         return f"postgresql+psycopg://{auth}@/{dbname}?host={quote(host)}" + (f"&port={p['port']}" if p.get("port") else "")
     return f"postgresql+psycopg://{auth}@{host}:{p.get('port') or 5432}/{dbname}"
+
+
+def stop_process_tree(pid: int, created: float | None = None, timeout: float = 20) -> list[int]:
+    """Stop what a process group leader started (``make airflow``'s ``airflow standalone``): SIGTERM to
+    every member of its process group and every descendant of those (Airflow's task runners move into
+    groups of their own, so ``killpg`` alone misses them), then SIGKILL whatever is alive after
+    ``timeout`` seconds. ``created`` is the leader's recorded start time: a pid reused by an unrelated
+    process is left alone. Returns the pids signalled."""
+    import psutil
+
+    try:
+        leader = psutil.Process(pid)
+        if created is not None and abs(leader.create_time() - created) > 0.01:
+            return []
+        procs = {leader}
+    except psutil.NoSuchProcess:  # the leader died; its group lives on while any member does
+        procs = set()
+    procs |= {p for p in psutil.process_iter() if _pgid(p.pid) == pid}
+    for p in list(procs):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            procs |= set(p.children(recursive=True))
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(alive, timeout=5)
+    return sorted(p.pid for p in procs)
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
