@@ -17,7 +17,7 @@ import uuid
 from datetime import UTC, datetime
 
 from prodclone.airflow_api import EXIT_FAILED, EXIT_OK, EXIT_USAGE, AirflowAPI, ApiError
-from prodclone.drivers.base import CloneError, validate_env_name
+from prodclone.drivers.base import CloneError, connection_url, validate_env_name
 from prodclone.errors import ProdcloneError
 
 RESTORE, TEARDOWN, EXTEND = "prodclone_restore", "prodclone_teardown", "prodclone_extend"
@@ -187,6 +187,7 @@ def up(a) -> int:
         print(f"{info['env']} is ready{' (it already existed)' if info.get('existing') else ''}\n"
               f"  host:     {info['host']}\n  port:     {info['port']}\n  database: {info['database']}\n"
               f"  user:     {info['user']}\n  password: in {info['secret']}\n"
+              f"  url:      {connection_url(info['host'], info['port'], info['database'], info['user'])}\n"
               f"  snapshot: {info['snapshot']}\n  expires:  {info['expires_at']}")
     return EXIT_OK
 
@@ -238,22 +239,21 @@ def _age(hours: float | None) -> str:
 
 def list_envs(a) -> int:
     state = _api(a).state()
-    if a.json:
-        print(json.dumps(state["environments"]))
-        return EXIT_OK
-    if not state["environments"]:
-        print("no environments")
-    now = datetime.now(UTC)
+    print(json.dumps(state["environments"]) if a.json else list_text(state, datetime.now(UTC)))
+    return EXIT_OK
+
+
+def list_text(state: dict, now: datetime) -> str:
+    """`env list`'s table (a run at work on an env shows as its status, e.g. "tearing down"), then freshness."""
     head = ("ENV", "PROFILE", "SNAPSHOT", "AGE", "EXPIRES IN", "REQUESTED BY", "PR", "STATUS")
     rows = [head]
     for e in state["environments"]:
         age = (now - datetime.fromisoformat(e["created_at"])).total_seconds() / 3600
         left = e["expires_in_seconds"] / 3600
         rows.append((e["name"], e["profile"], e["snapshot"], _age(age), "expired" if left <= 0 else _age(left),
-                     e["requested_by"], str(e["pr"] or ""), e["status"]))
+                     e["requested_by"], str(e["pr"] or ""), e.get("activity") or e["status"]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    for r in rows if len(rows) > 1 else []:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     f = state["freshness"]
-    print(f"\nbase snapshot {state['latest_snapshot'] or '(none)'}: {f['message']}")
-    return EXIT_OK
+    return "\n".join(lines if len(rows) > 1 else ["no environments"]) + \
+        f"\n\nbase snapshot {state['latest_snapshot'] or '(none)'}: {f['message']}"
