@@ -26,18 +26,19 @@ from prodclone.operators import WaitForClone
 
 CFG = load_config()  # the form's bounds come from the profiles
 
+# Airflow's trigger form opens only its default section ("Run Parameters", for params without a
+# `section`); the environment's fields go there, so the form opens on them. The rest stay folded.
+
 
 PARAMS = {
     "env": Param(None, type=["null", "string"], pattern=ENV_PATTERN, maxLength=MAX_NAME, title="Environment name",
                  description="preview-<name> or loadtest-<name>: lowercase letters, digits and dashes, at most 63 "
-                             "characters. Leave empty to use <profile>-pr-<PR>.", section="Environment"),
+                             "characters. Leave empty to use <profile>-pr-<PR>."),
     "pr": Param(None, type=["null", "integer"], minimum=1, title="Pull request",
-                description="The PR this environment is for; names it when Environment name is empty.",
-                section="Environment"),
+                description="The PR this environment is for; names it when Environment name is empty."),
     "profile": Param("preview", type="string", enum=list(CFG.profiles), title="Profile",
                      values_display={name: p.title for name, p in CFG.profiles.items()},
-                     description="Lifetime bounds, post-restore hooks and resources (include/prodclone.yaml).",
-                     section="Environment"),
+                     description="Lifetime bounds, post-restore hooks and resources (include/prodclone.yaml)."),
     "ttl_hours": Param(None, type=["null", "integer"], minimum=1, maximum=CFG.max_ttl_hours, title="Lifetime (hours)",
                        description="Empty = the profile's default. Maximum: "
                                    + ", ".join(f"{n} {p.max_ttl_hours}h" for n, p in CFG.profiles.items()) + ".",

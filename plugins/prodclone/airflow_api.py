@@ -114,7 +114,8 @@ class AirflowAPI:
         if r.status == 409:
             return self.run(dag_id, run_id), False
         if r.status in (400, 422):
-            raise ApiError(f"Airflow rejected the parameters: {_detail(r.body)}", EXIT_USAGE, r.status, r.body)
+            first = _detail(r.body).split("\n\n")[0]  # a param error is followed by a jsonschema dump
+            raise ApiError(f"Airflow rejected the parameters: {first}", EXIT_USAGE, r.status, r.body)
         return self._ok(r, f"triggering {dag_id}"), True
 
     def run(self, dag_id: str, run_id: str) -> dict:
@@ -142,19 +143,23 @@ class AirflowAPI:
         value = self._ok(r, f"reading {task_id}'s result").get("value")
         return json.loads(value) if isinstance(value, str) and value[:1] in "{[" else value
 
-    def failure(self, dag_id: str, run_id: str, lines: int = 20) -> str:
-        """The failing task's id and the last lines of its log."""
+    def failure(self, dag_id: str, run_id: str) -> str:
+        """One message: the failing task, its error and what to do (never the log's start-up noise)."""
         tis = self._ok(self._send("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances"),
                        "reading task instances")["task_instances"]
         failed = [t for t in tis if t["state"] == "failed"]
         if not failed:
-            return "no task failed (the run was marked failed by hand or timed out)"
+            return "failed, but no task did (the run was marked failed by hand or timed out)"
         ti = failed[0]
         index = f"&map_index={ti['map_index']}" if ti.get("map_index", -1) >= 0 else ""
         r = self._send("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{ti['task_id']}/logs/"
                               f"{ti['try_number']}?full_content=true{index}")
-        tail = _log_tail(r.body, lines) if r.status < 400 else f"(log unavailable: {r.status})"
-        return f"task {ti['task_id']} failed (try {ti['try_number']}). Last log lines:\n{tail}"
+        content = r.body.get("content") if r.status < 400 and isinstance(r.body, dict) else None
+        reason = failure_reason(content if isinstance(content, list) else [])
+        text = f"failed at task {ti['task_id']}: {reason['error']}"
+        if reason["what_to_do"]:
+            text += f"\nWhat to do: {reason['what_to_do']}"
+        return text + f"\nLog: {self.url}/dags/{dag_id}/runs/{_q(run_id)}/tasks/{ti['task_id']}"
 
     # -- prodclone's API (the Clones page's plugin) -----------------------------
 
@@ -163,6 +168,14 @@ class AirflowAPI:
         if r.status == 404:
             raise ApiError(_detail(r.body), EXIT_FAILED, 404)
         return self._ok(r, f"reading {env}'s credentials")["url"]
+
+    def check(self, action: str, request: dict) -> dict:
+        """Ask prodclone (its profiles, its registry) whether a restore or extend would be refused; raises
+        with its reason (exit 2) so a mistake never becomes a failed run."""
+        r = self._send("POST", f"/prodclone/api/check/{action}", request)
+        if r.status == 422 and isinstance(r.body, dict) and isinstance(r.body.get("detail"), str):
+            raise ApiError(f"refused before triggering anything: {r.body['detail']}", EXIT_USAGE, r.status)
+        return self._ok(r, f"checking the {action} request")
 
     def state(self) -> dict:
         r = self._send("GET", "/prodclone/api/state")
@@ -185,19 +198,20 @@ def _detail(body) -> str:
     return str(body)[:500]
 
 
-def _log_line(item) -> str:
-    """One structured log record as text; an exception record carries its type and message."""
-    if not isinstance(item, dict):
-        return str(item)
-    line = str(item.get("event", ""))
-    for err in item.get("error_detail") or []:
-        if isinstance(err, dict):
-            line += f"\n    {err.get('exc_type', 'Error')}: {err.get('exc_value', '')}"
-    return line
-
-
-def _log_tail(body, lines: int) -> str:
-    content = body.get("content") if isinstance(body, dict) else body
-    events = [_log_line(c) for c in content] if isinstance(content, list) else str(content).splitlines()
-    events = [e for e in events if e.strip() and not e.startswith("::")]  # drop CI log-group markers
-    return "\n".join("  " + e for e in events[-lines:])
+def failure_reason(records: list) -> dict:
+    """From a failed task's structured log records: its error (the exception's first line) and the
+    "What to do" of prodclone's failure alert (alerts.py), when there is one."""
+    error, what = None, None
+    for rec in records:
+        if not isinstance(rec, dict):
+            continue
+        for err in rec.get("error_detail") or []:
+            if isinstance(err, dict) and error is None:  # the outermost exception of the first record with one
+                error = str(err.get("exc_value") or err.get("exc_type") or "").strip().split("\n")[0]
+        event = str(rec.get("event", ""))
+        if rec.get("logger") == "prodclone.alerts" and "What to do: " in event:
+            what = event.rsplit("What to do: ", 1)[1].rstrip(".")
+        elif error is None and rec.get("level") in ("error", "critical"):
+            error = event.split("\n")[0]
+    return {"error": error or "no error in the task's log (it may have been killed); see its log in Airflow",
+            "what_to_do": what}

@@ -116,23 +116,30 @@ def _rules_preview(a) -> int:
             lines = [bytes(r)[:-1] for r in copy]
     shown = masker.masked_columns if not a.all_columns else masker.columns
 
-    def show(v: bytes) -> str:
-        return "NULL" if v == NULL else decode(v)
+    def value(v: bytes) -> str | None:
+        return None if v == NULL else decode(v)
 
     rows = []
     for line in lines:
         before, after = line.split(b"\t"), masker.mask_line(line).split(b"\t")
-        rows.append({c: (show(before[i]), show(after[i])) for i, c in enumerate(masker.columns) if c in shown})
-    if a.json:
+        rows.append({c: (value(before[i]), value(after[i])) for i, c in enumerate(masker.columns) if c in shown})
+    if a.json:  # NULL is JSON null, never the string "NULL"
         print(json.dumps([{c: {"before": b, "after": x} for c, (b, x) in r.items()} for r in rows], indent=2))
         return EXIT_OK
     width = 32
     for n, r in enumerate(rows, 1):
         print(f"-- row {n} " + "-" * 60)
         for c, (b, x) in r.items():
-            print(f"  {c:<20} {b[:width]:<{width}} -> {x[:width]}")
+            print(f"  {c:<20} {_cut(b, width):<{width}} -> {_cut(x, width)}")
     print(f"({len(rows)} rows of {name}; masked columns: {', '.join(masker.masked_columns) or 'none'})")
     return EXIT_OK
+
+
+def _cut(text: str | None, width: int) -> str:
+    """A value for the side-by-side view: NULL as NULL, a long one cut visibly (…)."""
+    if text is None:
+        return "NULL"
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def _rules_schema(a) -> int:

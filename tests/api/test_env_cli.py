@@ -50,8 +50,10 @@ def test_up_is_idempotent_then_list_extend_down(airflow_server, unpaused, cli):
     code, out, err = cli("extend", "--pr", pr, "--hours", "24")
     assert code == 0, err
     assert "now expires" in out
+    runs = _runs(unpaused, "prodclone_extend")
     code, out, err = cli("extend", "--pr", pr, "--hours", "100")
-    assert code == 1 and "task extend failed" in err and "maximum of 72h" in err
+    assert code == 2 and "refused before triggering" in err and "at most" in err and "max_ttl_hours is 72h" in err
+    assert _runs(unpaused, "prodclone_extend") == runs  # refused: no red run, no alert
 
     code, out, err = cli("down", "--pr", pr)
     assert code == 0 and f"{env}: removed" in out, err
@@ -60,16 +62,43 @@ def test_up_is_idempotent_then_list_extend_down(airflow_server, unpaused, cli):
     assert code == 0 and "already gone" in out
 
 
-def test_param_validation_error_names_the_field(unpaused, cli):
-    code, _, err = cli("up", "--env", "preview-bad-ttl", "--ttl", "500")
-    assert code == 2
-    assert "rejected the parameters" in err and "ttl_hours" in err
+def _runs(api, dag_id: str) -> int:
+    return api._send("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=1").body["total_entries"]
 
 
-def test_failed_run_reports_the_task_and_its_log(unpaused, cli):
+@pytest.mark.parametrize(("args", "says"), [
+    (("up", "--env", "preview-bad-ttl", "--ttl", "500"), "ttl_hours=500 is outside the preview profile's bounds: 1 to 72"),
+    (("up", "--env", "preview-bad-ttl", "--ttl", "0"), "ttl_hours=0 is outside the preview profile's bounds: 1 to 72"),
+    (("up", "--env", "loadtest-x", "--profile", "preview"), "does not match profile 'preview'"),
+    (("extend", "--env", "preview-never-made", "--hours", "2"), "preview-never-made does not exist"),
+])
+def test_mistakes_are_refused_before_any_run(unpaused, cli, args, says):
+    runs = {dag: _runs(unpaused, dag) for dag in ("prodclone_restore", "prodclone_extend")}
+    code, out, err = cli(*args)
+    assert code == 2, err
+    assert says in err and err.count(says) == 1 and "Failed validating" not in err
+    assert {dag: _runs(unpaused, dag) for dag in runs} == runs
+
+
+@pytest.mark.parametrize("pr", ["0", "-42"])
+def test_pr_must_be_a_pull_request_number(cli, pr):
+    with pytest.raises(SystemExit) as exc:
+        cli("up", "--pr", pr)
+    assert exc.value.code == 2
+
+
+def test_json_errors_are_json(unpaused, cli):
+    code, out, _ = cli("extend", "--env", "preview-never-made", "--hours", "2", "--json")
+    assert code == 2 and json.loads(out) == {"exit_code": 2, "error": json.loads(out)["error"]}
+    assert "preview-never-made does not exist" in json.loads(out)["error"]
+
+
+def test_failed_run_says_once_what_failed_and_what_to_do(unpaused, cli):
     code, _, err = cli("up", "--pr", _pr(), "--snapshot", "snap-00000000-0000-000000")
     assert code == 1
-    assert "task clone failed" in err and "does not exist" in err
+    assert "failed at task clone: snapshot 'snap-00000000-0000-000000' does not exist" in err
+    assert err.count("does not exist") == 1 and "What to do: " in err and "/tasks/clone" in err
+    assert "DAG bundles loaded" not in err and "Worker startup" not in err  # no start-up noise
 
 
 def test_bad_credentials_and_timeout(unpaused, cli):

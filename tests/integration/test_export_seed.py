@@ -109,6 +109,12 @@ def test_preview_shows_before_and_after(sample_source, capsys):
     data = json.loads(capsys.readouterr().out)
     assert len(data) == 3
     assert all(r["email"]["before"] != r["email"]["after"] for r in data)
+    assert all(r["search"]["after"] is None for r in data)  # the null rule: JSON null, not the string "NULL"
+    assert main(["rules", "preview", "--source", src, "--rules", str(RULES), "--table", "public.users", "--limit", "3"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("email ")]
+    after = [ln.split(" -> ", 1)[1] for ln in lines]
+    assert len(after) == 3 and all(a.endswith("…") and len(a) == 32 for a in after)  # a cut value says so
+    assert all(a[:-1] in r["email"]["after"] for a, r in zip(after, data, strict=True))
 
 
 def test_existing_export_and_existing_base_are_not_overwritten_silently(pg, sample_source, new_db, tmp_path, rules, masking_key):

@@ -66,3 +66,26 @@ def test_committed_schema_matches_the_registry():
 
 def test_shipped_rules_file_is_valid():
     assert load_rules(ROOT / "include/masking/rules.yaml").tables
+
+
+@pytest.mark.parametrize(("rule", "at", "says"), [
+    ("emial", "r.yaml:4:15: tables.public.t.columns.a:", "unknown transform 'emial' (did you mean 'email'?)"),
+    ("{transform: emial}", "r.yaml:4:19: tables.public.t.columns.a.transform:",
+     "unknown transform 'emial' (did you mean 'email'?)"),
+    ("{transform: faker, provider: frist_name}", "r.yaml:4:15: tables.public.t.columns.a:",
+     "unknown Faker provider 'frist_name'"),
+    ("{transform: template, template: '{first_name'}", "r.yaml:4:15: tables.public.t.columns.a:",
+     "bad template '{first_name'"),
+])
+def test_rule_mistakes_are_named_at_their_line(rule, at, says):
+    text = f"version: 1\ntables:\n  public.t:\n    columns: {{a: {rule}}}\n"
+    with pytest.raises(RulesError) as err:
+        parse_rules(text, source="r.yaml")
+    assert f"{at} {says}" in str(err.value)
+    assert "is not of type" not in str(err.value)
+
+
+def test_an_unclosed_brace_is_reported_where_it_opens():
+    text = "version: 1\ntables:\n  public.t:\n    columns:\n      a: {transform: keep\n      b: keep\n"
+    with pytest.raises(RulesError, match=r"r.yaml:5:10: malformed YAML: this '\{' is not closed"):
+        parse_rules(text, source="r.yaml")

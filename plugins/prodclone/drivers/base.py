@@ -11,6 +11,7 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from urllib.parse import quote
 
 from prodclone.errors import ProdcloneError
 
@@ -111,9 +112,24 @@ class Connection:
     snapshot: str
     existing: bool = False  # an idempotent re-run found the env already healthy
 
+    def url(self, password: str | None = None) -> str:
+        return connection_url(self.host, self.port, self.database, self.user, password)
+
     def text(self) -> str:
-        return (f"{self.env}: postgresql://{self.user}@{self.host}:{self.port}/{self.database} "
-                f"(snapshot {self.snapshot}, expires {self.expires_at}); password: {self.secret}")
+        return (f"{self.env}: {self.url()} (snapshot {self.snapshot}, expires {self.expires_at}); "
+                f"password: {self.secret}")
+
+
+def connection_url(host: str, port: int, database: str, user: str, password: str | None = None) -> str:
+    """The one format prodclone prints and stores: a libpq URL, valid for every kind of host.
+    A socket directory cannot sit in the authority part (libpq would read it as a path and
+    connect to the default socket instead), so it goes, percent-encoded, in the `host` parameter."""
+    userinfo = quote(user, safe="") + (f":{quote(password, safe='')}" if password is not None else "")
+    path = "/" + quote(database, safe="")
+    if host.startswith("/"):
+        return f"postgresql://{userinfo}@{path}?host={quote(host, safe='')}&port={port}"
+    netloc = f"[{host}]" if ":" in host else host  # an IPv6 address
+    return f"postgresql://{userinfo}@{netloc}:{port}{path}"
 
 
 @dataclass

@@ -52,7 +52,6 @@ import time
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
-from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
@@ -70,6 +69,7 @@ from prodclone.drivers.base import (
     RestoreRequest,
     SecretStore,
     Snapshot,
+    connection_url,
     run_post_restore_sql,
     validate_env_name,
 )
@@ -523,10 +523,7 @@ class PostgresDriver(CloneDriver):
                 conn.execute(stmt)
 
     def _url(self, env: str, password: str) -> str:
-        host, port = self._host()
-        if host.startswith("/"):  # a socket directory (the embedded server)
-            return psycopg.conninfo.make_conninfo(host=host, port=str(port), dbname=env, user=env, password=password)
-        return f"postgresql://{quote(env)}:{quote(password, safe='')}@{host}:{port}/{quote(env)}"
+        return connection_url(*self._host(), env, env, password)
 
     def finish_restore(self, env: str, run_id: str, hooks: tuple[str, ...] = ()) -> Environment:
         with self._registry() as reg, self._lock(reg, f"env:{env}"):

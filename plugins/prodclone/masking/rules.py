@@ -3,6 +3,7 @@ line and column), and build the transforms it names."""
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -175,9 +176,7 @@ def parse_rules(text: str, source: str = "<rules>") -> Rules:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise RulesError(f"{where}: malformed YAML: {getattr(exc, 'problem', exc)}") from None
+        raise RulesError(_yaml_message(exc, source)) from None
     if data is None:
         raise RulesError(f"{source}: the rules file is empty")
     duplicate = _duplicate_key(node)
@@ -191,15 +190,17 @@ def parse_rules(text: str, source: str = "<rules>") -> Rules:
         lines = []
         for err in errors[:10]:
             best = _best_error(err)
-            path = tuple(best.absolute_path)
+            at, message = _unknown_transform(err) or (tuple(best.absolute_path), best.message)
+            path = at
             while path not in marks and path:
                 path = path[:-1]
             line, col = marks.get(path, (1, 1))
-            dotted = ".".join(map(str, best.absolute_path)) or "(top level)"
-            lines.append(f"{source}:{line}:{col}: {dotted}: {best.message}")
+            dotted = ".".join(map(str, at)) or "(top level)"
+            lines.append(f"{source}:{line}:{col}: {dotted}: {message}")
         raise RulesError("invalid masking rules:\n  " + "\n  ".join(lines))
     wheres = _normalized_wheres(data, marks, source)
     defaults = data.get("defaults") or {}
+    _check_parameters(data, marks, source, defaults.get("locale", "en_US"))
     tables = {}
     for name, t in _canonical_keys(data.get("tables") or {}, marks, source).items():
         t = t or {}
@@ -213,6 +214,51 @@ def parse_rules(text: str, source: str = "<rules>") -> Rules:
         digest=digest,
         source=source,
     )
+
+
+def _yaml_message(exc: yaml.YAMLError, source: str) -> str:
+    """Where the YAML went wrong. An unclosed `{` or `[` is only noticed on a later line: name the bracket's
+    own line, where the fix is."""
+    mark, ctx = getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None) or ""
+    if ctx and mark and "flow" in context and ctx.line != mark.line:
+        bracket = "{" if "mapping" in context else "["
+        return (f"{source}:{ctx.line + 1}:{ctx.column + 1}: malformed YAML: this '{bracket}' is not closed "
+                f"({problem} on line {mark.line + 1}); close it, or quote a value that starts with '{bracket}'")
+    where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+    return f"{where}: malformed YAML: {problem}"
+
+
+def _unknown_transform(err: jsonschema.ValidationError) -> tuple[tuple, str] | None:
+    """A misspelt transform name, said as such (jsonschema would say it is "not of type 'object'")."""
+    rule = err.instance
+    if err.validator != "anyOf" or not isinstance(rule, str | dict):
+        return None
+    name = rule if isinstance(rule, str) else rule.get("transform")
+    if not isinstance(name, str) or name in REGISTRY:
+        return None
+    close = difflib.get_close_matches(name, REGISTRY, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(sorted(REGISTRY))}"
+    at = tuple(err.absolute_path) + (() if isinstance(rule, str) else ("transform",))
+    return at, f"unknown transform {name!r}{hint}"
+
+
+def _check_parameters(data: dict, marks: dict, source: str, locale: str) -> None:
+    """Parameters JSON Schema cannot check (a Faker provider, a template's braces), at the rule's line:
+    each rule is built once with a throwaway key, as the export will build it with the real one."""
+    ctx = Context(key=bytes(32), locale=locale, pool_size=16)
+    problems = []
+    for table, t in (data.get("tables") or {}).items():
+        for column, rule in ((t or {}).get("columns") or {}).items():
+            spec = {"transform": rule} if isinstance(rule, str) else dict(rule)
+            try:
+                REGISTRY[spec["transform"]](spec, ctx)  # the schema has checked the name
+            except RulesError as exc:
+                line, col = marks.get(("tables", table, "columns", column), (1, 1))
+                problems.append(f"{source}:{line}:{col}: tables.{table}.columns.{column}: {exc}")
+    if problems:
+        raise RulesError("invalid masking rules:\n  " + "\n  ".join(problems))
 
 
 def _normalized_wheres(data: dict, marks: dict, source: str) -> dict[str, str]:
