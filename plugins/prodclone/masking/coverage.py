@@ -11,6 +11,7 @@ from prodclone.errors import CoverageError, RulesError
 from prodclone.masking import where as where_clause
 from prodclone.masking.detect import suggest
 from prodclone.masking.rules import Rules, build_transform
+from prodclone.masking.transforms import trait
 from prodclone.masking.transforms.template import render_order
 
 # A fixed key for validation only: building a transform needs one; no data moves.
@@ -76,11 +77,11 @@ def check(catalog: Catalog, rules: Rules, key: bytes | None = None) -> Report:
             err = _check_rule(spec, col, rules, key or _CHECK_KEY, where=column_name(tname, col.name))
             if err:
                 report.problems.append(Problem(tname, col.name, "invalid", err))
-            elif spec["transform"] == "keep":
+            elif not trait(spec, "masks"):
                 report.kept_columns += 1
             else:
                 report.masked_columns += 1
-        if not any(p.table == tname and rule.columns.get(p.column, {}).get("transform") == "template"
+        if not any(p.table == tname and trait(rule.columns.get(p.column), "row_level")
                    for p in report.problems):  # a malformed template is reported once, above
             try:  # templates must render from masked values only: no self-reference, unknown column or cycle
                 render_order(tname, rule.columns, {c.name for c in table.columns})
@@ -95,7 +96,7 @@ def check(catalog: Catalog, rules: Rules, key: bytes | None = None) -> Report:
             for c, rc in zip(fk.columns, fk.ref_columns, strict=True):
                 mine = rule.columns.get(c)
                 theirs = ref_rule.columns.get(rc) if ref_rule else None
-                if mine and theirs and mine["transform"] != "null" and _canon(mine) != _canon(theirs):
+                if mine and theirs and trait(mine, "null_output") != "always" and _canon(mine) != _canon(theirs):
                     report.problems.append(
                         Problem(tname, c, "invalid", f"references {column_name(fk.ref_table, rc)} but masks differently "
                                 f"({json.dumps(mine)} vs {json.dumps(theirs)}); use the same rule so the foreign key holds")
@@ -144,12 +145,9 @@ def _where_problems(tname: str, table, rule) -> list[Problem]:
     return problems
 
 
-# Transforms whose output does not depend on the `unique` flag.
-_UNIQUE_AGNOSTIC = {"email", "hash", "keep", "null"}
-
-
 def _canon(spec: dict) -> str:
-    drop = {"nulls", "unique"} if spec.get("transform") in _UNIQUE_AGNOSTIC else {"nulls"}
+    """A rule as far as its output goes: ``nulls`` aside, and ``unique`` where it changes nothing."""
+    drop = {"nulls"} if trait(spec, "unique_changes_output") is not False else {"nulls", "unique"}
     return json.dumps({k: v for k, v in spec.items() if k not in drop}, sort_keys=True)
 
 
@@ -164,8 +162,8 @@ def _check_rule(spec: dict, col, rules: Rules, key: bytes, where: str) -> str | 
         if not t.can_be_unique:
             return f"column is UNIQUE but {t.name!r} cannot keep values distinct; use hash (length >= 20), email, or faker with unique: true"
         return "column is UNIQUE: add `unique: true` so masked values never collide"
-    if t.name == "null" and col.not_null:
-        return "column is NOT NULL; null would fail the load"
+    if t.null_output != "never" and col.not_null:
+        return f"column is NOT NULL; {t.name!r} emits NULL, which would fail the load"
     return None
 
 

@@ -8,6 +8,7 @@ class Constant(Transform):
     description = "Replace every value with the same constant."
     params = {"value": {"type": ["string", "number", "boolean"], "description": "The replacement, as text."}}
     required = ("value",)
+    examples = ({"transform": "constant", "value": "redacted"}, {"transform": "constant", "value": 0})
     can_be_unique = False
 
     def setup(self) -> None:

@@ -33,8 +33,10 @@ class DateShift(Transform):
     name = "date_shift"
     description = "Shift a date/timestamp by a deterministic, never-zero number of days within +/- days; time of day is kept."
     params = {"days": {"type": "integer", "minimum": 1, "maximum": 36500, "description": "Maximum shift (default 30)."}}
+    examples = ({"transform": "date_shift"}, {"transform": "date_shift", "days": 180})
     categories = frozenset({"temporal"})
     can_be_unique = False
+    may_equal_inputs = True  # a shifted date is just another date, maybe another row's
 
     def setup(self) -> None:
         self.days = self.spec.get("days", 30)

@@ -26,6 +26,7 @@ class Email(Transform):
         "domains": {"type": "array", "items": {"type": "string"}, "minItems": 1},
         "locale": {"type": "string"},
     }
+    examples = ({"transform": "email"}, {"transform": "email", "domains": ["example.test"]})
     categories = frozenset({"text", "other"})
 
     def setup(self) -> None:

@@ -13,6 +13,10 @@ class FakerTransform(Transform):
         "pool_size": {"type": "integer", "minimum": 16, "maximum": 1000000},
     }
     required = ("provider",)
+    examples = ({"transform": "faker", "provider": "first_name"},
+                {"transform": "faker", "provider": "user_name", "unique": True},
+                {"transform": "faker", "provider": "phone_number", "locale": "fr_FR", "pool_size": 64})
+    unique_changes_output = True
 
     def setup(self) -> None:
         self.pool = text_pool(

@@ -84,8 +84,12 @@ class JsonPaths(Transform):
         },
     }
     required = ("paths",)
+    examples = ({"transform": "json", "paths": {"email": "email", "contacts[*].phone": {"transform": "faker", "provider": "phone_number"},
+                                                "theme": "keep"}},
+                {"transform": "json", "paths": {"name": "null"}, "unlisted": "drop"})
     categories = frozenset({"json"})
     can_be_unique = False
+    may_equal_inputs = True  # a document with nothing to mask comes out as it went in
 
     def setup(self) -> None:
         from prodclone.masking.rules import build_transform  # rules builds transforms; avoid a cycle
@@ -162,7 +166,7 @@ class JsonPaths(Transform):
                 raise UncoveredValue(f"json path {_show(path)!r} is not listed (unlisted: fail): add it to paths "
                                      "with a rule, or keep if it holds no personal data")
             return self.unlisted
-        if container and rule.masks and rule.name != "null":
+        if container and rule.masks and rule.null_output != "always":
             raise UncoveredValue(f"json path {_show(path)!r} holds an object or array, which {rule.name} cannot mask: "
                                  "list the paths inside it, or use keep or null")
         return rule if not container else ("null" if rule.masks else "keep")

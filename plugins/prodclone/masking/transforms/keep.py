@@ -5,7 +5,9 @@ from prodclone.masking.transforms.base import Transform, register
 class Keep(Transform):
     name = "keep"
     description = "Copy the value unchanged. Use only for columns that hold no personal data."
+    examples = ({"transform": "keep"},)
     masks = False
+    may_equal_inputs = True
 
     def __call__(self, value: bytes) -> bytes:
         return value

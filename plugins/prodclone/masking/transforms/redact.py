@@ -11,6 +11,7 @@ class Redact(Transform):
         "keep_end": {"type": "integer", "minimum": 0},
         "char": {"type": "string", "minLength": 1, "maxLength": 1},
     }
+    examples = ({"transform": "redact", "keep_end": 4}, {"transform": "redact", "keep_start": 1, "char": "#"})
     can_be_unique = False
 
     def setup(self) -> None:
@@ -25,3 +26,7 @@ class Redact(Transform):
             return encode(self.char * n)
         tail = s[n - self.end :] if self.end else ""
         return encode(s[: self.start] + self.char * (n - self.start - self.end) + tail)
+
+    def could_emit(self, value: bytes) -> bool:
+        """Only the redaction character (or nothing): what any short enough input becomes."""
+        return not decode(value).strip(self.char)

@@ -52,6 +52,9 @@ class Template(Transform):
         "lower": {"type": "boolean", "description": "Lower-case the result."},
     }
     required = ("template",)
+    examples = ({"transform": "template", "template": "{first_name}.{last_name}@example.com", "lower": True},
+                {"transform": "template", "template": "{first_name} {last_name}", "unique": True})
+    unique_changes_output = True
     row_level = True
 
     def setup(self) -> None:
