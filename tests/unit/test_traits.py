@@ -8,10 +8,11 @@ import pytest
 
 from prodclone.catalog import Catalog, Column, ForeignKey, Table
 from prodclone.errors import RulesError
-from prodclone.masking.copytext import NULL
+from prodclone.masking.copytext import NULL, decode
 from prodclone.masking.coverage import check
 from prodclone.masking.rules import build_transform, parse_rules
 from prodclone.masking.transforms import REGISTRY, Context, Transform, register, trait
+from prodclone.masking.transforms.outputs import Output, of_values
 from prodclone.subset import Subsetter
 
 KEY = b"t" * 40
@@ -112,6 +113,29 @@ def test_unique_changes_output_only_where_declared(name, spec):
     assert any(changed) == tagged.unique_changes_output
     if tagged.unique_changes_output:
         assert all(changed)
+
+
+@pytest.mark.parametrize("name,spec", CASES)
+def test_output_is_what_it_emits(name, spec):
+    """The types and length `rules check` holds columns to: every value emitted is of each declared type
+    (by the same reading of values as pools get) and no longer than declared."""
+    t = make(spec)
+    declared = t.output({f: len(b"Masked0") for f in getattr(t, "fields", ())})
+    for v in samples(type(t)):
+        out = run(t, v)
+        if out == NULL or declared.types is None:  # NULL, or the input's own type
+            continue
+        text = decode(out)
+        assert len(text) <= (declared.max_length if declared.max_length is not None else len(decode(v)))
+        assert declared.types <= of_values([text]).types, (name, text)
+
+
+def test_outputs_read_values_as_postgres_would():
+    assert of_values(["10.0.0.1", "::1"]).types == {"text", "inet", "cidr"}
+    assert of_values(["10.0.0.1/8"]).types == {"text", "inet"}  # host bits set: not a cidr
+    assert of_values(["40000"]).types == {"text", "integer", "bigint", "numeric", "real", "double precision"}
+    assert of_values(["1990-02-30", "fe80::1%eth0", "0a0b0c0d00004000800000000000000"]).types == {"text"}
+    assert of_values(["Ann", "Bo"], extra_length=21) == Output(frozenset({"text"}), 24)
 
 
 def test_a_transform_registered_twice_is_an_error():

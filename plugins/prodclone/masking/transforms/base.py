@@ -7,11 +7,12 @@ holds every registered transform to what it declares."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 from prodclone.masking import keys
+from prodclone.masking.transforms.outputs import ANY_TEXT, Output
 
 REGISTRY: dict[str, type[Transform]] = {}
 
@@ -95,6 +96,12 @@ class Transform:
         """True if ``value`` can be an output without coming from the input,
         e.g. it is in a Faker pool. The leak check ignores such coincidences."""
         return False
+
+    def output(self, lengths: Mapping[str, float]) -> Output:
+        """What it emits, for `rules check` to hold against the column's type and length. Unless a
+        transform declares better: any text, of any length. ``lengths``: the longest masked value of
+        each column of the row, for row-level transforms (templates)."""
+        return ANY_TEXT
 
     @property
     def leak_checked(self) -> bool:

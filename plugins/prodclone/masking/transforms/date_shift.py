@@ -4,6 +4,7 @@ import re
 from prodclone.errors import UncoveredValue
 from prodclone.masking import keys
 from prodclone.masking.transforms.base import Transform, register
+from prodclone.masking.transforms.outputs import Output
 
 # PostgreSQL's ISO output: a year of 4+ digits, the time (and zone) if any, " BC" last.
 _ISO = re.compile(rb"(\d{4,})-(\d\d)-(\d\d)( \d[^\t]*?)?( BC)?")
@@ -40,6 +41,9 @@ class DateShift(Transform):
 
     def setup(self) -> None:
         self.days = self.spec.get("days", 30)
+
+    def output(self, lengths) -> Output:
+        return Output()  # a date or timestamp of the input's type, within PostgreSQL's range
 
     def __call__(self, value: bytes) -> bytes:
         if value in _INFINITE:  # a sentinel shared by many rows: it identifies nobody

@@ -1,4 +1,6 @@
+from prodclone.masking.copytext import decode
 from prodclone.masking.transforms.base import Transform, register
+from prodclone.masking.transforms.outputs import Output, of_values
 from prodclone.masking.transforms.pools import text_pool
 
 
@@ -27,6 +29,9 @@ class FakerTransform(Transform):
             self.subkey,
         )
         self._members = None
+
+    def output(self, lengths) -> Output:
+        return of_values(map(decode, self.pool), extra_length=21 if self.unique else 0)  # "-" and the tag
 
     def __call__(self, value: bytes) -> bytes:
         out = self.pick(self.pool, value)

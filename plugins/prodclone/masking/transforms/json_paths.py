@@ -9,6 +9,7 @@ from bisect import bisect
 from prodclone.errors import RulesError, UncoveredValue
 from prodclone.masking.copytext import NULL, decode, encode
 from prodclone.masking.transforms.base import Transform, register
+from prodclone.masking.transforms.outputs import Output
 
 ITEM = None  # a path step into any element of an array: the '[*]' of 'items[*].email'
 
@@ -100,6 +101,9 @@ class JsonPaths(Transform):
             self.rules[_parse(path)] = build_transform(spec, self.ctx, where=f"json path {path!r}")
         self.prefixes = {p[:i] for p in self.rules for i in range(len(p))}
         self.unlisted = self.spec.get("unlisted", "fail") or "null"  # YAML's bare null is None
+
+    def output(self, lengths) -> Output:
+        return Output()  # the document, edited in place: still json
 
     def __call__(self, value: bytes) -> bytes:
         text = decode(value)

@@ -1,4 +1,5 @@
 from prodclone.masking.transforms.base import Transform, register
+from prodclone.masking.transforms.outputs import Output
 
 
 @register
@@ -11,3 +12,6 @@ class Keep(Transform):
 
     def __call__(self, value: bytes) -> bytes:
         return value
+
+    def output(self, lengths) -> Output:
+        return Output()

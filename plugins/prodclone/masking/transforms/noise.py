@@ -2,6 +2,7 @@ from decimal import Decimal, InvalidOperation
 
 from prodclone.masking import keys
 from prodclone.masking.transforms.base import Transform, register
+from prodclone.masking.transforms.outputs import Output
 
 
 @register
@@ -16,6 +17,9 @@ class Noise(Transform):
 
     def setup(self) -> None:
         self.rel = Decimal(str(self.spec.get("relative", 0.1)))
+
+    def output(self, lengths) -> Output:
+        return Output()  # a number of the input's scale (a value near a bounded type's limit may overflow it)
 
     def __call__(self, value: bytes) -> bytes:
         try:

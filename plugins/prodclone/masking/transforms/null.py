@@ -1,5 +1,6 @@
 from prodclone.masking.copytext import NULL
 from prodclone.masking.transforms.base import Transform, register
+from prodclone.masking.transforms.outputs import Output
 
 
 @register
@@ -12,3 +13,6 @@ class Null(Transform):
 
     def __call__(self, value: bytes) -> bytes:
         return NULL
+
+    def output(self, lengths) -> Output:
+        return Output()  # NULL, which every type takes (NOT NULL is null_output's)

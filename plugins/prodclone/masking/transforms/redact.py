@@ -1,5 +1,6 @@
 from prodclone.masking.copytext import decode, encode
 from prodclone.masking.transforms.base import Transform, register
+from prodclone.masking.transforms.outputs import TEXT, Output
 
 
 @register
@@ -26,6 +27,9 @@ class Redact(Transform):
             return encode(self.char * n)
         tail = s[n - self.end :] if self.end else ""
         return encode(s[: self.start] + self.char * (n - self.start - self.end) + tail)
+
+    def output(self, lengths) -> Output:
+        return Output(frozenset({TEXT}))  # as many characters as its input, as text
 
     def could_emit(self, value: bytes) -> bool:
         """Only the redaction character (or nothing): what any short enough input becomes."""
