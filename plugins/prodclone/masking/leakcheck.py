@@ -7,7 +7,8 @@ without seeing the input (a Faker pool that happens to hold "John") are not
 leaks. Which columns are compared, and which parts of their values, is each
 transform's to say (``Transform.leak_checked``, ``leak_values``): not those
 whose outputs may equal originals by design (keep, noise, date_shift), nor
-those that only emit NULL.
+those that only emit NULL; json documents are compared at their masked paths.
+Empty strings identify no one and are never counted.
 """
 
 from __future__ import annotations
@@ -101,11 +102,13 @@ def verify_export(storage, manifest: dict, source_dsn: str | None, rules: Rules,
 
 
 def _originals(tr, fields: set[bytes]) -> dict[str, set[bytes]]:
-    """Sampled fields of one column as the values the leak check compares, by where they sit in the field."""
+    """Sampled fields of one column as the values the leak check compares, by where they sit in the field.
+    An empty string identifies no one: seeing it again in the output is no leak."""
     out: dict[str, set[bytes]] = {}
     for f in fields:
         for where, _rule, v in tr.leak_values(f):
-            out.setdefault(where, set()).add(v)
+            if v:
+                out.setdefault(where, set()).add(v)
     return out
 
 

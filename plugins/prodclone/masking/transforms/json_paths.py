@@ -5,6 +5,7 @@ else — number text, key order, duplicate keys, escapes, whitespace — stays b
 import json
 import re
 from bisect import bisect
+from collections.abc import Iterator
 
 from prodclone.errors import RulesError, UncoveredValue
 from prodclone.masking.copytext import NULL, decode, encode
@@ -105,6 +106,22 @@ class JsonPaths(Transform):
     def output(self, lengths) -> Output:
         return Output()  # the document, edited in place: still json
 
+    @property
+    def leak_checked(self) -> bool:
+        return any(rule.leak_checked for rule in self.rules.values())
+
+    def leak_values(self, field: bytes) -> Iterator[tuple[str, Transform, bytes]]:
+        """The values at listed paths whose rules the leak check covers, each as its rule sees it."""
+        found = []
+
+        def collect(path: tuple, rule: Transform, tok: str, was_string: bool) -> str:
+            if rule.leak_checked:
+                found.append((f"json path {_show(path)}", rule, encode(json.loads(tok) if was_string else tok)))
+            return tok
+
+        self._edits(decode(field), collect)
+        return iter(found)
+
     def __call__(self, value: bytes) -> bytes:
         text = decode(value)
         edits = self._edits(text)
@@ -117,9 +134,11 @@ class JsonPaths(Transform):
         out.append(text[pos:])
         return encode("".join(out))
 
-    def _edits(self, text: str) -> list[tuple[int, int, str]]:
+    def _edits(self, text: str, on_leaf=None) -> list[tuple[int, int, str]]:
         """(start, end, replacement) of every change. Frames on a stack stand in for
-        recursion, so depth costs no Python stack."""
+        recursion, so depth costs no Python stack. ``on_leaf(path, rule, token, was_string)``
+        gives a listed value's replacement text; by default, its rule masks it."""
+        on_leaf = on_leaf or (lambda _path, rule, tok, was_string: self._mask_leaf(rule, tok, was_string))
         edits: list[tuple[int, int, str]] = []
         stack: list[_Frame] = []
         path: tuple = ()  # the path of the value expected next
@@ -150,7 +169,7 @@ class JsonPaths(Transform):
                 continue
             if isinstance(action, Transform):
                 if action.masks and tok != "null":
-                    edits.append((start, pos, self._mask_leaf(action, tok, kind == _STRING)))
+                    edits.append((start, pos, on_leaf(path, action, tok, kind == _STRING)))
             elif action is not None:
                 self._apply(action, stack, start, member_start, pos, edits)
             if not stack:
