@@ -39,6 +39,7 @@ from prodclone.masking import keys
 from prodclone.masking.coverage import ensure_covered
 from prodclone.masking.rewriter import TableMasker
 from prodclone.masking.rules import Rules
+from prodclone.masking.transforms import trait
 from prodclone.pgtools import dump_schema, stand_ins
 from prodclone.storage import open_storage
 from prodclone.subset import Subsetter
@@ -218,7 +219,7 @@ def write_manifest(storage, catalog: Catalog, rules: Rules, key: bytes, point: S
         files = [{k: f[k] for k in ("path", "rows", "bytes", "sha256")} for f in by_table.get(name, [])]
         if not rule.skip and not files:
             raise ExportError(f"no data written for {name}: the export is incomplete")
-        masked = [c for c, spec in rule.columns.items() if spec["transform"] != "keep"]
+        masked = [c for c, spec in rule.columns.items() if trait(spec, "masks")]
         tables.append({
             "name": name, "columns": [c.name for c in table.columns], "masked_columns": sorted(masked),
             "skipped": rule.skip, "where": rule.where, "rows": sum(f["rows"] for f in files),

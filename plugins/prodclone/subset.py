@@ -14,6 +14,7 @@ from prodclone.catalog import Catalog
 from prodclone.errors import RulesError
 from prodclone.masking import where as where_clause
 from prodclone.masking.rules import Rules
+from prodclone.masking.transforms import trait
 
 
 class Subsetter:
@@ -42,7 +43,7 @@ class Subsetter:
         for fk in self.catalog.tables[table].foreign_keys:
             if fk.ref_table not in self.catalog.tables:
                 continue
-            if any(rule.columns.get(c, {}).get("transform") == "null" for c in fk.columns):
+            if any(trait(rule.columns.get(c), "null_output") == "always" for c in fk.columns):
                 continue
             yield fk
 

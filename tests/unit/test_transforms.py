@@ -153,3 +153,10 @@ def test_json_paths_mask_only_listed_keys():
     assert out["phone"] != "555-0100"
     assert all(c["email"].endswith(("example.com", "example.net", "example.org")) for c in out["contacts"])
     assert out["address"]["city"] is None
+
+
+def test_json_leak_values_are_the_masked_leaves_at_their_paths():
+    t = make({"transform": "json", "paths": {"email": "email", "tags[*]": "keep", "n": "noise", "x": "null"}})
+    doc = encode(json.dumps({"email": "a@b.com", "tags": ["vip"], "n": 3, "x": "secret"}))
+    assert t.leak_checked and [(w, v) for w, _, v in t.leak_values(doc)] == [("json path email", b"a@b.com")]
+    assert not make({"transform": "json", "paths": {"a": "keep", "n": "noise"}}).leak_checked

@@ -4,13 +4,16 @@ is gone, and each rule fits its column (type, uniqueness, joins)."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 
-from prodclone.catalog import Catalog, column_name
+from prodclone.catalog import Catalog, Column, Table, column_name
 from prodclone.errors import CoverageError, RulesError
 from prodclone.masking import where as where_clause
 from prodclone.masking.detect import suggest
 from prodclone.masking.rules import Rules, build_transform
+from prodclone.masking.transforms import Transform, trait
+from prodclone.masking.transforms.outputs import TEXT, Output
 from prodclone.masking.transforms.template import render_order
 
 # A fixed key for validation only: building a transform needs one; no data moves.
@@ -67,25 +70,31 @@ def check(catalog: Catalog, rules: Rules, key: bytes | None = None) -> Report:
             continue
         report.problems += _where_problems(tname, table, rule)
         keys = set(table.primary_key) | {c for fk in table.foreign_keys for c in fk.columns}
+        built: dict[str, Transform] = {}
         for col in table.columns:
             spec = rule.columns.get(col.name)
             if spec is None:
                 s, why = suggest(col, is_key=col.name in keys)
                 report.problems.append(Problem(tname, col.name, "uncovered", f"{col.type}: no rule ({why})", s))
                 continue
-            err = _check_rule(spec, col, rules, key or _CHECK_KEY, where=column_name(tname, col.name))
+            t, err = _build(spec, rules, key or _CHECK_KEY, where=column_name(tname, col.name))
+            err = err or _check_rule(t, spec, col)
             if err:
                 report.problems.append(Problem(tname, col.name, "invalid", err))
-            elif spec["transform"] == "keep":
-                report.kept_columns += 1
-            else:
+                continue
+            built[col.name] = t
+            if t.masks:
                 report.masked_columns += 1
-        if not any(p.table == tname and rule.columns.get(p.column, {}).get("transform") == "template"
+            else:
+                report.kept_columns += 1
+        order = []
+        if not any(p.table == tname and trait(rule.columns.get(p.column), "row_level")
                    for p in report.problems):  # a malformed template is reported once, above
             try:  # templates must render from masked values only: no self-reference, unknown column or cycle
-                render_order(tname, rule.columns, {c.name for c in table.columns})
+                order = render_order(tname, rule.columns, {c.name for c in table.columns})
             except RulesError as exc:
                 report.problems.append(Problem(tname, None, "invalid", str(exc)))
+        report.problems += _fit_problems(tname, table, built, order)
         for cname in rule.columns:
             if table.column(cname) is None:
                 report.problems.append(Problem(tname, cname, "unknown-column", "rule names a column that does not exist (renamed or dropped?)"))
@@ -95,7 +104,7 @@ def check(catalog: Catalog, rules: Rules, key: bytes | None = None) -> Report:
             for c, rc in zip(fk.columns, fk.ref_columns, strict=True):
                 mine = rule.columns.get(c)
                 theirs = ref_rule.columns.get(rc) if ref_rule else None
-                if mine and theirs and mine["transform"] != "null" and _canon(mine) != _canon(theirs):
+                if mine and theirs and trait(mine, "null_output") != "always" and _canon(mine) != _canon(theirs):
                     report.problems.append(
                         Problem(tname, c, "invalid", f"references {column_name(fk.ref_table, rc)} but masks differently "
                                 f"({json.dumps(mine)} vs {json.dumps(theirs)}); use the same rule so the foreign key holds")
@@ -144,29 +153,92 @@ def _where_problems(tname: str, table, rule) -> list[Problem]:
     return problems
 
 
-# Transforms whose output does not depend on the `unique` flag.
-_UNIQUE_AGNOSTIC = {"email", "hash", "keep", "null"}
-
-
 def _canon(spec: dict) -> str:
-    drop = {"nulls", "unique"} if spec.get("transform") in _UNIQUE_AGNOSTIC else {"nulls"}
+    """A rule as far as its output goes: ``nulls`` aside, and ``unique`` where it changes nothing."""
+    drop = {"nulls"} if trait(spec, "unique_changes_output") is not False else {"nulls", "unique"}
     return json.dumps({k: v for k, v in spec.items() if k not in drop}, sort_keys=True)
 
 
-def _check_rule(spec: dict, col, rules: Rules, key: bytes, where: str) -> str | None:
+def _build(spec: dict, rules: Rules, key: bytes, where: str) -> tuple[Transform | None, str | None]:
+    """The rule's transform, or why it cannot be built."""
     try:
-        t = build_transform(spec, rules.context(key), where=where)
+        return build_transform(spec, rules.context(key), where=where), None
     except RulesError as exc:
-        return str(exc).removeprefix(where + ": ")
+        return None, str(exc).removeprefix(where + ": ")
+
+
+def _check_rule(t: Transform, spec: dict, col: Column) -> str | None:
     if t.categories is not None and col.category not in t.categories:
         return f"transform {t.name!r} does not fit type {col.type}"
     if t.masks and col.unique and not t.guarantees_unique:
         if not t.can_be_unique:
             return f"column is UNIQUE but {t.name!r} cannot keep values distinct; use hash (length >= 20), email, or faker with unique: true"
         return "column is UNIQUE: add `unique: true` so masked values never collide"
-    if t.name == "null" and col.not_null:
-        return "column is NOT NULL; null would fail the load"
+    if t.null_output != "never" and col.not_null:
+        return f"column is NOT NULL; {t.name!r} emits NULL, which would fail the load"
+    if spec.get("nulls") == "mask" and t.masks and t.null_output == "never" and col.unique and not col.not_null:
+        return ("column is UNIQUE and nullable, and nulls: mask turns every NULL into the same masked value, "
+                "so two NULL rows would collide; drop nulls: mask (NULL stays NULL, which UNIQUE allows)")
     return None
+
+
+def _fit_problems(tname: str, table: Table, built: dict[str, Transform], order: list[str]) -> list[Problem]:
+    """Masked values must load into their columns: the type, and the length its typmod allows. Templates
+    come last, in render order, sized by the longest masked values they use."""
+    lengths: dict[str, float] = {}
+    problems = []
+    for c in [c for c, t in built.items() if not t.row_level] + [c for c in order if c in built]:
+        t, col = built[c], table.column(c)
+        out = t.output(lengths)
+        limit = _limit(col)
+        lengths[c] = out.max_length if out.max_length is not None else _TEXT_WIDTH.get(_base(col), limit)
+        err = _misfit(t, out, col, limit)
+        if err:
+            problems.append(Problem(tname, c, "invalid", err))
+    return problems
+
+
+def _base(col: Column) -> str:
+    """The column's type without modifiers, as format_type names it (a domain's base type)."""
+    return col.base_type or col.type.split("(")[0]
+
+
+# The longest text of a value of these types, for templates using a kept column of one.
+_TEXT_WIDTH = {"smallint": 6, "integer": 11, "bigint": 20, "uuid": 36, "boolean": 5, "date": 16,
+               "timestamp without time zone": 31, "timestamp with time zone": 37}
+_CHARS = {"character varying", "character", "varchar", "bpchar"}  # types whose typmod is a length + 4
+
+
+def _limit(col: Column) -> float:
+    """How long a value the column takes: characters for varchar(n)/char(n), the digits before the point
+    for numeric(p,s); math.inf if unbounded."""
+    if col.typmod < 4:
+        return math.inf
+    if _base(col) in _CHARS:
+        return col.typmod - 4
+    if _base(col) == "numeric":
+        precision, scale = (col.typmod - 4) >> 16, ((col.typmod - 4) & 0x7FF ^ 0x400) - 0x400  # scale may be < 0
+        return precision - scale
+    return math.inf
+
+
+def _misfit(t: Transform, out: Output, col: Column, limit: float) -> str | None:
+    if out.types is None:  # the input's own type, no longer than it: fits where the input did
+        return None
+    if (TEXT if col.category == "text" else _base(col)) not in out.types:
+        return (f"{t.name!r} emits {_kinds(out.types)}, which a {col.type} column cannot load; use a rule whose "
+                f"output is a {col.type} (keep or null if it holds no personal data)")
+    if out.max_length is not None and out.max_length > limit:
+        size = "values of any length" if out.max_length == math.inf else f"values up to {out.max_length:g} characters"
+        return (f"{t.name!r} emits {size}, but {col.type} holds {limit:g}; use a shorter output (e.g. hash "
+                f"with length <= {limit:g}) or widen the column in the source")
+    return None
+
+
+def _kinds(types: frozenset[str]) -> str:
+    """What an output is, for messages: its types, text first."""
+    rest = sorted(types - {TEXT})
+    return "text" + (f" ({', '.join(rest)} too)" if rest else " only")
 
 
 def ensure_covered(catalog: Catalog, rules: Rules, key: bytes | None = None) -> Report:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from prodclone.catalog import Column
+from prodclone.masking.transforms import trait
 
 # (name pattern, rule, why). First match wins; order matters.
 NAME_RULES: list[tuple[str, dict, str]] = [
@@ -58,14 +59,10 @@ def suggest(column: Column, samples: list[str] | None = None, is_key: bool = Fal
     if column.category in ("text", "other", "json", "temporal", "number"):
         for pattern, rule, why in NAME_RULES:
             if re.search(pattern, name):
-                if rule["transform"] == "date_shift" and column.category != "temporal":
-                    continue
-                if rule["transform"] == "noise" and column.category != "number":
+                if not _fits_category(rule, column.category):
                     continue
                 if column.category == "json":
                     return {"transform": "null"}, f"json that looks like {why}: mask paths with the json transform"
-                if column.category in ("temporal", "number") and rule["transform"] not in ("date_shift", "noise"):
-                    continue
                 return _uniq(dict(rule), column), why
     if samples and column.category == "text" and not is_key:  # keys: values like "978-..." are ids, not phones
         for pattern, rule, why in VALUE_RULES:
@@ -75,10 +72,17 @@ def suggest(column: Column, samples: list[str] | None = None, is_key: bool = Fal
     return {"transform": "keep"}, KEEP_WHY.get(column.category, "not personal")
 
 
+def _fits_category(rule: dict, category: str) -> bool:
+    """Does the rule's transform take this column category? One for any category (faker, hash) is
+    not suggested for numbers and dates, whose own transforms keep them valid."""
+    accepted = trait(rule, "categories")
+    return category in accepted if accepted is not None else category not in ("temporal", "number")
+
+
 def _uniq(rule: dict, column: Column) -> dict:
-    if column.unique and rule["transform"] in ("faker", "template"):
+    if column.unique and trait(rule, "unique_changes_output"):
         rule["unique"] = True
-    if column.unique and rule["transform"] == "redact":
+    if column.unique and not trait(rule, "can_be_unique") and column.category == "text":
         rule = {"transform": "hash", "length": 24}
     return rule
 
@@ -108,13 +112,13 @@ def suggest_json(column: Column, docs: list) -> tuple[dict, str] | None:
         leaf = path.rsplit(".", 1)[-1].replace("[*]", "")
         paths[path] = {"transform": "keep"}
         for pattern, rule, _why in NAME_RULES:
-            if rule["transform"] not in ("date_shift", "noise") and re.search(pattern, leaf.lower()):
+            if _fits_category(rule, "text") and re.search(pattern, leaf.lower()):
                 paths[path] = rule
                 break
         else:
             if leaf.lower() in ("zip", "ip"):
                 paths[path] = {"transform": "faker", "provider": "postcode" if leaf.lower() == "zip" else "ipv4"}
-        if paths[path]["transform"] != "keep":
+        if trait(paths[path], "masks"):
             personal.append(path)
     if not paths:
         return None

@@ -4,8 +4,11 @@ not appear in the masked output, and that every file matches the manifest.
 Samples come straight from the source and stay in memory; reports name the
 column and a count, never a value. Coincidences a transform can produce
 without seeing the input (a Faker pool that happens to hold "John") are not
-leaks. Numeric and date transforms (noise, date_shift) are out of scope:
-equal values across rows are expected there.
+leaks. Which columns are compared, and which parts of their values, is each
+transform's to say (``Transform.leak_checked``, ``leak_values``): not those
+whose outputs may equal originals by design (keep, noise, date_shift), nor
+those that only emit NULL; json documents are compared at their masked paths.
+Empty strings identify no one and are never counted.
 """
 
 from __future__ import annotations
@@ -21,11 +24,6 @@ from prodclone.errors import ExportError, LeakError
 from prodclone.masking.copytext import NULL
 from prodclone.masking.rewriter import TableMasker
 from prodclone.masking.rules import Rules
-
-# Checked by default (fail closed): every masking transform but these, whose
-# outputs legitimately equal other rows' inputs (numbers, dates) or are NULL.
-# json documents are rewritten whole; their paths are not compared yet.
-UNCHECKED = {"keep", "noise", "date_shift", "null", "json"}
 
 
 @dataclass
@@ -55,7 +53,7 @@ def verify_export(storage, manifest: dict, source_dsn: str | None, rules: Rules,
                   sample_size: int = 500) -> VerifyReport:
     """Check files against the manifest; with ``source_dsn``, also the leak check."""
     report = VerifyReport()
-    samples: dict[str, dict[int, set[bytes]]] = {}
+    samples: dict[str, dict[int, dict[str, set[bytes]]]] = {}
     maskers: dict[str, TableMasker] = {}
     if source_dsn:
         with connect_source(source_dsn) as conn:
@@ -68,9 +66,9 @@ def verify_export(storage, manifest: dict, source_dsn: str | None, rules: Rules,
                 cols = {}
                 for idx, name in enumerate(t["columns"]):
                     tr = masker.transforms.get(name)
-                    if tr is not None and tr.masks and tr.name not in UNCHECKED:
-                        cols[idx] = _sample(conn, table, name, sample_size)
-                        report.samples += len(cols[idx])
+                    if tr is not None and tr.leak_checked:
+                        cols[idx] = _originals(tr, _sample(conn, table, name, sample_size))
+                        report.samples += sum(map(len, cols[idx].values()))
                 if cols:
                     samples[t["name"]] = cols
                     report.columns_checked += len(cols)
@@ -103,13 +101,26 @@ def verify_export(storage, manifest: dict, source_dsn: str | None, rules: Rules,
     return report
 
 
-def _scan(lines: list[bytes], cols: dict[int, set[bytes]], masker: TableMasker, t: dict, report: VerifyReport) -> None:
+def _originals(tr, fields: set[bytes]) -> dict[str, set[bytes]]:
+    """Sampled fields of one column as the values the leak check compares, by where they sit in the field.
+    An empty string identifies no one: seeing it again in the output is no leak."""
+    out: dict[str, set[bytes]] = {}
+    for f in fields:
+        for where, _rule, v in tr.leak_values(f):
+            if v:
+                out.setdefault(where, set()).add(v)
+    return out
+
+
+def _scan(lines: list[bytes], cols: dict[int, dict[str, set[bytes]]], masker: TableMasker, t: dict,
+          report: VerifyReport) -> None:
     for line in lines:
         fields = line.split(b"\t")
         for idx, originals in cols.items():
-            v = fields[idx]
-            if v != NULL and v in originals:
-                name = t["columns"][idx]
-                if not masker.transforms[name].could_emit(v):
-                    key = column_name(t["name"], name)
+            if fields[idx] == NULL:
+                continue
+            name = t["columns"][idx]
+            for where, rule, v in masker.transforms[name].leak_values(fields[idx]):
+                if v in originals.get(where, ()) and not rule.could_emit(v):
+                    key = column_name(t["name"], name) + (f" at {where}" if where else "")
                     report.leaks[key] = report.leaks.get(key, 0) + 1

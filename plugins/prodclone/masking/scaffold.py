@@ -13,6 +13,7 @@ from psycopg import sql
 
 from prodclone.catalog import Catalog, Table, column_name
 from prodclone.masking.detect import suggest, suggest_json
+from prodclone.masking.transforms import trait
 
 HEADER = """\
 # prodclone masking rules. Every column of every table needs a rule: a column
@@ -58,7 +59,7 @@ def scaffold(conn, catalog: Catalog, sample: int = 200) -> str:
         for fk in table.foreign_keys:
             for c, rc in zip(fk.columns, fk.ref_columns, strict=True):
                 ref = chosen.get((fk.ref_table, rc))
-                if ref and ref[0]["transform"] != "keep":
+                if ref and trait(ref[0], "masks"):
                     chosen[(name, c)] = (ref[0], f"references {column_name(fk.ref_table, rc)}: same rule keeps the join")
     out = [HEADER]
     for name, table in catalog.tables.items():

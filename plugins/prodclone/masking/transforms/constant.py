@@ -1,5 +1,6 @@
-from prodclone.masking.copytext import encode
+from prodclone.masking.copytext import decode, encode
 from prodclone.masking.transforms.base import Transform, register
+from prodclone.masking.transforms.outputs import Output, of_values
 
 
 @register
@@ -8,6 +9,7 @@ class Constant(Transform):
     description = "Replace every value with the same constant."
     params = {"value": {"type": ["string", "number", "boolean"], "description": "The replacement, as text."}}
     required = ("value",)
+    examples = ({"transform": "constant", "value": "redacted"}, {"transform": "constant", "value": 0})
     can_be_unique = False
 
     def setup(self) -> None:
@@ -16,6 +18,9 @@ class Constant(Transform):
 
     def __call__(self, value: bytes) -> bytes:
         return self.out
+
+    def output(self, lengths) -> Output:
+        return of_values([decode(self.out)])
 
     def could_emit(self, value: bytes) -> bool:
         return value == self.out

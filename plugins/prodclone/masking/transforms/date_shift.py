@@ -4,6 +4,7 @@ import re
 from prodclone.errors import UncoveredValue
 from prodclone.masking import keys
 from prodclone.masking.transforms.base import Transform, register
+from prodclone.masking.transforms.outputs import Output
 
 # PostgreSQL's ISO output: a year of 4+ digits, the time (and zone) if any, " BC" last.
 _ISO = re.compile(rb"(\d{4,})-(\d\d)-(\d\d)( \d[^\t]*?)?( BC)?")
@@ -33,11 +34,16 @@ class DateShift(Transform):
     name = "date_shift"
     description = "Shift a date/timestamp by a deterministic, never-zero number of days within +/- days; time of day is kept."
     params = {"days": {"type": "integer", "minimum": 1, "maximum": 36500, "description": "Maximum shift (default 30)."}}
+    examples = ({"transform": "date_shift"}, {"transform": "date_shift", "days": 180})
     categories = frozenset({"temporal"})
     can_be_unique = False
+    may_equal_inputs = True  # a shifted date is just another date, maybe another row's
 
     def setup(self) -> None:
         self.days = self.spec.get("days", 30)
+
+    def output(self, lengths) -> Output:
+        return Output()  # a date or timestamp of the input's type, within PostgreSQL's range
 
     def __call__(self, value: bytes) -> bytes:
         if value in _INFINITE:  # a sentinel shared by many rows: it identifies nobody

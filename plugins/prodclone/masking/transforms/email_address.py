@@ -1,8 +1,9 @@
 import unicodedata
 
 from prodclone.masking import keys
-from prodclone.masking.copytext import decode
+from prodclone.masking.copytext import decode, encode
 from prodclone.masking.transforms.base import Transform, register
+from prodclone.masking.transforms.outputs import TEXT, Output
 from prodclone.masking.transforms.pools import text_pool
 
 # RFC 2606 reserved domains: a masked address can never reach a real inbox.
@@ -26,6 +27,7 @@ class Email(Transform):
         "domains": {"type": "array", "items": {"type": "string"}, "minItems": 1},
         "locale": {"type": "string"},
     }
+    examples = ({"transform": "email"}, {"transform": "email", "domains": ["example.test"]})
     categories = frozenset({"text", "other"})
 
     def setup(self) -> None:
@@ -36,7 +38,11 @@ class Email(Transform):
         self.lasts = [_ascii_slug(v) for v in lasts]
         self.domains = self.spec.get("domains", SAFE_DOMAINS)
 
+    def output(self, lengths) -> Output:
+        longest = max(map(len, self.firsts)) + max(map(len, self.lasts)) + max(map(len, self.domains))
+        return Output(frozenset({TEXT}), longest + 23)  # two dots, the 20-character tag and "@"
+
     def __call__(self, value: bytes) -> bytes:
         h = keys.h64(self.subkey, value)
         local = f"{self.firsts[h % 1024]}.{self.lasts[(h >> 10) % 1024]}.{self.tag(value)}"
-        return f"{local}@{self.domains[(h >> 30) % len(self.domains)]}".encode()
+        return encode(f"{local}@{self.domains[(h >> 30) % len(self.domains)]}")  # COPY text, whatever the domains hold

@@ -1,4 +1,6 @@
+from prodclone.masking.copytext import decode
 from prodclone.masking.transforms.base import Transform, register
+from prodclone.masking.transforms.outputs import Output, of_values
 from prodclone.masking.transforms.pools import text_pool
 
 
@@ -13,6 +15,10 @@ class FakerTransform(Transform):
         "pool_size": {"type": "integer", "minimum": 16, "maximum": 1000000},
     }
     required = ("provider",)
+    examples = ({"transform": "faker", "provider": "first_name"},
+                {"transform": "faker", "provider": "user_name", "unique": True},
+                {"transform": "faker", "provider": "phone_number", "locale": "fr_FR", "pool_size": 64})
+    unique_changes_output = True
 
     def setup(self) -> None:
         self.pool = text_pool(
@@ -23,6 +29,9 @@ class FakerTransform(Transform):
             self.subkey,
         )
         self._members = None
+
+    def output(self, lengths) -> Output:
+        return of_values(map(decode, self.pool), extra_length=21 if self.unique else 0)  # "-" and the tag
 
     def __call__(self, value: bytes) -> bytes:
         out = self.pick(self.pool, value)

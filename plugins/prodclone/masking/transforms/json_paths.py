@@ -5,10 +5,12 @@ else — number text, key order, duplicate keys, escapes, whitespace — stays b
 import json
 import re
 from bisect import bisect
+from collections.abc import Iterator
 
 from prodclone.errors import RulesError, UncoveredValue
 from prodclone.masking.copytext import NULL, decode, encode
 from prodclone.masking.transforms.base import Transform, register
+from prodclone.masking.transforms.outputs import Output
 
 ITEM = None  # a path step into any element of an array: the '[*]' of 'items[*].email'
 
@@ -84,8 +86,12 @@ class JsonPaths(Transform):
         },
     }
     required = ("paths",)
+    examples = ({"transform": "json", "paths": {"email": "email", "contacts[*].phone": {"transform": "faker", "provider": "phone_number"},
+                                                "theme": "keep"}},
+                {"transform": "json", "paths": {"name": "null"}, "unlisted": "drop"})
     categories = frozenset({"json"})
     can_be_unique = False
+    may_equal_inputs = True  # a document with nothing to mask comes out as it went in
 
     def setup(self) -> None:
         from prodclone.masking.rules import build_transform  # rules builds transforms; avoid a cycle
@@ -96,6 +102,25 @@ class JsonPaths(Transform):
             self.rules[_parse(path)] = build_transform(spec, self.ctx, where=f"json path {path!r}")
         self.prefixes = {p[:i] for p in self.rules for i in range(len(p))}
         self.unlisted = self.spec.get("unlisted", "fail") or "null"  # YAML's bare null is None
+
+    def output(self, lengths) -> Output:
+        return Output()  # the document, edited in place: still json
+
+    @property
+    def leak_checked(self) -> bool:
+        return any(rule.leak_checked for rule in self.rules.values())
+
+    def leak_values(self, field: bytes) -> Iterator[tuple[str, Transform, bytes]]:
+        """The values at listed paths whose rules the leak check covers, each as its rule sees it."""
+        found = []
+
+        def collect(path: tuple, rule: Transform, tok: str, was_string: bool) -> str:
+            if rule.leak_checked:
+                found.append((f"json path {_show(path)}", rule, encode(json.loads(tok) if was_string else tok)))
+            return tok
+
+        self._edits(decode(field), collect)
+        return iter(found)
 
     def __call__(self, value: bytes) -> bytes:
         text = decode(value)
@@ -109,9 +134,11 @@ class JsonPaths(Transform):
         out.append(text[pos:])
         return encode("".join(out))
 
-    def _edits(self, text: str) -> list[tuple[int, int, str]]:
+    def _edits(self, text: str, on_leaf=None) -> list[tuple[int, int, str]]:
         """(start, end, replacement) of every change. Frames on a stack stand in for
-        recursion, so depth costs no Python stack."""
+        recursion, so depth costs no Python stack. ``on_leaf(path, rule, token, was_string)``
+        gives a listed value's replacement text; by default, its rule masks it."""
+        on_leaf = on_leaf or (lambda _path, rule, tok, was_string: self._mask_leaf(rule, tok, was_string))
         edits: list[tuple[int, int, str]] = []
         stack: list[_Frame] = []
         path: tuple = ()  # the path of the value expected next
@@ -142,7 +169,7 @@ class JsonPaths(Transform):
                 continue
             if isinstance(action, Transform):
                 if action.masks and tok != "null":
-                    edits.append((start, pos, self._mask_leaf(action, tok, kind == _STRING)))
+                    edits.append((start, pos, on_leaf(path, action, tok, kind == _STRING)))
             elif action is not None:
                 self._apply(action, stack, start, member_start, pos, edits)
             if not stack:
@@ -162,7 +189,7 @@ class JsonPaths(Transform):
                 raise UncoveredValue(f"json path {_show(path)!r} is not listed (unlisted: fail): add it to paths "
                                      "with a rule, or keep if it holds no personal data")
             return self.unlisted
-        if container and rule.masks and rule.name != "null":
+        if container and rule.masks and rule.null_output != "always":
             raise UncoveredValue(f"json path {_show(path)!r} holds an object or array, which {rule.name} cannot mask: "
                                  "list the paths inside it, or use keep or null")
         return rule if not container else ("null" if rule.masks else "keep")

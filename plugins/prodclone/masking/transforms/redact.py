@@ -1,5 +1,6 @@
 from prodclone.masking.copytext import decode, encode
 from prodclone.masking.transforms.base import Transform, register
+from prodclone.masking.transforms.outputs import TEXT, Output
 
 
 @register
@@ -11,6 +12,7 @@ class Redact(Transform):
         "keep_end": {"type": "integer", "minimum": 0},
         "char": {"type": "string", "minLength": 1, "maxLength": 1},
     }
+    examples = ({"transform": "redact", "keep_end": 4}, {"transform": "redact", "keep_start": 1, "char": "#"})
     can_be_unique = False
 
     def setup(self) -> None:
@@ -25,3 +27,10 @@ class Redact(Transform):
             return encode(self.char * n)
         tail = s[n - self.end :] if self.end else ""
         return encode(s[: self.start] + self.char * (n - self.start - self.end) + tail)
+
+    def output(self, lengths) -> Output:
+        return Output(frozenset({TEXT}))  # as many characters as its input, as text
+
+    def could_emit(self, value: bytes) -> bool:
+        """Only the redaction character (or nothing): what any short enough input becomes."""
+        return not decode(value).strip(self.char)

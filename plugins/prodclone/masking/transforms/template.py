@@ -1,3 +1,4 @@
+import math
 import string
 from collections.abc import Collection
 from graphlib import CycleError, TopologicalSorter
@@ -6,6 +7,7 @@ from prodclone.catalog import column_name
 from prodclone.errors import RulesError
 from prodclone.masking.copytext import NULL, decode, encode
 from prodclone.masking.transforms.base import Transform, register
+from prodclone.masking.transforms.outputs import TEXT, Output
 
 
 def template_fields(template: str) -> list[str]:
@@ -52,6 +54,9 @@ class Template(Transform):
         "lower": {"type": "boolean", "description": "Lower-case the result."},
     }
     required = ("template",)
+    examples = ({"transform": "template", "template": "{first_name}.{last_name}@example.com", "lower": True},
+                {"transform": "template", "template": "{first_name} {last_name}", "unique": True})
+    unique_changes_output = True
     row_level = True
 
     def setup(self) -> None:
@@ -59,6 +64,16 @@ class Template(Transform):
         self.fields = template_fields(self.template)
         self.lower = self.spec.get("lower", False)
         self.indexes: dict[str, int] = {}
+
+    def output(self, lengths) -> Output:
+        """Text as long as its literal parts and the longest masked values it names, plus the tag;
+        a format spec or conversion ({x:>99}, {x!r}) could make it any length."""
+        parts = list(string.Formatter().parse(self.template))
+        if any(spec or conv for _, field, spec, conv in parts if field):
+            return Output(frozenset({TEXT}), math.inf)
+        longest = sum(len(text) for text, *_ in parts) + sum(lengths.get(f, math.inf) for f in self.fields)
+        longest *= 2 if self.lower else 1  # lower() may double a character (İ -> i̇), never more
+        return Output(frozenset({TEXT}), longest + (21 if self.unique else 0))  # "." and the tag
 
     def bind(self, column_index: dict[str, int]) -> None:
         """Where each referenced column sits in a row; render_order has checked they all exist."""
