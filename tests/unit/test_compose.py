@@ -65,3 +65,20 @@ def test_example_base_namespace_matches_the_velero_config():
     sts = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "postgres")
     assert sts["spec"]["template"]["metadata"]["labels"] == dict(pg.selector)
     assert sts["spec"]["template"]["spec"]["containers"][0]["name"] == pg.container
+
+
+def test_compose_installs_every_engine_requirement_at_its_pinned_version():
+    """The official image carries Airflow and its providers; the engine's own libraries must be added,
+    pinned as requirements.txt pins them, or the workers fail on import (e.g. pglast for `where:`)."""
+    pins = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        name = re.split(r"[=<>\[]", line)[0].lower() if line else ""
+        if name and not name.startswith("apache-airflow") and name != "pgserver":  # demo-only server
+            pins[name] = line
+    extra = _compose()["x-airflow-common"]["environment"]["_PIP_ADDITIONAL_REQUIREMENTS"].split()
+    given = {re.split(r"[=<>\[]", r)[0].lower(): r for r in extra}
+    assert set(pins) <= set(given), f"compose lacks {sorted(set(pins) - set(given))}"
+    for name, line in pins.items():
+        if "==" in line:
+            assert given[name] == line, (name, given[name], line)
