@@ -133,8 +133,10 @@ def test_clones_page_lists_refuses_fails_extends_and_tears_down(airflow_server, 
     _banner(browser, f"Extension of {env} succeeded")
     after = rows(airflow_server["registry"], "SELECT expires_at FROM environments WHERE name = %s", (env,))[0][0]
     assert 11.9 * 3600 < (after - before).total_seconds() < 12.1 * 3600
-    row = _until(lambda: browser.find_elements(By.CSS_SELECTOR, f'tr[data-env="{env}"]'), 30, "the row again")[0]
-    assert row.find_element(By.CLASS_NAME, "hours").get_attribute("max") == "36"  # 72 - 24 - 12
+    # The page refreshes its state after the run: wait for the new bound (72 - 24 - 12), not the old row.
+    _until(lambda: browser.find_element(By.CSS_SELECTOR, f'tr[data-env="{env}"] .hours').get_attribute("max") == "36",
+           30, "the hours box's new bound")
+    row = browser.find_element(By.CSS_SELECTOR, f'tr[data-env="{env}"]')
 
     down = row.find_element(By.CLASS_NAME, "teardown")
     down.click()

@@ -128,6 +128,21 @@ def test_noise_stays_in_bounds_and_keeps_scale():
     assert b"." not in t(b"42")
 
 
+def test_noise_near_a_bounded_types_limit_never_overflows_it():
+    from decimal import Decimal
+
+    t = make({"transform": "noise", "relative": 0.5})
+    grew = 0
+    for top in ("999.99", "-999.99", "32767", "2147483647", "-2147483648", "9223372036854775807", "99"):
+        for i in range(300):  # many keyed factors: half of them would push the value past the limit
+            v = Decimal(top) - i
+            out = Decimal(t(str(v).encode()).decode())
+            assert out.copy_abs().adjusted() <= v.copy_abs().adjusted(), (v, out)
+            assert not any(abs(v) <= lim < abs(out) for lim in (2**15 - 1, 2**31 - 1, 2**63 - 1)), (v, out)
+            grew += abs(out) > abs(v)
+    assert grew > 0  # values away from a limit are still noised both ways
+
+
 def test_constant_null_keep():
     assert make({"transform": "constant", "value": "x"})(b"anything") == b"x"
     assert make({"transform": "null"})(b"anything") == b"\\N"

@@ -4,6 +4,8 @@ from prodclone.masking import keys
 from prodclone.masking.transforms.base import Transform, register
 from prodclone.masking.transforms.outputs import Output
 
+_INT_LIMITS = (2**15 - 1, 2**31 - 1, 2**63 - 1)
+
 
 @register
 class Noise(Transform):
@@ -19,7 +21,17 @@ class Noise(Transform):
         self.rel = Decimal(str(self.spec.get("relative", 0.1)))
 
     def output(self, lengths) -> Output:
-        return Output()  # a number of the input's scale (a value near a bounded type's limit may overflow it)
+        return Output()  # a number of the input's scale and at most its magnitude class: see _fits_like
+
+    @staticmethod
+    def _fits_like(d: Decimal, out: Decimal) -> bool:
+        """Whether ``out`` fits every type ``d`` fits: no more integer digits (numeric(p,s)) and not past
+        an integer type's limit that ``d`` is within (smallint, integer, bigint)."""
+        if out.copy_abs() <= d.copy_abs():
+            return True
+        if out.copy_abs().adjusted() > d.copy_abs().adjusted():
+            return False
+        return not any(abs(d) <= limit < abs(out) for limit in _INT_LIMITS)
 
     def __call__(self, value: bytes) -> bytes:
         try:
@@ -29,7 +41,12 @@ class Noise(Transform):
         if not d.is_finite():
             return value
         u = Decimal(keys.h64(self.subkey, value) % 2_000_001 - 1_000_000) / 1_000_000
-        out = d * (1 + u * self.rel)
         exp = d.as_tuple().exponent
-        out = out.quantize(Decimal(1).scaleb(exp)) if isinstance(exp, int) else out
+        out = self._scaled(d, u, exp)
+        if not self._fits_like(d, out):  # would overflow a bounded type near its limit: shrink instead
+            out = self._scaled(d, -abs(u), exp)
         return str(out).encode()
+
+    def _scaled(self, d: Decimal, u: Decimal, exp) -> Decimal:
+        out = d * (1 + u * self.rel)
+        return out.quantize(Decimal(1).scaleb(exp)) if isinstance(exp, int) else out
