@@ -38,8 +38,13 @@ def browser():
 
 def _until(check, timeout=90, what="condition"):
     deadline = time.monotonic() + timeout
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
     while time.monotonic() < deadline:
-        value = check()
+        try:
+            value = check()
+        except (NoSuchElementException, StaleElementReferenceException):  # the page re-rendered meanwhile
+            value = None
         if value:
             return value
         time.sleep(1)
