@@ -25,7 +25,7 @@ from psycopg.rows import dict_row
 
 from prodclone import faults, marker
 from prodclone.catalog import split_qualified
-from prodclone.db import connect, dbname_of, with_dbname
+from prodclone.db import catalog_only, connect, dbname_of, with_dbname
 from prodclone.errors import ProdcloneError, SeedError
 from prodclone.export import read_manifest
 from prodclone.marker import ADMIN_DB, SYSTEM_DBS
@@ -123,7 +123,7 @@ def _rename(admin, old: str, new: str) -> None:
 
 def _is_empty(dsn: str) -> bool:
     """Whether the database holds nothing template0 does not: no schema, table, function, type or large object."""
-    with connect(dsn, role="staging") as conn:
+    with connect(catalog_only(dsn), role="staging") as conn:
         return not conn.execute(
             "SELECT EXISTS (SELECT FROM pg_class WHERE oid >= %(f)s) OR EXISTS (SELECT FROM pg_namespace WHERE oid >= %(f)s)"
             " OR EXISTS (SELECT FROM pg_proc WHERE oid >= %(f)s) OR EXISTS (SELECT FROM pg_type WHERE oid >= %(f)s)"
@@ -215,7 +215,7 @@ def seed(storage_url: str, target_dsn: str, *, overwrite: bool = False, s3_optio
     schema = _verified_schema(storage, manifest)
     staging = base + STAGING
     tags = {"export": manifest["created_at"], "rules": manifest["rules_sha256"][:12]} | ({"labels": labels} if labels else {})
-    admin = connect(with_dbname(target_dsn, ADMIN_DB), role="target", autocommit=True, row_factory=dict_row)
+    admin = connect(catalog_only(with_dbname(target_dsn, ADMIN_DB)), role="target", autocommit=True, row_factory=dict_row)
     try:
         _lock(admin, base)
         _repair(admin, target_dsn, base)

@@ -59,7 +59,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from prodclone.config import Config
-from prodclone.db import connect, dbname_of, password_verifier, with_dbname
+from prodclone.db import catalog_only, connect, dbname_of, password_verifier, with_dbname
 from prodclone.drivers.base import (
     CloneBusy,
     CloneDriver,
@@ -170,7 +170,7 @@ class PostgresDriver(CloneDriver):
 
     @contextmanager
     def _admin(self):
-        conn = connect(self.admin_dsn, role="base server", autocommit=True)
+        conn = connect(catalog_only(self.admin_dsn), role="base server", autocommit=True)
         try:
             yield conn
         finally:
@@ -518,7 +518,8 @@ class PostgresDriver(CloneDriver):
         for name, value in profile.settings:
             admin.execute(sql.SQL("ALTER DATABASE {} SET {} = {}").format(db, _ident(name), sql.Literal(value)))
         self._open(admin, env)
-        with connect(with_dbname(self.admin_dsn, env), role="clone", autocommit=True) as conn, conn.transaction():
+        with connect(catalog_only(with_dbname(self.admin_dsn, env)), role="clone", autocommit=True) as conn, \
+                conn.transaction():
             for (stmt,) in conn.execute(OWNED_OBJECTS, {"role": env}).fetchall():
                 conn.execute(stmt)
 
@@ -671,6 +672,6 @@ class PostgresDriver(CloneDriver):
                                 WHERE s.refclassid = 'pg_authid'::regclass AND d.datallowconn
                                   AND s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = %s)""", (env,)).fetchall()
         for (db,) in dbs:
-            with connect(with_dbname(self.admin_dsn, db), role="server", autocommit=True) as conn:
+            with connect(catalog_only(with_dbname(self.admin_dsn, db)), role="server", autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP OWNED BY {}").format(_ident(env)))
         admin.execute(sql.SQL("DROP ROLE {}").format(_ident(env)))
