@@ -194,11 +194,13 @@ class PostgresDriver(CloneDriver):
             if marked is False:
                 raise CloneError(f"database {name!r} exists but prodclone did not create it; "
                                  f"set clones.registry_database to another name")
-            if marked is None:
+            if marked is None:  # closed until PUBLIC is out; from template0, which no clone user can hold open
                 with suppress(psycopg.errors.DuplicateDatabase):  # a concurrent task made it first
-                    admin.execute(sql.SQL("CREATE DATABASE {}").format(_ident(name)))
+                    admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ALLOW_CONNECTIONS false").format(
+                        _ident(name)))
+                    fault_point("registry.created")
                     self._mark(admin, name, role="registry")
-                    admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(_ident(name)))
+            self._open(admin, name)  # also reopens one a killed run left closed
         with connect(self.registry_dsn, role="registry", autocommit=True) as conn:
             conn.execute("SELECT pg_advisory_lock(hashtext('prodclone:registry-schema'))")
             conn.execute(REGISTRY_SCHEMA)
