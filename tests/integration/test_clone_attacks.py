@@ -14,6 +14,7 @@ from psycopg import sql
 from prodclone import devpg, faults
 from prodclone.db import dbname_of, with_dbname
 from prodclone.drivers import postgres
+from prodclone.drivers.base import CloneError
 from prodclone.export import run_export
 from prodclone.masking.rules import load_rules
 from prodclone.seed import seed
@@ -329,3 +330,18 @@ def test_no_password_reaches_the_server_log(clones, pg):
     assert len(changes) == 2 and all("PASSWORD 'SCRAM-SHA-256$4096:" in c for c in changes)
     assert password not in logged
     clones.teardown(env)
+
+
+def test_a_teardown_between_the_copy_and_the_hooks_leaves_nothing_to_finish(clones, pg):
+    """A restore raced by a teardown (or an extend) of the same env: the late half of the restore refuses
+    instead of handing out credentials to an env the registry no longer lists; nothing is left behind."""
+    clones.snapshot("r1")
+    env = clone_env()
+    before = server_state(pg)
+    clones.begin_restore(clone_request(env), "run-1")
+    with pytest.raises(CloneError, match="not a ready environment"):
+        clones.extend(env, 1, max_hours=72)
+    clones.teardown(env)
+    with pytest.raises(CloneError, match="not in the registry"):
+        clones.finish_restore(env, "run-1", ())
+    assert env not in clones.secrets.values and server_state(pg) == before
