@@ -345,3 +345,24 @@ def test_a_teardown_between_the_copy_and_the_hooks_leaves_nothing_to_finish(clon
     with pytest.raises(CloneError, match="not in the registry"):
         clones.finish_restore(env, "run-1", ())
     assert env not in clones.secrets.values and server_state(pg) == before
+
+
+LO_FLOOD = 20_000  # far beyond max_locks_per_transaction x max_connections (64 x 100)
+
+
+def test_a_flood_of_large_objects_elsewhere_does_not_stop_teardown(clones, pg):
+    """Broke before the fix: tens of thousands of large objects in the maintenance database, each also granted to
+    another clone's role. One DROP OWNED needed a lock per object, more than the server's lock table holds, so
+    the role's teardown failed with 'out of shared memory' every time. Both roles' teardowns now succeed."""
+    clones.snapshot("r1")
+    env, other = clone_env(), clone_env()
+    restore(clones, other)
+    restore(clones, env)
+    with psycopg.connect(psycopg.conninfo.make_conninfo(clone_url(clones, env), dbname="postgres")) as c:
+        c.execute(sql.SQL("DO $$ DECLARE o oid; BEGIN FOR o IN SELECT lo_create(0) FROM generate_series(1, {}) LOOP "
+                          "EXECUTE format('GRANT SELECT ON LARGE OBJECT %s TO %I', o, {}); END LOOP; END $$").format(
+                              sql.Literal(LO_FLOOD), sql.Literal(other)))
+    clones.teardown(other)
+    clones.teardown(env)
+    assert role_flags(pg, env) is None and role_flags(pg, other) is None
+    assert rows(with_dbname(pg, "postgres"), "SELECT count(*) FROM pg_largeobject_metadata") == [(0,)]

@@ -142,6 +142,12 @@ SELECT format('ALTER ROUTINE %%s OWNER TO %%I', p.oid::regprocedure, %(role)s::t
 """
 
 
+# A clone user can make any number of large objects in a database it may connect to (``postgres``, template1).
+LARGE_OBJECT_BATCH = 1000
+UNLINK_LARGE_OBJECTS = """SELECT count(lo_unlink(oid)) FROM (SELECT oid FROM pg_largeobject_metadata
+                           WHERE lomowner = (SELECT oid FROM pg_roles WHERE rolname = %s) LIMIT %s) AS batch"""
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -663,7 +669,9 @@ class PostgresDriver(CloneDriver):
 
     def _drop_role(self, admin, env: str) -> None:
         """End the role's sessions anywhere on the server, drop what it still owns or was granted in any other
-        database it reached (temporary tables, default privileges), then the role: nothing its user did stops it."""
+        database it reached (large objects, temporary tables, default privileges), then the role: nothing its user
+        did stops it. Large objects go in batches first: one DROP OWNED of a flood of them would need a lock per
+        object, more than the server's lock table holds."""
         for _attempt in range(40):  # terminated backends take a moment to go (and to drop their temp tables)
             live = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = %s",
                                  (env,)).fetchone()[0]
@@ -675,5 +683,7 @@ class PostgresDriver(CloneDriver):
                                   AND s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = %s)""", (env,)).fetchall()
         for (db,) in dbs:
             with connect(catalog_only(with_dbname(self.admin_dsn, db)), role="server", autocommit=True) as conn:
+                while conn.execute(UNLINK_LARGE_OBJECTS, (env, LARGE_OBJECT_BATCH)).fetchone()[0]:
+                    pass
                 conn.execute(sql.SQL("DROP OWNED BY {}").format(_ident(env)))
         admin.execute(sql.SQL("DROP ROLE {}").format(_ident(env)))
