@@ -303,7 +303,9 @@ def _swap(admin, base: str, staging: str, replace: bool) -> None:
     if replace:
         _set_open(admin, base, False)
         faults.fault_point("seed.closed_base")
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (base,))
+        # Autovacuum workers are not ours to end (only a superuser may); the rename cancels them itself.
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                      "AND backend_type <> 'autovacuum worker'", (base,))
     try:
         with admin.transaction():
             if replace:

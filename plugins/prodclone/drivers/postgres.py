@@ -350,7 +350,9 @@ class PostgresDriver(CloneDriver):
         admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(_ident(template)))
         fault_point("snapshot.base_closed")
         try:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (template,))
+            # Autovacuum workers are not ours to end (only a superuser may); CREATE DATABASE cancels them itself.
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                          "AND backend_type <> 'autovacuum worker'", (template,))
             for attempt in range(20):  # terminated backends take a moment to go
                 try:
                     admin.execute(create)
