@@ -68,9 +68,9 @@ def test_a_builtin_planted_in_the_maintenance_database_never_runs_as_the_base_ro
     env, other = clone_env(), clone_env()
     restore(clones, env)
     url = clone_url(clones, env)
-    with psycopg.connect(psycopg.conninfo.make_conninfo(url, dbname="postgres"), autocommit=True) as c:
-        c.execute(HIJACK.format(env=sql.Literal(env).as_string(c)))
     maintenance = psycopg.conninfo.make_conninfo(url, dbname="postgres")
+    with psycopg.connect(maintenance, autocommit=True) as c:
+        c.execute(HIJACK.format(env=sql.Literal(env).as_string(c)))
     assert rows(maintenance, "SELECT shobj_description(oid, 'pg_database') FROM pg_database LIMIT 1")  # it is live
     before = server_state(pg)
     # Everything that reads a database's or role's mark: an idempotent re-run, a new clone, seed, snapshot, prune.
@@ -200,9 +200,9 @@ def _intruder(url, tried):
 def test_a_new_staging_or_registry_database_never_admits_a_clone_user(clones, pg, sample_export, monkeypatch):
     """Broke before the fix: seed's staging database and a new registry were created open, with PUBLIC's default
     CONNECT and TEMPORARY, and PUBLIC lost them only after the mark: a clone user polling pg_database got a
-    session in either. In staging it left a large object that the swap carried into the base and every
-    snapshot, where teardown cannot drop it (snapshots take no connections), so its role could never be
-    dropped. A session held on template1 also made a new registry (copied from template1) fail."""
+    session in either (and could leave a large object there, which the swap would carry into the base and every
+    snapshot, where teardown cannot drop it: snapshots take no connections). A session held on template1 also
+    made a new registry (copied from template1) fail."""
     clones.snapshot("r1")
     env = clone_env()
     restore(clones, env)
