@@ -73,3 +73,48 @@ def dsn_as(dsn: str, user: str, password: str, dbname: str | None = None) -> str
     """``dsn``'s server as ``user`` with ``password`` (and optionally another database)."""
     extra = {"dbname": dbname} if dbname else {}
     return psycopg.conninfo.make_conninfo(dsn, user=user, password=password, **extra)
+
+
+# -- clones (the postgres driver) ------------------------------------------------------------------------------
+
+HOOK = "UPDATE users SET password_hash = '!disabled' WHERE NOT is_test_account"  # the shipped preview hook
+
+
+def clone_env() -> str:
+    return f"preview-s{uuid.uuid4().hex[:8]}"
+
+
+def clone_request(env: str, **kw):
+    from prodclone.drivers.base import RestoreRequest
+
+    return RestoreRequest(env=env, profile="preview", ttl_hours=24, snapshot="latest", requested_by="pytest", **kw)
+
+
+def restore(driver, env: str, run: str = "run-1", hooks=(HOOK,), **kw):
+    driver.begin_restore(clone_request(env, **kw), run)
+    return driver.finish_restore(env, run, hooks)
+
+
+def clone_url(driver, env: str) -> str:
+    """The clone user's own credentials, as the driver stored them."""
+    return psycopg.conninfo.make_conninfo(driver.secrets.values[env])
+
+
+def role_flags(pg: str, name: str):
+    """(superuser, can log in, createrole, createdb) of role ``name``, or None."""
+    found = rows(pg, "SELECT rolsuper, rolcanlogin, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = %s",
+                 (name,))
+    return found[0] if found else None
+
+
+def server_state(pg: str) -> dict:
+    """Every role with its attributes and memberships, and every database with its owner, ACL, limit,
+    settings and comment: what 'nothing else changed' compares."""
+    roles = rows(pg, "SELECT rolname, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin, rolreplication, "
+                     "rolbypassrls FROM pg_roles ORDER BY 1")
+    members = rows(pg, "SELECT roleid::regrole::text, member::regrole::text, admin_option, inherit_option, set_option "
+                       "FROM pg_auth_members ORDER BY 1, 2")
+    dbs = rows(pg, "SELECT d.datname, pg_get_userbyid(d.datdba), d.datacl::text, d.datconnlimit, d.datallowconn, "
+                   "pg_catalog.shobj_description(d.oid, 'pg_database'), (SELECT setconfig::text FROM pg_db_role_setting s "
+                   "WHERE s.setdatabase = d.oid AND s.setrole = 0) FROM pg_database d ORDER BY 1")
+    return {"roles": roles, "members": members, "databases": dbs}

@@ -73,6 +73,16 @@ def with_dbname(dsn: str, dbname: str) -> str:
     return psycopg.conninfo.make_conninfo(**params)
 
 
+def catalog_only(dsn: str) -> str:
+    """``dsn`` whose sessions resolve unqualified names in ``pg_catalog`` only (then ``pg_temp``, never for
+    functions). For prodclone's privileged sessions in databases others can write to: ``postgres`` where PUBLIC
+    may create in its public schema (Postgres 14 and older), or a copy of production's schema. There a function
+    or operator planted in ``public`` can out-match a built-in called unqualified and run with the role's rights."""
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    params["options"] = " ".join(filter(None, [params.get("options"), "-c search_path=pg_catalog,pg_temp"]))
+    return psycopg.conninfo.make_conninfo(**params)
+
+
 def dbname_of(dsn: str) -> str:
     return psycopg.conninfo.conninfo_to_dict(dsn).get("dbname") or "postgres"
 

@@ -25,7 +25,7 @@ from psycopg.rows import dict_row
 
 from prodclone import faults, marker
 from prodclone.catalog import split_qualified
-from prodclone.db import connect, dbname_of, with_dbname
+from prodclone.db import catalog_only, connect, dbname_of, with_dbname
 from prodclone.errors import ProdcloneError, SeedError
 from prodclone.export import read_manifest
 from prodclone.marker import ADMIN_DB, SYSTEM_DBS
@@ -123,22 +123,32 @@ def _rename(admin, old: str, new: str) -> None:
 
 def _is_empty(dsn: str) -> bool:
     """Whether the database holds nothing template0 does not: no schema, table, function, type or large object."""
-    with connect(dsn, role="staging") as conn:
+    with connect(catalog_only(dsn), role="staging") as conn:
         return not conn.execute(
             "SELECT EXISTS (SELECT FROM pg_class WHERE oid >= %(f)s) OR EXISTS (SELECT FROM pg_namespace WHERE oid >= %(f)s)"
             " OR EXISTS (SELECT FROM pg_proc WHERE oid >= %(f)s) OR EXISTS (SELECT FROM pg_type WHERE oid >= %(f)s)"
             " OR EXISTS (SELECT FROM pg_largeobject_metadata)", {"f": FIRST_USER_OID}).fetchone()[0]
 
 
-def _unmarked_staging(target_dsn: str, staging: str, row: dict) -> bool:
+def _open_private(admin, name: str) -> None:
+    """PUBLIC (so every clone role) loses its default CONNECT and TEMPORARY first, then ``name`` accepts sessions."""
+    admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))
+    _set_open(admin, name, True)
+
+
+def _unmarked_staging(admin, target_dsn: str, staging: str, row: dict) -> bool:
     """Whether an unmarked ``staging`` is the one a killed seed left between CREATE DATABASE and its COMMENT
     (Postgres finishes a CREATE DATABASE even when its client dies). All must hold: the name is exactly
     ``<base>__staging``, seed's own work name for this base (clone users cannot create databases); it has no
     comment at all; the seeding role owns it (only that role or a superuser could have made it so); and it is
     empty, as CREATE DATABASE ... TEMPLATE template0 leaves it. The last makes dropping it harmless even if
-    the others were a coincidence: it holds nothing to lose."""
-    return (row["comment"] is None and row["mine"] and row["open"]
-            and _is_empty(with_dbname(target_dsn, staging)))
+    the others were a coincidence: it holds nothing to lose. Seed creates it closed, so it is opened (PUBLIC
+    shut out) to be looked at."""
+    if row["comment"] is not None or not row["mine"]:
+        return False
+    if not row["open"]:
+        _open_private(admin, staging)
+    return _is_empty(with_dbname(target_dsn, staging))
 
 
 def _lock(admin, base: str) -> None:
@@ -169,7 +179,7 @@ def _repair(admin, target_dsn: str, base: str) -> None:
         _drop(admin, previous)
     left = _db(admin, staging)
     if left is not None:
-        if not (_ours(left["comment"], base) or _unmarked_staging(target_dsn, staging, left)):
+        if not (_ours(left["comment"], base) or _unmarked_staging(admin, target_dsn, staging, left)):
             raise SeedError(f"database {staging!r} is {_what(left['comment'])}; seed uses that name to stage "
                             f"{base!r} and will not touch it: rename or drop it")
         _drop(admin, staging)
@@ -215,7 +225,7 @@ def seed(storage_url: str, target_dsn: str, *, overwrite: bool = False, s3_optio
     schema = _verified_schema(storage, manifest)
     staging = base + STAGING
     tags = {"export": manifest["created_at"], "rules": manifest["rules_sha256"][:12]} | ({"labels": labels} if labels else {})
-    admin = connect(with_dbname(target_dsn, ADMIN_DB), role="target", autocommit=True, row_factory=dict_row)
+    admin = connect(catalog_only(with_dbname(target_dsn, ADMIN_DB)), role="target", autocommit=True, row_factory=dict_row)
     try:
         _lock(admin, base)
         _repair(admin, target_dsn, base)
@@ -240,12 +250,15 @@ def seed(storage_url: str, target_dsn: str, *, overwrite: bool = False, s3_optio
 
 
 def _create_staging(admin, staging: str, mark: str) -> None:
-    """Create and mark the staging database; only prodclone's admin role may reach it (clone roles must not)."""
-    admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(staging)))
+    """Create and mark the staging database; only prodclone's admin role may reach it (clone roles must not):
+    it is created closed and opened only once PUBLIC's default rights are gone, so a clone user polling for it
+    never gets a session (one could leave objects the base and every snapshot would carry)."""
+    admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' ALLOW_CONNECTIONS false").format(
+        sql.Identifier(staging)))
     faults.fault_point("seed.created_staging")
     admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(staging), sql.Literal(mark)))
     faults.fault_point("seed.marked_staging")
-    admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(staging)))
+    _open_private(admin, staging)
 
 
 @contextmanager
@@ -290,7 +303,9 @@ def _swap(admin, base: str, staging: str, replace: bool) -> None:
     if replace:
         _set_open(admin, base, False)
         faults.fault_point("seed.closed_base")
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (base,))
+        # Autovacuum workers are not ours to end (only a superuser may); the rename cancels them itself.
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                      "AND backend_type <> 'autovacuum worker'", (base,))
     try:
         with admin.transaction():
             if replace:

@@ -7,16 +7,19 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 
 import psycopg
 import pytest
 
 from prodclone.db import with_dbname
-from prodclone.drivers.base import MemorySecrets, RestoreRequest
-from support import ROOT, rows
-
-HOOK = "UPDATE users SET password_hash = '!disabled' WHERE NOT is_test_account"  # the shipped preview hook
+from prodclone.drivers.base import MemorySecrets
+from support import HOOK, ROOT, rows
+from support import clone_env as _env
+from support import clone_request as _req
+from support import clone_url as _clone_url
+from support import restore as _restore
+from support import role_flags as _role
+from support import server_state as _server
 
 # Planted by the clone user: every privileged run of an UPDATE on users (a hook, a migration run by someone
 # else) would make the clone role superuser, directly and via a SECURITY DEFINER function trying RESET ROLE.
@@ -39,42 +42,6 @@ END $$;
 CREATE TRIGGER escalate AFTER INSERT OR UPDATE OR DELETE ON users FOR EACH STATEMENT EXECUTE FUNCTION escalate();
 CREATE TRIGGER escalate_definer AFTER UPDATE ON users FOR EACH STATEMENT EXECUTE FUNCTION escalate_definer();
 """
-
-
-def _env():
-    return f"preview-s{uuid.uuid4().hex[:8]}"
-
-
-def _req(env, **kw):
-    return RestoreRequest(env=env, profile="preview", ttl_hours=24, snapshot="latest", requested_by="pytest", **kw)
-
-
-def _restore(driver, env, run="run-1", hooks=(HOOK,), **kw):
-    driver.begin_restore(_req(env, **kw), run)
-    return driver.finish_restore(env, run, hooks)
-
-
-def _server(pg) -> dict:
-    """Every role with its attributes and memberships, and every database with its owner, ACL, limit,
-    settings and comment: what 'nothing else changed' compares."""
-    roles = rows(pg, "SELECT rolname, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin, rolreplication, "
-                     "rolbypassrls FROM pg_roles ORDER BY 1")
-    members = rows(pg, "SELECT roleid::regrole::text, member::regrole::text, admin_option, inherit_option, set_option "
-                       "FROM pg_auth_members ORDER BY 1, 2")
-    dbs = rows(pg, "SELECT d.datname, pg_get_userbyid(d.datdba), d.datacl::text, d.datconnlimit, d.datallowconn, "
-                   "shobj_description(d.oid, 'pg_database'), (SELECT setconfig::text FROM pg_db_role_setting s "
-                   "WHERE s.setdatabase = d.oid AND s.setrole = 0) FROM pg_database d ORDER BY 1")
-    return {"roles": roles, "members": members, "databases": dbs}
-
-
-def _role(pg, env):
-    found = rows(pg, "SELECT rolsuper, rolcanlogin, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = %s",
-                 (env,))
-    return found[0] if found else None
-
-
-def _clone_url(driver, env):
-    return psycopg.conninfo.make_conninfo(driver.secrets.values[env])
 
 
 class RecordingSecrets(MemorySecrets):

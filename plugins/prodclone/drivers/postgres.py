@@ -58,7 +58,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from prodclone.config import Config
-from prodclone.db import connect, dbname_of, password_verifier, with_dbname
+from prodclone.db import catalog_only, connect, dbname_of, password_verifier, with_dbname
 from prodclone.drivers.base import (
     CloneBusy,
     CloneDriver,
@@ -142,6 +142,12 @@ SELECT format('ALTER ROUTINE %%s OWNER TO %%I', p.oid::regprocedure, %(role)s::t
 """
 
 
+# A clone user can make any number of large objects in a database it may connect to (``postgres``, template1).
+LARGE_OBJECT_BATCH = 1000
+UNLINK_LARGE_OBJECTS = """SELECT count(lo_unlink(oid)) FROM (SELECT oid FROM pg_largeobject_metadata
+                           WHERE lomowner = (SELECT oid FROM pg_roles WHERE rolname = %s) LIMIT %s) AS batch"""
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -170,7 +176,7 @@ class PostgresDriver(CloneDriver):
 
     @contextmanager
     def _admin(self):
-        conn = connect(self.admin_dsn, role="base server", autocommit=True)
+        conn = connect(catalog_only(self.admin_dsn), role="base server", autocommit=True)
         try:
             yield conn
         finally:
@@ -194,11 +200,13 @@ class PostgresDriver(CloneDriver):
             if marked is False:
                 raise CloneError(f"database {name!r} exists but prodclone did not create it; "
                                  f"set clones.registry_database to another name")
-            if marked is None:
+            if marked is None:  # closed until PUBLIC is out; from template0, which no clone user can hold open
                 with suppress(psycopg.errors.DuplicateDatabase):  # a concurrent task made it first
-                    admin.execute(sql.SQL("CREATE DATABASE {}").format(_ident(name)))
+                    admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ALLOW_CONNECTIONS false").format(
+                        _ident(name)))
+                    fault_point("registry.created")
                     self._mark(admin, name, role="registry")
-                    admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(_ident(name)))
+            self._open(admin, name)  # also reopens one a killed run left closed
         with connect(self.registry_dsn, role="registry", autocommit=True) as conn:
             conn.execute("SELECT pg_advisory_lock(hashtext('prodclone:registry-schema'))")
             conn.execute(REGISTRY_SCHEMA)
@@ -342,7 +350,9 @@ class PostgresDriver(CloneDriver):
         admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(_ident(template)))
         fault_point("snapshot.base_closed")
         try:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (template,))
+            # Autovacuum workers are not ours to end (only a superuser may); CREATE DATABASE cancels them itself.
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                          "AND backend_type <> 'autovacuum worker'", (template,))
             for attempt in range(20):  # terminated backends take a moment to go
                 try:
                     admin.execute(create)
@@ -518,7 +528,8 @@ class PostgresDriver(CloneDriver):
         for name, value in profile.settings:
             admin.execute(sql.SQL("ALTER DATABASE {} SET {} = {}").format(db, _ident(name), sql.Literal(value)))
         self._open(admin, env)
-        with connect(with_dbname(self.admin_dsn, env), role="clone", autocommit=True) as conn, conn.transaction():
+        with connect(catalog_only(with_dbname(self.admin_dsn, env)), role="clone", autocommit=True) as conn, \
+                conn.transaction():
             for (stmt,) in conn.execute(OWNED_OBJECTS, {"role": env}).fetchall():
                 conn.execute(stmt)
 
@@ -657,7 +668,9 @@ class PostgresDriver(CloneDriver):
 
     def _drop_role(self, admin, env: str) -> None:
         """End the role's sessions anywhere on the server, drop what it still owns or was granted in any other
-        database it reached (temporary tables, default privileges), then the role: nothing its user did stops it."""
+        database it reached (large objects, temporary tables, default privileges), then the role: nothing its user
+        did stops it. Large objects go in batches first: one DROP OWNED of a flood of them would need a lock per
+        object, more than the server's lock table holds."""
         for _attempt in range(40):  # terminated backends take a moment to go (and to drop their temp tables)
             live = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = %s",
                                  (env,)).fetchone()[0]
@@ -668,6 +681,8 @@ class PostgresDriver(CloneDriver):
                                 WHERE s.refclassid = 'pg_authid'::regclass AND d.datallowconn
                                   AND s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = %s)""", (env,)).fetchall()
         for (db,) in dbs:
-            with connect(with_dbname(self.admin_dsn, db), role="server", autocommit=True) as conn:
+            with connect(catalog_only(with_dbname(self.admin_dsn, db)), role="server", autocommit=True) as conn:
+                while conn.execute(UNLINK_LARGE_OBJECTS, (env, LARGE_OBJECT_BATCH)).fetchone()[0]:
+                    pass
                 conn.execute(sql.SQL("DROP OWNED BY {}").format(_ident(env)))
         admin.execute(sql.SQL("DROP ROLE {}").format(_ident(env)))
