@@ -42,6 +42,7 @@ from prodclone.masking.coverage import ensure_covered
 from prodclone.masking.leakcheck import VerifyReport, verify_export
 from prodclone.masking.rewriter import TableMasker
 from prodclone.masking.rules import Rules
+from prodclone.masking.schema_text import check_schema_text
 from prodclone.pgtools import dump_schema, stand_ins
 from prodclone.storage import open_storage
 from prodclone.subset import Subsetter
@@ -306,20 +307,22 @@ def read_sequences(conn, catalog: Catalog) -> list[dict]:
 
 def prepare(conn, source_dsn: str, rules: Rules, storage, point: SourcePoint, overwrite: bool,
             key: bytes | None = None) -> tuple[Catalog, dict]:
-    """Inside the snapshot: catalog, coverage (fail closed), schema. No row data moves before this passes.
-    Also returns what of the schema was left behind because it reaches another server (see _outside)."""
+    """Inside the snapshot: catalog, coverage and schema text (fail closed), schema. No row data moves before
+    this passes. Also returns what of the schema was left behind because it reaches another server (see _outside)."""
     catalog = load_catalog(conn)
     pin_search_path(conn)  # from here on (sequences, key ranges): no overload the schema defined can match
     ensure_covered(catalog, rules, key)
     subsetter = Subsetter(catalog, rules)
     for name in catalog.tables:  # a cycle through a filtered table fails here, before any data moves
         subsetter.filter_sql(name)
+    kept_comments = check_schema_text(conn, rules.schema)
     _ensure_writable(storage, overwrite)
     local_tables = stand_ins(conn)
     removed = Counter()
     for section in SCHEMA_SECTIONS:
         dump = dump_schema(source_dsn, section, point.snapshot, point.server_version_num, local_tables)
-        storage.write_bytes(f"schema/{section}.sql", dump.sql.encode())
+        text = dump.sql + (kept_comments if section == "post-data" else "")  # (comments last: on anything)
+        storage.write_bytes(f"schema/{section}.sql", text.encode())
         removed.update(dump.removed)
     return catalog, _outside(catalog, removed)
 
