@@ -18,7 +18,7 @@ def _rules_scaffold(a) -> int:
     from prodclone.masking.scaffold import scaffold
 
     with connect_source(a.source) as conn:
-        sys.stdout.write(scaffold(conn, load_catalog(conn), sample=a.sample))
+        sys.stdout.write(scaffold(conn, load_catalog(conn), sample=a.sample, json_survey_rows=a.json_survey_rows))
     return EXIT_OK
 
 
@@ -156,6 +156,9 @@ def parser() -> argparse.ArgumentParser:
     s = rules.add_parser("scaffold", help="write a complete rules file for a schema to stdout")
     s.add_argument("--source", required=True, help="source DSN")
     s.add_argument("--sample", type=int, default=200, help="values sampled per text column to detect PII (0: names only)")
+    s.add_argument("--json-survey-rows", type=int, default=100_000, metavar="N",
+                   help="json columns: list the key paths of up to N documents (a sample of about N beyond; "
+                        "0: names only)")
     s.set_defaults(fn=_rules_scaffold)
     s = rules.add_parser("check", help="fail (exit 1) if any column has no rule or a rule names nothing")
     s.add_argument("--source", required=True)

@@ -339,3 +339,50 @@ def test_materialized_views_are_populated_in_the_base_and_its_clones(source_copy
         assert c.execute("SELECT count(*) FROM a_top").fetchone()[0] == 10
         assert c.execute("SELECT count(*) FROM z_counts").fetchone()[0] == expected
         c.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY z_counts")  # it owns them, like its tables
+
+
+JSON_LATE_KEYS = """
+CREATE TABLE public.accounts (id int PRIMARY KEY, doc jsonb NOT NULL, raw json);
+INSERT INTO public.accounts SELECT i, jsonb_build_object('plan', 'basic', 'seats', i), '{"theme": "dark"}'
+  FROM generate_series(1, 400) i;
+INSERT INTO public.accounts VALUES
+  (401, '{"plan": "pro", "contactEmail": "ann@corp.test", "ssn": "123-45-6789", "dob": "1980-02-03"}', NULL),
+  (402, '{"nested": {"deep": {"email": "bo@corp.test"}}, "birthDate": "1990-04-05", "tags": []}', NULL),
+  (403, '{"people": [{"date_of_birth": "1970-01-02", "phoneNumber": "+1 415 555 0100"}]}',
+        '{"theme": "light", "owner": {"DOB": "1985-06-07"}}');
+"""
+
+
+def test_scaffold_surveys_every_json_key_path_and_masks_late_and_birth_date_keys(base_role, new_db, tmp_path, capsys):
+    """Keys first seen after row 200 (the old sample) are listed and masked, birth-date keys are shifted, and the
+    scaffolded rules export the table: every surveyed path is listed (unlisted: fail passes)."""
+    from prodclone.masking.rules import parse_rules
+
+    name = dbname_of(new_db("pct_survey"))
+    with psycopg.connect(base_role(), autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    src = base_role(name)
+    with psycopg.connect(src, autocommit=True) as c:
+        c.execute(JSON_LATE_KEYS)
+        c.execute("ANALYZE public.accounts")
+    assert main(["rules", "scaffold", "--source", src]) == 0
+    text = capsys.readouterr().out
+    rule = parse_rules(text).tables["public.accounts"].columns
+    doc, raw = rule["doc"]["paths"], rule["raw"]["paths"]
+    assert set(doc) == {"plan", "seats", "contactEmail", "ssn", "dob", "nested.deep.email", "birthDate", "tags",
+                        "people[*].date_of_birth", "people[*].phoneNumber"}
+    assert doc["contactEmail"] == doc["nested.deep.email"] == {"transform": "email"}
+    assert doc["ssn"]["transform"] == "hash" and doc["people[*].phoneNumber"]["provider"] == "phone_number"
+    assert doc["dob"] == doc["birthDate"] == doc["people[*].date_of_birth"] == raw["owner.DOB"] == \
+        {"transform": "date_shift", "days": 180}
+    assert doc["plan"] == doc["seats"] == doc["tags"] == raw["theme"] == {"transform": "keep"}
+    assert "key paths of all 403 documents" in text
+    url = f"file://{tmp_path}/survey"
+    manifest = run_export(src, parse_rules(text), b"k" * 40, url)
+    assert {t["name"]: t["rows"] for t in manifest["tables"]} == {"public.accounts": 403}
+    exported = b"".join(p.read_bytes() for p in (tmp_path / "survey" / "data").iterdir())
+    assert not any(v in exported for v in (b"ann@corp.test", b"bo@corp.test", b"123-45-6789", b"1980-02-03",
+                                           b"1985-06-07", b"555 0100"))
+    # Bounded: past N documents a sample of about N is surveyed, and the file says so.
+    assert main(["rules", "scaffold", "--source", src, "--json-survey-rows", "50"]) == 0
+    assert re.search(r"key paths of a sample of \d+ of ~403 documents \(--json-survey-rows 50\)", capsys.readouterr().out)

@@ -83,32 +83,20 @@ def _uniq(rule: dict, column: Column) -> dict:
     return rule
 
 
-def _leaf_paths(node, prefix: str = "") -> set[str]:
-    """Every path a json rule must list for ``node``: its scalars, and its empty objects and arrays."""
-    if isinstance(node, (dict, list)) and not node:
-        return {prefix} if prefix else set()
-    if isinstance(node, dict):
-        out = set()
-        for k, v in node.items():
-            out |= _leaf_paths(v, f"{prefix}.{k}" if prefix else str(k))
-        return out
-    if isinstance(node, list):
-        out = set()
-        for v in node[:20]:
-            out |= _leaf_paths(v, f"{prefix}[*]")
-        return out
-    return {prefix} if prefix else set()
+def _words(key: str) -> str:
+    """A JSON key with camelCase words split as the column-name patterns expect (contactEmail -> contact_Email)."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key)
 
 
-def suggest_json(column: Column, docs: list) -> tuple[dict, str] | None:
-    """A json-paths rule listing every path of the sampled documents: personal keys masked,
-    the others ``keep``, so a key no sample showed stops the export (unlisted: fail)."""
+def suggest_json(surveyed) -> tuple[dict, str] | None:
+    """A json-paths rule listing every surveyed path (scalars, empty objects and arrays): personal keys masked,
+    birth dates shifted, the others ``keep``, so a key the survey did not see stops the export (unlisted: fail)."""
     paths, personal = {}, []
-    for path in sorted(set().union(*(_leaf_paths(d) for d in docs)) if docs else ()):
-        leaf = path.rsplit(".", 1)[-1].replace("[*]", "")
+    for path in sorted(surveyed):
+        leaf = _words(path.rsplit(".", 1)[-1].replace("[*]", ""))
         paths[path] = {"transform": "keep"}
         for pattern, rule, _why in NAME_RULES:
-            if rule["transform"] not in ("date_shift", "noise") and re.search(pattern, leaf.lower()):
+            if rule["transform"] != "noise" and re.search(pattern, leaf.lower()):
                 paths[path] = rule
                 break
         else:
@@ -118,8 +106,8 @@ def suggest_json(column: Column, docs: list) -> tuple[dict, str] | None:
             personal.append(path)
     if not paths:
         return None
-    why = f"personal keys in sampled documents: {', '.join(personal)}" if personal else \
-        "no personal keys in sampled documents: review them"
+    why = f"personal keys in surveyed documents: {', '.join(personal)}" if personal else \
+        "no personal keys in surveyed documents: review them"
     return {"transform": "json", "paths": paths}, why
 
 
