@@ -70,6 +70,7 @@ _COMMENT_ON = {
     "index": "INDEX", "table column": "COLUMN", "view column": "COLUMN", "materialized view column": "COLUMN",
     "schema": "SCHEMA", "type": "TYPE", "function": "FUNCTION", "procedure": "PROCEDURE",
     "table constraint": "CONSTRAINT", "trigger": "TRIGGER", "policy": "POLICY",
+    "foreign table": "TABLE", "foreign table column": "COLUMN",  # (clones get a local table in its place)
 }
 
 
