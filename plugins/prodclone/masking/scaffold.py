@@ -69,8 +69,8 @@ def _survey_json(conn, table: Table, col: Column, rows: int) -> tuple[tuple[dict
     if table.est_rows > rows:
         sampled = sql.SQL(" TABLESAMPLE BERNOULLI ({})").format(sql.Literal(min(100.0, 200.0 * rows / table.est_rows)))
     read, paths = conn.execute(sql.SQL(_SURVEY).format(
-        col=sql.Identifier(col.name), table=table.scan, sampled=sampled, rows=sql.Literal(int(rows)))).fetchone()
-    if table.est_rows > rows or read >= rows:
+        col=sql.Identifier(col.name), table=table.scan, sampled=sampled, rows=sql.Literal(int(rows) + 1))).fetchone()
+    if table.est_rows > rows or read > rows:  # (one more than asked for: the statistics may be stale)
         note = (f"key paths of a sample of {read} of ~{max(table.est_rows, read)} documents (--json-survey-rows "
                 f"{rows}): a path only in other rows stops the export")
     else:
