@@ -140,21 +140,19 @@ def prodclone_export():
 
     @task(multiple_outputs=False)
     def verify(frozen: dict) -> dict:
-        """Checksums against the manifest, and the leak check on sampled originals."""
+        """Checksums against the manifest, and the leak check on sampled originals; only when both pass is
+        the export recorded as verified, which seed_base requires."""
         from prodclone import airflow_support as af
-        from prodclone.export import read_manifest
-        from prodclone.masking.leakcheck import verify_export
+        from prodclone.export import verify_and_record
         from prodclone.masking.rules import load_rules
         from prodclone.source import Frozen
         from prodclone.storage import open_storage
 
         cfg, url, s3, _ = _ctx()
-        storage = open_storage(url, s3)
         with af.fail_fast():
-            report = verify_export(storage, read_manifest(storage), Frozen(**frozen).dsn(af.dsn_for(cfg.source_conn_id)),
-                                   load_rules(cfg.rules_path), af.masking_key(cfg), sample_size=cfg.leak_sample)
-        return {"files": report.files, "rows": report.rows, "columns_checked": report.columns_checked,
-                "samples": report.samples}
+            record = verify_and_record(open_storage(url, s3), Frozen(**frozen).dsn(af.dsn_for(cfg.source_conn_id)),
+                                       load_rules(cfg.rules_path), af.masking_key(cfg), sample_size=cfg.leak_sample)
+        return {k: record[k] for k in ("files", "rows", "columns_checked", "samples")}
 
     @task(multiple_outputs=False)
     def seed_base() -> dict:

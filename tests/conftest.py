@@ -162,11 +162,14 @@ def s3(s3_endpoint, monkeypatch):
 
 @pytest.fixture(scope="session")
 def sample_export(sample_source, tmp_path_factory):
-    """One masked export of the sample database (file://), shared read-only."""
-    from prodclone.export import run_export
+    """One masked, verified export of the sample database (file://), shared read-only."""
+    from prodclone.export import run_export, verify_and_record
+    from prodclone.storage import open_storage
 
     url = f"file://{tmp_path_factory.mktemp('export')}/exp"
-    run_export(sample_source[0], load_rules(RULES), KEY.encode(), url)
+    rules = load_rules(RULES)
+    run_export(sample_source[0], rules, KEY.encode(), url)
+    verify_and_record(open_storage(url), sample_source[0], rules, KEY.encode())
     return url
 
 

@@ -64,7 +64,7 @@ def _rules_scaffold(a) -> int:
             raise ProdcloneError(f"no tables found in {redact_dsn(a.source)} (system schemas and extension tables "
                                  "are not listed): check that --source names your application's database; "
                                  "nothing was written")
-        text = scaffold(conn, catalog, sample=a.sample)
+        text = scaffold(conn, catalog, sample=a.sample, json_survey_rows=a.json_survey_rows)
     if a.output:
         _write_atomically(a.output, text)
         print(f"wrote rules for {len(catalog.tables)} table(s) to {a.output}", file=sys.stderr)
@@ -152,9 +152,7 @@ def _rules_schema(a) -> int:
 def _export(a) -> int:
     from prodclone.export import run_export
     from prodclone.masking import keys
-    from prodclone.masking.leakcheck import verify_export
     from prodclone.masking.rules import load_rules
-    from prodclone.storage import open_storage
 
     rules = load_rules(a.rules)
     key = keys.load_key()
@@ -162,32 +160,41 @@ def _export(a) -> int:
     t = manifest["totals"]
     print(f"exported {t['tables']} tables, {t['rows']} rows, {t['bytes']} bytes, "
           f"{t['masked_columns']} masked columns in {t['seconds']}s to {a.to}")
-    if not a.no_verify:
-        report = verify_export(open_storage(a.to), manifest, a.source, rules, key)
-        print(report.summary())
+    if a.no_verify:
+        print("not verified (--no-verify): seed refuses it until `prodclone verify --source ...` passes")
+        return EXIT_OK
+    return _verify_step(a.to, a.source, rules, key)
+
+
+def _verify_step(url: str, source: str | None, rules, key: bytes) -> int:
+    """Checksums and the leak check, recorded in the manifest when they pass (what makes the export seedable)."""
+    from prodclone.export import verify_and_record
+    from prodclone.storage import open_storage
+
+    record = verify_and_record(open_storage(url), source, rules, key)
+    if record is None:
+        print(f"checksums match; no leak check without --source, so {url} is still not verified for seeding")
+        return EXIT_OK
+    print(f"verified {record['files']} files / {record['rows']} rows; leak check on {record['columns_checked']} "
+          f"columns with {record['samples']} sampled originals: no leaks; recorded in the manifest")
     return EXIT_OK
 
 
 def _seed(a) -> int:
     from prodclone.seed import seed
 
-    r = seed(a.from_url, a.target, overwrite=a.overwrite)
+    r = seed(a.from_url, a.target, overwrite=a.overwrite, force_unverified=a.force_unverified)
     print(f"seeded {r.database}: {r.tables} tables, {r.rows} rows in {r.seconds}s"
-          + (" (replaced the previous base)" if r.replaced_previous else ""))
+          + (" (replaced the previous base)" if r.replaced_previous else "")
+          + ("" if r.verified else "; UNVERIFIED export loaded (--force-unverified)"))
     return EXIT_OK
 
 
 def _verify(a) -> int:
-    from prodclone.export import read_manifest
     from prodclone.masking import keys
-    from prodclone.masking.leakcheck import verify_export
     from prodclone.masking.rules import load_rules
-    from prodclone.storage import open_storage
 
-    storage = open_storage(a.from_url)
-    report = verify_export(storage, read_manifest(storage), a.source, load_rules(a.rules), keys.load_key())
-    print(report.summary())
-    return EXIT_OK
+    return _verify_step(a.from_url, a.source, load_rules(a.rules), keys.load_key())
 
 
 def _sample(a) -> int:
@@ -209,6 +216,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--output", "-o", metavar="FILE", help="write here, atomically: on any error FILE is left as it "
                    "was (a shell redirect would empty it first)")
     s.add_argument("--sample", type=int, default=200, help="values sampled per text column to detect PII (0: names only)")
+    s.add_argument("--json-survey-rows", type=int, default=100_000, metavar="N",
+                   help="json columns: list the key paths of up to N documents (a sample of about N beyond; "
+                        "0: names only)")
     s.set_defaults(fn=_rules_scaffold)
     s = rules.add_parser("check", help="fail (exit 1) if any column has no rule or a rule names nothing")
     s.add_argument("--source", required=True)
@@ -232,16 +242,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--to", required=True, help="file:///abs/path or s3://bucket/prefix")
     s.add_argument("--jobs", type=int, default=1, help="parallel workers sharing one snapshot")
     s.add_argument("--overwrite", action="store_true", help="replace an existing export at --to")
-    s.add_argument("--no-verify", action="store_true", help="skip the checksum and leak check after export")
+    s.add_argument("--no-verify", action="store_true",
+                   help="skip the checksum and leak check after export (seed refuses the export until it is verified)")
     s.set_defaults(fn=_export)
     s = sub.add_parser("seed", help="load an export into the base database (staging, then swap)")
     s.add_argument("--from", dest="from_url", required=True)
     s.add_argument("--target", required=True, help="DSN naming the base database")
     s.add_argument("--overwrite", action="store_true", help="replace the base if prodclone seeded it under this name")
+    s.add_argument("--force-unverified", action="store_true",
+                   help="load an export that has not passed verification (logged as a warning, marked on the base)")
     s.set_defaults(fn=_seed)
     s = sub.add_parser("verify", help="check an export against its manifest and run the leak check")
     s.add_argument("--from", dest="from_url", required=True)
-    s.add_argument("--source", help="source DSN for the leak check")
+    s.add_argument("--source", help="source DSN for the leak check (without it: checksums only, not seedable)")
     s.add_argument("--rules", required=True)
     s.set_defaults(fn=_verify)
     s = sub.add_parser("sample", help="create the sample 'production' database full of fake PII")

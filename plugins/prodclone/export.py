@@ -4,7 +4,9 @@ Layout under the export URL::
 
     schema/pre-data.sql   schema/post-data.sql
     data/<schema>.<table>.<part>.copy       COPY text, masked (name percent-encoded, see Unit.path)
-    manifest.json                           written LAST: no manifest = not complete
+    manifest.json                           written LAST: no manifest = not complete;
+                                            its ``verified`` record (added by the verify step, only
+                                            after it passed) is what makes the export seedable
 
 Parallel workers share the coordinator's exported snapshot (as ``pg_dump -j``
 does), so every table is read at the same point in time and FKs hold.
@@ -34,11 +36,13 @@ from psycopg import sql
 from prodclone import __version__
 from prodclone.catalog import Catalog, Table, load_catalog, split_qualified
 from prodclone.db import connect_source
-from prodclone.errors import ExportError
+from prodclone.errors import ExportError, LeakError
 from prodclone.masking import keys
 from prodclone.masking.coverage import ensure_covered
+from prodclone.masking.leakcheck import VerifyReport, verify_export
 from prodclone.masking.rewriter import TableMasker
 from prodclone.masking.rules import Rules
+from prodclone.masking.schema_text import check_schema_text
 from prodclone.masking.transforms import trait
 from prodclone.pgtools import dump_schema, stand_ins
 from prodclone.storage import open_storage
@@ -247,8 +251,47 @@ def write_manifest(storage, catalog: Catalog, rules: Rules, key: bytes, point: S
             "seconds": round(time.perf_counter() - started, 3),
         },
     }
-    storage.write_bytes(MANIFEST, json.dumps(manifest, indent=2).encode())
+    _store_manifest(storage, manifest)
     return manifest
+
+
+def _store_manifest(storage, manifest: dict) -> None:
+    storage.write_bytes(MANIFEST, json.dumps(manifest, indent=2).encode())
+
+
+def manifest_digest(manifest: dict) -> str:
+    """SHA-256 of the manifest as the export wrote it (without its verification record): the record
+    carries it, so it vouches for exactly the manifest that was verified, and seed checks it."""
+    body = {k: v for k, v in manifest.items() if k != "verified"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def verify_and_record(storage, source_dsn: str | None, rules: Rules, key: bytes, sample_size: int = 500) -> dict | None:
+    """The verify step: checksums and, with ``source_dsn``, the leak check; only when both passed, the
+    manifest's ``verified`` record that makes the export seedable (returned; None without a source: a
+    checksum check alone proves nothing about masking). A failed verification withdraws an earlier record.
+    The rules and key must be the export's own: a leak check with other rules proves nothing about it."""
+    manifest = read_manifest(storage)
+    if rules.digest != manifest["rules_sha256"] or keys.fingerprint(key) != manifest["key_fingerprint"]:
+        raise ExportError(f"{storage.url} was exported with other masking rules or another key than the ones "
+                          "given; verify with the rules file and key it was exported with")
+    try:
+        report = verify_export(storage, manifest, source_dsn, rules, key, sample_size)
+    except (LeakError, ExportError):
+        if manifest.pop("verified", None) is not None:
+            _store_manifest(storage, manifest)
+        raise
+    if not source_dsn:
+        return None
+    manifest["verified"] = _verification_record(manifest, report)
+    _store_manifest(storage, manifest)
+    return manifest["verified"]
+
+
+def _verification_record(manifest: dict, report: VerifyReport) -> dict:
+    return {"at": dt.datetime.now(dt.UTC).isoformat(), "leak_check": "passed", "checksums": "passed",
+            "files": report.files, "rows": report.rows, "columns_checked": report.columns_checked,
+            "samples": report.samples, "manifest_sha256": manifest_digest(manifest)}
 
 
 def read_sequences(conn, catalog: Catalog) -> list[dict]:
@@ -265,20 +308,22 @@ def read_sequences(conn, catalog: Catalog) -> list[dict]:
 
 def prepare(conn, source_dsn: str, rules: Rules, storage, point: SourcePoint, overwrite: bool,
             key: bytes | None = None) -> tuple[Catalog, dict]:
-    """Inside the snapshot: catalog, coverage (fail closed), schema. No row data moves before this passes.
-    Also returns what of the schema was left behind because it reaches another server (see _outside)."""
+    """Inside the snapshot: catalog, coverage and schema text (fail closed), schema. No row data moves before
+    this passes. Also returns what of the schema was left behind because it reaches another server (see _outside)."""
     catalog = load_catalog(conn)
     pin_search_path(conn)  # from here on (sequences, key ranges): no overload the schema defined can match
     ensure_covered(catalog, rules, key)
     subsetter = Subsetter(catalog, rules)
     for name in catalog.tables:  # a cycle through a filtered table fails here, before any data moves
         subsetter.filter_sql(name)
+    kept_comments = check_schema_text(conn, rules.schema)
     _ensure_writable(storage, overwrite)
     local_tables = stand_ins(conn)
     removed = Counter()
     for section in SCHEMA_SECTIONS:
         dump = dump_schema(source_dsn, section, point.snapshot, point.server_version_num, local_tables)
-        storage.write_bytes(f"schema/{section}.sql", dump.sql.encode())
+        text = dump.sql + (kept_comments if section == "post-data" else "")  # (comments last: on anything)
+        storage.write_bytes(f"schema/{section}.sql", text.encode())
         removed.update(dump.removed)
     return catalog, _outside(catalog, removed)
 

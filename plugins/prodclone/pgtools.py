@@ -105,14 +105,15 @@ def dump_schema(dsn: str, section: str, snapshot: str | None, server_version_num
                 local_tables: dict[int, str]) -> SchemaDump:
     """``pg_dump --schema-only --section=<section>`` as SQL runnable through psycopg, without any
     way to another server: foreign servers, user mappings, FDWs and subscriptions are left out,
-    and each foreign table becomes, where it stood, its ``local_tables`` stand-in."""
+    and each foreign table becomes, where it stood, its ``local_tables`` stand-in. Without comments:
+    they are production text (the export re-adds those the rules keep, see masking.schema_text)."""
     pg_dump = pg_dump_for(server_version_num)
     pg_restore = pg_dump.with_name("pg_restore")
     conninfo, env = _without_password(dsn)
     with tempfile.TemporaryDirectory(prefix="prodclone-schema-") as tmp:  # 0700: the archive holds credentials
         archive = str(Path(tmp) / "schema.dump")
         cmd = [str(pg_dump), "--format=custom", "--schema-only", f"--section={section}", "--no-privileges",
-               "--no-publications", "--file", archive, "--dbname", conninfo]
+               "--no-publications", "--no-comments", "--file", archive, "--dbname", conninfo]
         if snapshot:
             cmd.append(f"--snapshot={snapshot}")
         _run(cmd, f"pg_dump ({section}) of {redact_dsn(dsn)}", env)

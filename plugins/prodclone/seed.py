@@ -1,9 +1,13 @@
 """Load an export into the base Postgres: into a staging database first, then
 swap it in, so a failed seed leaves the previous base untouched.
 
+Only an export whose verification passed is loaded (the manifest's ``verified``
+record, see export.verify_and_record), unless forced.
+
 Order: pre-data schema, data (COPY, checksums verified while streaming),
 post-data (indexes, constraints, FKs, triggers: built after the load is
-faster and checks every FK), sequence values, ANALYZE, then the swap.
+faster and checks every FK), sequence values, materialized views refreshed,
+ANALYZE, then the swap.
 
 Seed replaces only a database marked as the base of that very name: never the
 registry, a snapshot, a clone or anything prodclone did not create. Its work
@@ -14,6 +18,7 @@ repairs or removes them before it starts (``_repair``).
 
 from __future__ import annotations
 
+import graphlib
 import hashlib
 import logging
 import time
@@ -24,10 +29,10 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from prodclone import faults, marker
-from prodclone.catalog import split_qualified
+from prodclone.catalog import qualified_name, split_qualified
 from prodclone.db import catalog_only, connect, dbname_of, with_dbname
 from prodclone.errors import ProdcloneError, SeedError
-from prodclone.export import read_manifest
+from prodclone.export import manifest_digest, read_manifest
 from prodclone.marker import ADMIN_DB, SYSTEM_DBS
 from prodclone.marker import MARKER as MARKER  # re-exported: drivers.postgres marks with it
 from prodclone.storage import open_storage
@@ -45,6 +50,7 @@ class SeedResult:
     rows: int
     seconds: float
     replaced_previous: bool
+    verified: bool = True  # False: an unverified export was loaded with force_unverified
 
 
 def _check_name(base: str) -> None:
@@ -198,6 +204,23 @@ def _verified_schema(storage, manifest: dict) -> dict[str, str]:
     return out
 
 
+def _require_verified(storage, manifest: dict, force: bool) -> bool:
+    """Whether the export passed verification: a ``verified`` record with a passed leak check, vouching for
+    this very manifest. Otherwise refuse, unless forced (then say so loudly, and return False)."""
+    record = manifest.get("verified") or {}
+    if record.get("leak_check") == "passed" and record.get("manifest_sha256") == manifest_digest(manifest):
+        return True
+    why = ("its verification record does not match its manifest (changed after verification)" if record else
+           "it has not passed verification (the checksum and leak check after export)")
+    if not force:
+        raise SeedError(f"refusing to seed from {storage.url}: {why}. Run `prodclone verify --from <url> --source "
+                        f"<dsn> --rules <file>`: if the leak check fails, fix the masking rule it names and re-run "
+                        f"the export. --force-unverified loads it anyway. Nothing was changed.")
+    log.warning("SEEDING AN UNVERIFIED EXPORT from %s: %s. Forced with --force-unverified; the base's mark "
+                "says so (unverified=forced)", storage.url, why)
+    return False
+
+
 def _load_table(conn, storage, table: dict) -> int:
     copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(*split_qualified(table["name"])), sql.SQL(", ").join(map(sql.Identifier, table["columns"])))
@@ -215,16 +238,19 @@ def _load_table(conn, storage, table: dict) -> int:
 
 
 def seed(storage_url: str, target_dsn: str, *, overwrite: bool = False, s3_options: dict | None = None,
-         labels: str = "") -> SeedResult:
-    """Seed ``target_dsn``'s database from the export at ``storage_url``."""
+         labels: str = "", force_unverified: bool = False) -> SeedResult:
+    """Seed ``target_dsn``'s database from the export at ``storage_url``, which must have passed
+    verification unless ``force_unverified``."""
     started = time.perf_counter()
     base = dbname_of(target_dsn)
     _check_name(base)
     storage = open_storage(storage_url, s3_options)
     manifest = read_manifest(storage)
+    verified = _require_verified(storage, manifest, force_unverified)
     schema = _verified_schema(storage, manifest)
     staging = base + STAGING
-    tags = {"export": manifest["created_at"], "rules": manifest["rules_sha256"][:12]} | ({"labels": labels} if labels else {})
+    tags = ({"export": manifest["created_at"], "rules": manifest["rules_sha256"][:12]}
+            | ({"labels": labels} if labels else {}) | ({} if verified else {"unverified": "forced"}))
     admin = connect(catalog_only(with_dbname(target_dsn, ADMIN_DB)), role="target", autocommit=True, row_factory=dict_row)
     try:
         _lock(admin, base)
@@ -246,7 +272,8 @@ def seed(storage_url: str, target_dsn: str, *, overwrite: bool = False, s3_optio
     finally:
         admin.close()
     return SeedResult(database=base, tables=len(manifest["tables"]), rows=rows,
-                      seconds=round(time.perf_counter() - started, 3), replaced_previous=current is not None)
+                      seconds=round(time.perf_counter() - started, 3), replaced_previous=current is not None,
+                      verified=verified)
 
 
 def _create_staging(admin, staging: str, mark: str) -> None:
@@ -290,10 +317,40 @@ def _fill(dsn: str, storage, manifest: dict, schema: dict[str, str]) -> int:
             conn.execute(schema["post_data"])
         for seq in manifest["sequences"]:
             conn.execute("SELECT setval(%s::regclass, %s, %s)", (seq["name"], seq["last_value"], seq["is_called"]))
+        _refresh_matviews(conn)
         conn.execute("ANALYZE")
         return rows
     finally:
         conn.close()
+
+
+# Every materialized view, and the materialized views its query reads, directly or through views.
+_MATVIEW_DEPS = """
+WITH RECURSIVE reach(root, rel, kind) AS (
+    SELECT oid, oid, relkind FROM pg_class WHERE relkind = 'm'
+  UNION
+    SELECT r.root, c.oid, c.relkind FROM reach r
+      JOIN pg_rewrite w ON w.ev_class = r.rel
+      JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid AND d.refclassid = 'pg_class'::regclass
+      JOIN pg_class c ON c.oid = d.refobjid AND c.relkind IN ('v', 'm')
+     WHERE c.oid <> r.rel AND (r.rel = r.root OR r.kind = 'v')
+)
+SELECT r.root, n.nspname, c.relname, r.rel, r.kind FROM reach r
+  JOIN pg_class c ON c.oid = r.root JOIN pg_namespace n ON n.oid = c.relnamespace
+"""
+
+
+def _refresh_matviews(conn) -> None:
+    """pg_dump --schema-only creates materialized views WITH NO DATA: fill each once the data is in, after the
+    materialized views it reads, as the seeding role (it owns them: the schema is restored without owners)."""
+    names, graph = {}, {}
+    for root, schema, rel, dep, kind in conn.execute(_MATVIEW_DEPS).fetchall():
+        names[root] = (schema, rel)
+        graph.setdefault(root, set()).update({dep} if kind == "m" and dep != root else set())
+    for oid in graphlib.TopologicalSorter(graph).static_order():
+        schema, rel = names[oid]
+        with _step(f"refreshing materialized view {qualified_name(schema, rel)}"):
+            conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.Identifier(schema, rel)))
 
 
 def _swap(admin, base: str, staging: str, replace: bool) -> None:

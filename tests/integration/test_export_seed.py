@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -15,7 +16,7 @@ import pytest
 from prodclone.cli import main
 from prodclone.db import dbname_of
 from prodclone.errors import CoverageError, ExportError, LeakError, SeedError
-from prodclone.export import MANIFEST, run_export
+from prodclone.export import MANIFEST, run_export, verify_and_record
 from prodclone.masking.leakcheck import verify_export
 from prodclone.masking.transforms import REGISTRY, Transform
 from prodclone.seed import seed
@@ -124,6 +125,7 @@ def test_existing_export_and_existing_base_are_not_overwritten_silently(pg, samp
     with pytest.raises(ExportError, match="already holds an export"):
         run_export(src, rules, masking_key, url)
     run_export(src, rules, masking_key, url, overwrite=True)
+    verify_and_record(open_storage(url), src, rules, masking_key)
     target = new_db("pct_base")
     seed(url, target)
     with pytest.raises(SeedError, match="already exists"):
@@ -165,6 +167,7 @@ def test_failed_seed_keeps_previous_base(sample_source, new_db, tmp_path, rules,
     src, counts = sample_source
     url = f"file://{tmp_path}/ok"
     run_export(src, rules, masking_key, url)
+    verify_and_record(open_storage(url), src, rules, masking_key)
     target = new_db("pct_base")
     seed(url, target)
     # Corrupt one data file: the checksum check must stop the seed mid-load.
@@ -220,6 +223,7 @@ def test_subsetting_follows_foreign_keys(source_copy, new_db, tmp_path, rules, m
     expected_orders = rows(source_copy, "SELECT count(*) FROM orders WHERE user_id % 2 = 0 AND (shipping_address_id IS NULL OR "
                                         "shipping_address_id IN (SELECT id FROM addresses WHERE user_id % 2 = 0))")[0][0]
     assert by["public.orders"]["rows"] == expected_orders
+    verify_and_record(open_storage(url), source_copy, rules, masking_key)
     target = new_db("pct_sub")
     seed(url, target)  # post-data re-adds every FK: any dangling reference would fail here
     assert rows(target, "SELECT count(*) FROM order_items oi LEFT JOIN orders o ON o.id = oi.order_id WHERE o.id IS NULL")[0][0] == 0
@@ -282,3 +286,109 @@ def test_export_workers_die_with_their_parent(source_copy, tmp_path):
         time.sleep(0.1)
     assert not [w for w in workers if _alive(w)], "export workers outlived their parent"
     assert not (out / MANIFEST).exists()
+
+
+@pytest.fixture
+def driver_for(pg):
+    """``driver_for(base_dsn)``: a postgres clone driver on that base with a registry of its own; afterwards
+    its environments, snapshots and registry are removed."""
+    import dataclasses
+
+    from psycopg import sql
+
+    from prodclone.config import load_config
+    from prodclone.drivers.base import MemorySecrets
+    from prodclone.drivers.postgres import PostgresDriver
+
+    made = []
+
+    def make(base_dsn):
+        cfg = dataclasses.replace(load_config(), registry_database=f"pct_reg_{uuid.uuid4().hex[:8]}")
+        made.append(PostgresDriver(base_dsn, cfg, MemorySecrets(), busy_wait=5))
+        return made[-1]
+
+    yield make
+    for driver in made:
+        for env in driver.environments() if driver._registry_ready else []:
+            driver.teardown(env.name)
+        with psycopg.connect(pg, autocommit=True) as c:
+            for s in driver.snapshots() if driver._registry_ready else []:
+                c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(s.id)))
+            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(driver.cfg.registry_database)))
+
+
+def test_materialized_views_are_populated_in_the_base_and_its_clones(source_copy, base_role, new_db, driver_for, tmp_path,
+                                                                   rules, masking_key):
+    """pg_dump --schema-only leaves materialized views unpopulated; seed refreshes each after those it reads
+    (here a_top reads z_counts through a view: name order would refresh it first and fail)."""
+    from prodclone.drivers.base import RestoreRequest
+
+    with psycopg.connect(source_copy, autocommit=True) as c:
+        c.execute("CREATE MATERIALIZED VIEW z_counts AS SELECT user_id, count(*) AS n FROM orders GROUP BY user_id")
+        c.execute("CREATE VIEW b_busy AS SELECT user_id, n FROM z_counts WHERE n > 1")
+        c.execute("CREATE MATERIALIZED VIEW a_top AS SELECT user_id FROM b_busy ORDER BY n DESC, user_id LIMIT 10")
+        c.execute("CREATE UNIQUE INDEX ON z_counts (user_id)")
+    expected = rows(source_copy, "SELECT count(*) FROM z_counts")[0][0]
+    url = f"file://{tmp_path}/mv"
+    run_export(source_copy, rules, masking_key, url)
+    verify_and_record(open_storage(url), source_copy, rules, masking_key)
+    base = base_role(dbname_of(new_db("pct_mvbase")))
+    seed(url, base)
+    assert rows(base, "SELECT (SELECT count(*) FROM z_counts), (SELECT count(*) FROM a_top)") == [(expected, 10)]
+    driver = driver_for(base)
+    driver.snapshot("mv-run", export=url)
+    env = f"preview-mv{uuid.uuid4().hex[:6]}"
+    driver.begin_restore(RestoreRequest(env=env, profile="preview", ttl_hours=1, snapshot="latest",
+                                        requested_by="pytest"), "run-1")
+    driver.finish_restore(env, "run-1", ())
+    with psycopg.connect(psycopg.conninfo.make_conninfo(driver.secrets.values[env])) as c:  # as the clone's role
+        assert c.execute("SELECT count(*) FROM a_top").fetchone()[0] == 10
+        assert c.execute("SELECT count(*) FROM z_counts").fetchone()[0] == expected
+        c.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY z_counts")  # it owns them, like its tables
+
+
+JSON_LATE_KEYS = """
+CREATE TABLE public.accounts (id int PRIMARY KEY, doc jsonb NOT NULL, raw json);
+INSERT INTO public.accounts SELECT i, jsonb_build_object('plan', 'basic', 'seats', i), '{"theme": "dark"}'
+  FROM generate_series(1, 400) i;
+INSERT INTO public.accounts VALUES
+  (401, '{"plan": "pro", "contactEmail": "ann@corp.test", "ssn": "123-45-6789", "dob": "1980-02-03"}', NULL),
+  (402, '{"nested": {"deep": {"email": "bo@corp.test"}}, "birthDate": "1990-04-05", "tags": []}', NULL),
+  (403, '{"people": [{"date_of_birth": "1970-01-02", "phoneNumber": "+1 415 555 0100"}]}',
+        '{"theme": "light", "owner": {"DOB": "1985-06-07"}}');
+"""
+
+
+def test_scaffold_surveys_every_json_key_path_and_masks_late_and_birth_date_keys(base_role, new_db, tmp_path, capsys):
+    """Keys first seen after row 200 (the old sample) are listed and masked, birth-date keys are shifted, and the
+    scaffolded rules export the table: every surveyed path is listed (unlisted: fail passes)."""
+    from prodclone.masking.rules import parse_rules
+
+    name = dbname_of(new_db("pct_survey"))
+    with psycopg.connect(base_role(), autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    src = base_role(name)
+    with psycopg.connect(src, autocommit=True) as c:
+        c.execute(JSON_LATE_KEYS)
+        c.execute("ANALYZE public.accounts")
+    assert main(["rules", "scaffold", "--source", src]) == 0
+    text = capsys.readouterr().out
+    rule = parse_rules(text).tables["public.accounts"].columns
+    doc, raw = rule["doc"]["paths"], rule["raw"]["paths"]
+    assert set(doc) == {"plan", "seats", "contactEmail", "ssn", "dob", "nested.deep.email", "birthDate", "tags",
+                        "people[*].date_of_birth", "people[*].phoneNumber"}
+    assert doc["contactEmail"] == doc["nested.deep.email"] == {"transform": "email"}
+    assert doc["ssn"]["transform"] == "hash" and doc["people[*].phoneNumber"]["provider"] == "phone_number"
+    assert doc["dob"] == doc["birthDate"] == doc["people[*].date_of_birth"] == raw["owner.DOB"] == \
+        {"transform": "date_shift", "days": 180}
+    assert doc["plan"] == doc["seats"] == doc["tags"] == raw["theme"] == {"transform": "keep"}
+    assert "key paths of all 403 documents" in text
+    url = f"file://{tmp_path}/survey"
+    manifest = run_export(src, parse_rules(text), b"k" * 40, url)
+    assert {t["name"]: t["rows"] for t in manifest["tables"]} == {"public.accounts": 403}
+    exported = b"".join(p.read_bytes() for p in (tmp_path / "survey" / "data").iterdir())
+    assert not any(v in exported for v in (b"ann@corp.test", b"bo@corp.test", b"123-45-6789", b"1980-02-03",
+                                           b"1985-06-07", b"555 0100"))
+    # Bounded: past N documents a sample of about N is surveyed, and the file says so.
+    assert main(["rules", "scaffold", "--source", src, "--json-survey-rows", "50"]) == 0
+    assert re.search(r"key paths of a sample of \d+ of ~403 documents \(--json-survey-rows 50\)", capsys.readouterr().out)

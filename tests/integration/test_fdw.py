@@ -15,7 +15,7 @@ from prodclone.catalog import load_catalog
 from prodclone.db import with_dbname
 from prodclone.drivers.base import RestoreRequest
 from prodclone.errors import CoverageError
-from prodclone.export import read_manifest, run_export
+from prodclone.export import read_manifest, run_export, verify_and_record
 from prodclone.masking.coverage import check
 from prodclone.masking.rules import parse_rules
 from prodclone.storage import open_storage
@@ -43,7 +43,8 @@ tables:
   public.customers:
     columns: {id: keep, email: {transform: email, unique: true}}
 """
-COVERED = RULES + "  public.remote_accounts:\n    skip: true\n"
+COVERED = (RULES + "  public.remote_accounts:\n    skip: true\n"
+           "schema:\n  keep_comments: [foreign table column public.remote_accounts.email]\n")
 COLUMNS = ("SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull FROM pg_attribute a "
            "WHERE a.attrelid = 'public.remote_accounts'::regclass AND a.attnum > 0 ORDER BY a.attnum")
 REACHING_OUT = ("SELECT (SELECT count(*) FROM pg_foreign_server), (SELECT count(*) FROM pg_user_mappings), "
@@ -70,7 +71,9 @@ def fdw_source(pg, new_db):
 def sample_export(fdw_source, tmp_path, masking_key):
     """Overrides conftest's: the `clones` fixture seeds its base from this export instead."""
     url = f"file://{tmp_path}/fdw-export"
-    run_export(fdw_source, parse_rules(COVERED), masking_key, url)
+    rules = parse_rules(COVERED)
+    run_export(fdw_source, rules, masking_key, url)
+    verify_and_record(open_storage(url), fdw_source, rules, masking_key)
     return url
 
 

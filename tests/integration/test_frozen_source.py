@@ -8,8 +8,9 @@ can be started (pg_basebackup from the embedded server)."""
 
 import json
 
-from prodclone.export import PLAN, export_frozen_unit, finalize_frozen_export, plan_frozen_export
+from prodclone.export import PLAN, export_frozen_unit, finalize_frozen_export, plan_frozen_export, verify_and_record
 from prodclone.seed import seed
+from prodclone.storage import open_storage
 from support import rows
 
 
@@ -23,6 +24,7 @@ def test_plan_units_finalize_matches_single_task_export(sample_source, new_db, t
     results = [export_frozen_unit(src, rules, masking_key, url, u) for u in units]
     manifest = finalize_frozen_export(src, rules, masking_key, url, results)
     assert {t["name"].split(".")[1]: t["rows"] for t in manifest["tables"]} == counts
+    verify_and_record(open_storage(url), src, rules, masking_key)
     target = new_db("pct_frozen")
     seed(url, target)
     assert rows(target, "SELECT count(*), count(DISTINCT email) FROM users")[0] == (counts["users"], counts["users"])

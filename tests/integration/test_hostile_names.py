@@ -25,8 +25,7 @@ from prodclone.catalog import load_catalog, qualified_name
 from prodclone.cli import main
 from prodclone.db import dbname_of, with_dbname
 from prodclone.errors import RulesError
-from prodclone.export import Unit, run_export
-from prodclone.masking.leakcheck import verify_export
+from prodclone.export import Unit, run_export, verify_and_record
 from prodclone.masking.rules import json_schema, load_rules, parse_rules
 from prodclone.storage import open_storage
 from support import KEY, drop_role, dsn_as, make_role, rows
@@ -146,7 +145,7 @@ def exported(hostile):
     url = f"file://{tmp}/exp"
     rules = load_rules(rules_path)
     manifest = run_export(src, rules, KEY.encode(), url, jobs=2, split_rows=50)
-    report = verify_export(open_storage(url), manifest, src, rules, KEY.encode())
+    report = verify_and_record(open_storage(url), src, rules, KEY.encode())
     return {**hostile, "rules_path": rules_path, "url": url, "manifest": manifest, "verify": report}
 
 
@@ -172,7 +171,7 @@ def test_export_runs_no_name_as_sql_and_changes_nothing(exported):
     assert len(split["files"]) >= 3  # the identity PK with a hostile name drove key-range splitting
     seqs = {s["name"] for s in m["sequences"]}
     assert len(seqs) == 6 and all(rows(src, "SELECT %s::regclass::text", (s,)) for s in seqs)
-    assert exported["verify"].files == sum(len(t["files"]) for t in m["tables"])
+    assert exported["verify"]["files"] == sum(len(t["files"]) for t in m["tables"])
 
 
 def test_data_file_names_are_safe_distinct_and_short(exported):

@@ -4,7 +4,7 @@ import boto3
 import pytest
 
 from prodclone.errors import ExportError
-from prodclone.export import MANIFEST, run_export
+from prodclone.export import MANIFEST, run_export, verify_and_record
 from prodclone.seed import seed
 from prodclone.storage import open_storage
 from support import rows
@@ -16,6 +16,7 @@ def test_export_to_s3_and_seed_from_it(sample_source, new_db, s3, rules, masking
     manifest = run_export(sample_source[0], rules, masking_key, url, jobs=2, s3_options=opts)
     keys = {o["Key"] for o in boto3.client("s3", **opts).list_objects_v2(Bucket=bucket)["Contents"]}
     assert f"nightly/run1/{MANIFEST}" in keys and "nightly/run1/schema/pre-data.sql" in keys
+    verify_and_record(open_storage(url, opts), sample_source[0], rules, masking_key)
     target = new_db("pct_s3")
     result = seed(url, target, s3_options=opts)
     assert result.rows == manifest["totals"]["rows"]

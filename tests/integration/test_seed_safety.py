@@ -233,10 +233,12 @@ def test_an_unmarked_staging_that_is_not_empty_or_not_ours_is_never_dropped(role
 @pytest.mark.parametrize("section", ["pre-data", "post-data"])
 def test_a_tampered_schema_file_is_refused_before_anything_runs(base_role, new_db, pg, sample_source, tmp_path,
                                                                 rules, masking_key, section):
-    from prodclone.export import run_export
+    from prodclone.export import run_export, verify_and_record
+    from prodclone.storage import open_storage
 
     url = f"file://{tmp_path}/exp"
     run_export(sample_source[0], rules, masking_key, url)
+    verify_and_record(open_storage(url), sample_source[0], rules, masking_key)
     name = dbname_of(new_db("pct_tamper"))
     seed(url, base_role(name))
     with psycopg.connect(base_role(name), autocommit=True) as c:

@@ -87,32 +87,21 @@ def _uniq(rule: dict, column: Column) -> dict:
     return rule
 
 
-def _leaf_paths(node, prefix: str = "") -> set[str]:
-    """Every path a json rule must list for ``node``: its scalars, and its empty objects and arrays."""
-    if isinstance(node, (dict, list)) and not node:
-        return {prefix} if prefix else set()
-    if isinstance(node, dict):
-        out = set()
-        for k, v in node.items():
-            out |= _leaf_paths(v, f"{prefix}.{k}" if prefix else str(k))
-        return out
-    if isinstance(node, list):
-        out = set()
-        for v in node[:20]:
-            out |= _leaf_paths(v, f"{prefix}[*]")
-        return out
-    return {prefix} if prefix else set()
+def _words(key: str) -> str:
+    """A JSON key with camelCase words split as the column-name patterns expect (contactEmail -> contact_Email)."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key)
 
 
-def suggest_json(column: Column, docs: list) -> tuple[dict, str] | None:
-    """A json-paths rule listing every path of the sampled documents: personal keys masked,
-    the others ``keep``, so a key no sample showed stops the export (unlisted: fail)."""
+def suggest_json(surveyed) -> tuple[dict, str] | None:
+    """A json-paths rule listing every surveyed path (scalars, empty objects and arrays): personal keys masked,
+    birth dates shifted, the others ``keep``, so a key the survey did not see stops the export (unlisted: fail)."""
     paths, personal = {}, []
-    for path in sorted(set().union(*(_leaf_paths(d) for d in docs)) if docs else ()):
-        leaf = path.rsplit(".", 1)[-1].replace("[*]", "")
+    for path in sorted(surveyed):
+        leaf = _words(path.rsplit(".", 1)[-1].replace("[*]", ""))
         paths[path] = {"transform": "keep"}
         for pattern, rule, _why in NAME_RULES:
-            if _fits_category(rule, "text") and re.search(pattern, leaf.lower()):
+            # JSON values are text or ISO dates (birth dates are shifted); never numbers-only transforms
+            if (_fits_category(rule, "text") or _fits_category(rule, "temporal")) and re.search(pattern, leaf.lower()):
                 paths[path] = rule
                 break
         else:
@@ -122,6 +111,48 @@ def suggest_json(column: Column, docs: list) -> tuple[dict, str] | None:
             personal.append(path)
     if not paths:
         return None
-    why = f"personal keys in sampled documents: {', '.join(personal)}" if personal else \
-        "no personal keys in sampled documents: review them"
+    why = f"personal keys in surveyed documents: {', '.join(personal)}" if personal else \
+        "no personal keys in surveyed documents: review them"
     return {"transform": "json", "paths": paths}, why
+
+
+# Personal data and secrets inside free text (schema text: defaults, CHECKs, enum labels, function bodies,
+# view definitions, kept comments): what each finds, a pattern, and an optional check that cuts false hits.
+def _luhn(digits: str) -> bool:
+    total = sum(d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2) for i, d in enumerate(map(int, reversed(digits))))
+    return total % 10 == 0
+
+
+def _iban(text: str) -> bool:
+    s = text.replace(" ", "")
+    return int("".join(str(int(c, 36)) for c in s[4:] + s[:4])) % 97 == 1
+
+
+def _routable(ip: str) -> bool:
+    """Not an address that identifies no one (any, loopback, broadcast)."""
+    return not (ip == "0.0.0.0" or ip.startswith("127.") or ip == "255.255.255.255")
+
+
+TEXT_FINDINGS: list[tuple[str, re.Pattern, object]] = [
+    ("email address", re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"), None),
+    ("phone number", re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?\(?\d{3}\)?[ .-]?\d{3}[ .-]\d{4}(?![\w-])"
+                                r"|(?<![\w+])\+\d{1,3}[ .-]?\d(?:[ .-]?\d){6,13}(?!\w)"), None),
+    ("social security number", re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])"), None),
+    ("card number", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"),
+     lambda m: _luhn(re.sub(r"\D", "", m))),
+    ("IBAN", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"), _iban),
+    ("IP address", re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\d.])"),
+     _routable),
+    ("API key or token", re.compile(r"\b(?:[sprw]k_(?:live|test)_[0-9A-Za-z]{8,}|gh[pousr]_[0-9A-Za-z]{20,}"
+                                    r"|xox[abprs]-[0-9A-Za-z-]{10,}|AIza[0-9A-Za-z_-]{35}"
+                                    r"|eyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]{8,})"), None),
+    ("AWS access key", re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), None),
+    ("private key", re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"), None),
+    ("credentials in a URL", re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s/:@'\"]+:[^\s/@'\"]+@"), None),
+]
+
+
+def find_in_text(text: str) -> list[str]:
+    """What personal data or secrets ``text`` holds, by kind (never the values), in TEXT_FINDINGS order."""
+    return [kind for kind, pattern, check in TEXT_FINDINGS
+            if any(check is None or check(m.group()) for m in pattern.finditer(text))]

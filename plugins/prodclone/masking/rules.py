@@ -15,6 +15,7 @@ import yaml
 from prodclone.catalog import QUALIFIED_PATTERN, qualified_name, split_qualified
 from prodclone.errors import RulesError
 from prodclone.masking import where as where_clause
+from prodclone.masking.detect import TEXT_FINDINGS
 from prodclone.masking.transforms import REGISTRY, Context, Transform
 
 
@@ -42,6 +43,7 @@ def json_schema() -> dict:
                     "pool_size": {"type": "integer", "minimum": 16, "maximum": 1000000},
                 },
             },
+            "schema": {"$ref": "#/$defs/schema"},
             "tables": {
                 "type": "object",
                 "description": 'Every table of the source, schema-qualified (public.users); quote a part holding '
@@ -51,6 +53,38 @@ def json_schema() -> dict:
             },
         },
         "$defs": {
+            "schema": {
+                "type": "object",
+                "additionalProperties": False,
+                "description": "Schema text (defaults, CHECKs, enum labels, function bodies, view definitions, kept "
+                               "comments) is scanned for personal data and secrets; a finding stops the export. "
+                               "Objects are named as PostgreSQL's pg_identify_object does (type, then identity), "
+                               "as the export's error prints them: 'table column public.users.email', "
+                               "'function public.f(integer)', 'default value for public.users.email'.",
+                "properties": {
+                    "keep_comments": {
+                        "type": "array", "uniqueItems": True, "items": {"type": "string", "minLength": 1},
+                        "description": "Objects whose comments go to the base and clones (every other comment is "
+                                       "dropped); kept comments are scanned too.",
+                    },
+                    "allow": {
+                        "type": "array",
+                        "description": "Findings in schema text that may travel, each with the reason.",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["object", "finds", "reason"],
+                            "properties": {
+                                "object": {"type": "string", "minLength": 1},
+                                "finds": {"type": "array", "minItems": 1, "uniqueItems": True,
+                                          "items": {"enum": [kind for kind, _, _ in TEXT_FINDINGS]}},
+                                "reason": {"type": "string", "minLength": 1, "pattern": "\\S",
+                                           "description": "Why this text identifies no one and holds no secret."},
+                            },
+                        },
+                    },
+                },
+            },
             "table": {
                 "type": "object",
                 "additionalProperties": False,
@@ -84,12 +118,21 @@ class TableRule:
 
 
 @dataclass
+class SchemaRules:
+    """The ``schema`` section: comments to keep, and findings in schema text allowed to travel."""
+
+    keep_comments: frozenset[str] = frozenset()
+    allow: dict[str, frozenset[str]] = field(default_factory=dict)  # object name -> kinds of finding
+
+
+@dataclass
 class Rules:
     tables: dict[str, TableRule]
     locale: str = "en_US"
     pool_size: int = 1024
     digest: str = ""
     source: str = "<rules>"
+    schema: SchemaRules = field(default_factory=SchemaRules)
 
     def context(self, key: bytes) -> Context:
         return Context(key=key, locale=self.locale, pool_size=self.pool_size)
@@ -213,6 +256,7 @@ def parse_rules(text: str, source: str = "<rules>") -> Rules:
         pool_size=defaults.get("pool_size", 1024),
         digest=digest,
         source=source,
+        schema=_schema_rules(data.get("schema") or {}),
     )
 
 
@@ -259,6 +303,13 @@ def _check_parameters(data: dict, marks: dict, source: str, locale: str) -> None
                 problems.append(f"{source}:{line}:{col}: tables.{table}.columns.{column}: {exc}")
     if problems:
         raise RulesError("invalid masking rules:\n  " + "\n  ".join(problems))
+
+
+def _schema_rules(section: dict) -> SchemaRules:
+    allow: dict[str, frozenset[str]] = {}
+    for entry in section.get("allow") or []:
+        allow[entry["object"]] = allow.get(entry["object"], frozenset()) | frozenset(entry["finds"])
+    return SchemaRules(keep_comments=frozenset(section.get("keep_comments") or ()), allow=allow)
 
 
 def _normalized_wheres(data: dict, marks: dict, source: str) -> dict[str, str]:

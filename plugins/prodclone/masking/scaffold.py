@@ -4,14 +4,13 @@ rule, everything else ``keep`` with a comment saying why."""
 from __future__ import annotations
 
 import functools
-import json
 import math
 import re
 
 import yaml
 from psycopg import sql
 
-from prodclone.catalog import Catalog, Table, column_name
+from prodclone.catalog import Catalog, Column, Table, column_name
 from prodclone.masking.detect import suggest, suggest_json
 from prodclone.masking.transforms import trait
 
@@ -41,18 +40,58 @@ def _sample_text(conn, table: Table, column: str, n: int) -> list[str]:
     return [r[0] for r in conn.execute(query)]
 
 
-def scaffold(conn, catalog: Catalog, sample: int = 200) -> str:
+# Every key path of a json/jsonb column's documents, as json rules write them (a.b, items[*].email): the
+# scalars and the empty objects and arrays, walked on the server; and how many documents were read.
+_SURVEY = """
+WITH RECURSIVE docs(doc) AS (
+    SELECT {col}::jsonb FROM {table}{sampled} WHERE {col} IS NOT NULL LIMIT {rows}
+), walk(path, value) AS (
+    SELECT '', doc FROM docs
+  UNION ALL
+    SELECT CASE WHEN e.key IS NULL THEN w.path || '[*]' WHEN w.path = '' THEN e.key ELSE w.path || '.' || e.key END,
+           e.value
+      FROM walk w, LATERAL (
+            SELECT key, value FROM jsonb_each(CASE jsonb_typeof(w.value) WHEN 'object' THEN w.value END)
+            UNION ALL
+            SELECT NULL, value FROM jsonb_array_elements(CASE jsonb_typeof(w.value) WHEN 'array' THEN w.value END)) e
+)
+SELECT (SELECT count(*) FROM docs),
+       ARRAY(SELECT DISTINCT path FROM walk WHERE path <> ''
+              AND (jsonb_typeof(value) NOT IN ('object', 'array') OR value = '{{}}'::jsonb OR value = '[]'::jsonb))
+"""
+
+
+def _survey_json(conn, table: Table, col: Column, rows: int) -> tuple[tuple[dict, str] | None, str]:
+    """A json rule listing every key path of the column (suggest_json), and what was read: the whole column,
+    or, past ``rows`` documents, a sample of about that many (so a path only in other rows stops the export)."""
+    if col.source_casts:  # reading it as jsonb could run a cast the source defined: names only
+        return None, "not surveyed: its type has a cast the source defined"
+    sampled = sql.SQL("")
+    if table.est_rows > rows:
+        sampled = sql.SQL(" TABLESAMPLE BERNOULLI ({})").format(sql.Literal(min(100.0, 200.0 * rows / table.est_rows)))
+    read, paths = conn.execute(sql.SQL(_SURVEY).format(
+        col=sql.Identifier(col.name), table=table.scan, sampled=sampled, rows=sql.Literal(int(rows) + 1))).fetchone()
+    if table.est_rows > rows or read > rows:  # (one more than asked for: the statistics may be stale)
+        note = (f"key paths of a sample of {read} of ~{max(table.est_rows, read)} documents (--json-survey-rows "
+                f"{rows}): a path only in other rows stops the export")
+    else:
+        note = f"key paths of all {read} documents"
+    return suggest_json(paths), note
+
+
+def scaffold(conn, catalog: Catalog, sample: int = 200, json_survey_rows: int = 100_000) -> str:
     chosen: dict[tuple[str, str], tuple[dict, str]] = {}
     for name, table in catalog.tables.items():
         if table.reaches_out:  # never sampled: reading it would reach the other server
             continue
         keys = set(table.primary_key) | {c for fk in table.foreign_keys for c in fk.columns}
         for col in table.columns:
-            samples = _sample_text(conn, table, col.name, sample) if col.category in ("text", "json") and sample else None
-            rule, why = suggest(col, samples if col.category == "text" else None, is_key=col.name in keys)
-            if col.category == "json" and samples:
-                found = suggest_json(col, [json.loads(s) for s in samples])
+            samples = _sample_text(conn, table, col.name, sample) if col.category == "text" and sample else None
+            rule, why = suggest(col, samples, is_key=col.name in keys)
+            if col.category == "json" and json_survey_rows:
+                found, note = _survey_json(conn, table, col, json_survey_rows)
                 rule, why = found or (rule, why)
+                why = f"{why}; {note}"
             chosen[(name, col.name)] = (rule, why)
     # A foreign key column masks exactly like the column it references, so joins hold.
     for name, table in catalog.tables.items():
