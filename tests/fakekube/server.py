@@ -11,8 +11,10 @@ Modelled, because the velero driver depends on it:
   strategic merge patch is treated as a merge patch (enough for the
   label/annotation/scalar patches prodclone sends);
 - namespace deletion through phase `Terminating`: contents go, then the
-  namespace, unless a fault keeps it stuck, with a `NamespaceContentRemaining`
-  condition as real clusters report;
+  namespace, unless a fault keeps it stuck (PVCs held by their
+  `kubernetes.io/pvc-protection` finalizer), with the namespace controller's
+  five conditions, only `NamespaceContentRemaining` and
+  `NamespaceFinalizersRemaining` True, as real clusters report;
 - PVC deletion releases its PV; a PV with reclaimPolicy `Delete` then goes
   (and its cloud volume, via a hook), a `Retain` one stays `Released`.
 
@@ -249,13 +251,30 @@ class Cluster:
                 if plural != "namespaces" or ns["status"].get("phase") != "Terminating":
                     continue
                 if name in self.faults.stuck_namespaces:
-                    ns["status"]["conditions"] = [{
-                        "type": "NamespaceContentRemaining", "status": "True", "reason": "SomeResourcesRemain",
-                        "message": "Some resources are remaining: persistentvolumeclaims. has 1 resource instances"}]
+                    ns["status"]["conditions"] = self._stuck_conditions(name)
                     continue
                 for key in [k for k in self.objects if k[1] == name]:
                     self.delete(key[0], key[2], name)
                 del self.objects[("namespaces", None, name)]
+
+    def _stuck_conditions(self, namespace: str) -> list[dict]:
+        """The five conditions Kubernetes' namespace controller keeps on a Terminating namespace
+        (pkg/controller/namespace/deletion: the three deletion-failure ones, then content and finalizers
+        remaining), as it reports a namespace whose PVCs wait on `kubernetes.io/pvc-protection`: only the
+        last two are True."""
+        pvcs = sum(1 for p, ns, _ in self.objects if p == "persistentvolumeclaims" and ns == namespace) or 1
+        at = now()
+        return [{"type": t, "status": s, "reason": r, "message": m, "lastTransitionTime": at} for t, s, r, m in (
+            ("NamespaceDeletionDiscoveryFailure", "False", "ResourcesDiscovered", "All resources successfully discovered"),
+            ("NamespaceDeletionGroupVersionParsingFailure", "False", "ParsedGroupVersions",
+             "All legacy kube types successfully parsed"),
+            ("NamespaceDeletionContentFailure", "False", "ContentDeleted",
+             "All content successfully deleted, may be waiting on finalization"),
+            ("NamespaceContentRemaining", "True", "SomeResourcesRemain",
+             f"Some resources are remaining: persistentvolumeclaims. has {pvcs} resource instances"),
+            ("NamespaceFinalizersRemaining", "True", "SomeFinalizersRemain",
+             f"Some content in the namespace has finalizers remaining: kubernetes.io/pvc-protection in {pvcs} "
+             f"resource instances"))]
 
 
 class ApiStatus(Exception):

@@ -138,8 +138,13 @@ def test_stuck_namespace_is_reported_never_finalized(kube):
     env = "preview-stuck"
     _up(kube, env)
     kube.cluster.faults.stuck_namespaces.add(env)
-    with pytest.raises(CloneError, match="stuck Terminating: NamespaceContentRemaining"):
+    with pytest.raises(CloneError, match="stuck Terminating: NamespaceContentRemaining") as err:
         kube.driver.teardown(env)
+    # Of the namespace controller's five conditions, only the True ones say what holds it.
+    conditions = kube.cluster.get("namespaces", env)["status"]["conditions"]
+    assert len(conditions) == 5 and [c["status"] for c in conditions].count("True") == 2
+    assert "NamespaceFinalizersRemaining: Some content in the namespace has finalizers remaining" in str(err.value)
+    assert "successfully" not in str(err.value) and "Discovery" not in str(err.value)
     assert not [c for c in kube.cluster.calls if c[3] == "finalize"]
     kube.cluster.faults.stuck_namespaces.clear()
     kube.driver.teardown(env)  # the next teardown finishes the job

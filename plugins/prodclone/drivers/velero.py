@@ -597,6 +597,8 @@ class VeleroDriver(CloneDriver):
             if ns is None:
                 return None
             if time.monotonic() > deadline:
-                conditions = ns.get("status", {}).get("conditions") or []
-                return "; ".join(f"{c.get('type')}: {c.get('message')}" for c in conditions) or "no conditions reported"
+                # The namespace controller keeps five conditions; only the True ones say what holds it.
+                blocking = [c for c in ns.get("status", {}).get("conditions") or [] if c.get("status") == "True"]
+                return "; ".join(f"{c.get('type')}: {c.get('message')}" for c in blocking) \
+                    or "no condition is True (see `kubectl get namespace -o yaml` and the namespace controller's logs)"
             time.sleep(self.poll)
