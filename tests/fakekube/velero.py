@@ -8,7 +8,9 @@ the way Velero v1.18 does, as far as the velero driver can tell (see
   records the pre-hooks it would exec (exec hooks need a container, so they
   are logged in `hook_runs`, not run); snapshots the included namespace's
   objects, and each PVC's PV as a "CSI snapshot"; startTimestamp,
-  completionTimestamp, expiration = start + ttl.
+  completionTimestamp, expiration = start + ttl, in whole seconds as
+  Velero writes them (metav1.Time), so backups started in the same second
+  tie; `clock` can be stopped to make them.
 - Restore: FailedValidation unless the backup exists and is Completed and the
   resource-modifier ConfigMap is in the Velero namespace with exactly one data
   key. Then it applies `namespaceMapping`; uses a pre-existing target
@@ -34,6 +36,7 @@ from __future__ import annotations
 import copy
 import re
 import uuid
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -47,8 +50,8 @@ RUNNING = ("", "New", "InProgress")
 NOT_RESTORED = ("pods", "persistentvolumes", "backups", "restores", "deletebackuprequests", "volumesnapshots")
 
 
-def _ts(at: datetime | None = None) -> str:
-    return (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # sub-second: tests make several a second
+def _ts(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")  # metav1.Time: RFC 3339 in whole seconds, so backups can tie
 
 
 def _duration(text: str) -> timedelta:
@@ -73,6 +76,7 @@ class VeleroSim:
     faults: VeleroFaults = field(default_factory=VeleroFaults)
     hook_runs: list = field(default_factory=list)  # (backup, pod, container, command)
     contents: dict = field(default_factory=dict)  # backup name -> list of (plural, object) it holds
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # Velero's; a test may stop it
 
     def __post_init__(self):
         self.cluster.on_pv_deleted.append(self._pv_deleted)
@@ -106,7 +110,7 @@ class VeleroSim:
             if missing:
                 return self._set_status("backups", b, phase="FailedValidation",
                                         validationErrors=[f"namespace {ns} not found" for ns in missing])
-            return self._set_status("backups", b, phase="InProgress", startTimestamp=_ts())
+            return self._set_status("backups", b, phase="InProgress", startTimestamp=_ts(self.clock()))
         held = []
         for ns in spec.get("includedNamespaces", []):
             for hook in (spec.get("hooks") or {}).get("resources", []):
@@ -122,10 +126,10 @@ class VeleroSim:
                         held.append(("persistentvolumes", self.cluster.get("persistentvolumes", obj["spec"]["volumeName"])))
             held.append(("namespaces", self.cluster.get("namespaces", ns)))
         self.contents[name] = copy.deepcopy(held)
-        start = datetime.strptime(b["status"]["startTimestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        start = datetime.strptime(b["status"]["startTimestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
         phase = self.faults.backup_result or "Completed"
         self.faults.backup_result = None
-        status = {"phase": phase, "completionTimestamp": _ts(), "expiration": _ts(start + _duration(spec.get("ttl"))),
+        status = {"phase": phase, "completionTimestamp": _ts(self.clock()), "expiration": _ts(start + _duration(spec.get("ttl"))),
                   "progress": {"totalItems": len(held), "itemsBackedUp": len(held)}}
         if phase != "Completed":
             status.update(failureReason=self.faults.backup_message, errors=1)
@@ -156,7 +160,7 @@ class VeleroSim:
         if errors:
             return self._set_status("restores", r, phase="FailedValidation", validationErrors=errors)
         if r.get("status", {}).get("phase", "") in ("", "New"):
-            return self._set_status("restores", r, phase="InProgress", startTimestamp=_ts())
+            return self._set_status("restores", r, phase="InProgress", startTimestamp=_ts(self.clock()))
         mapping = spec.get("namespaceMapping") or {}
         patch_errors = 0
         for plural, obj in copy.deepcopy(self.contents.get(spec["backupName"], [])):
@@ -191,7 +195,7 @@ class VeleroSim:
                         "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}, target)
         phase = self.faults.restore_result or ("PartiallyFailed" if patch_errors else "Completed")
         self.faults.restore_result = None
-        status = {"phase": phase, "completionTimestamp": _ts()}
+        status = {"phase": phase, "completionTimestamp": _ts(self.clock())}
         if phase != "Completed":
             status.update(errors=max(1, patch_errors), failureReason="" if patch_errors else "injected failure")
         self._set_status("restores", r, **status)

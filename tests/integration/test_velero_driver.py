@@ -8,6 +8,8 @@ Every API call a test makes is checked against include/k8s/rbac.yaml."""
 import base64
 import dataclasses
 import uuid
+from datetime import UTC, datetime
+from hashlib import sha256
 
 import psycopg
 import pytest
@@ -191,6 +193,31 @@ def test_first_ordinal_only_backs_up_labelled_volumes(kube):
     assert [p["metadata"]["name"] for p in c.find("persistentvolumeclaims", "preview-ordinal")] == ["data-postgres-0"]
 
 
+def _runs_hashing_downwards(count: int) -> list[str]:
+    """Run ids whose Backup names' random hashes sort the opposite way to the order they are made in."""
+    def digest(run):
+        return sha256(run.encode()).hexdigest()[:6]
+
+    runs = [f"run-{i}" for i in range(200)]
+    picked = [max(runs, key=digest)]
+    while len(picked) < count:
+        picked.append(max((r for r in runs if digest(r) < digest(picked[-1])), key=digest))
+    return picked
+
+
+def test_backups_started_in_the_same_second_keep_the_order_they_were_made_in(kube):
+    """Velero's timestamps have whole seconds: a tie goes to the order prodclone made the backups in, never to
+    the random hash in their names (the newest would otherwise be a coin toss for `latest` and for pruning)."""
+    frozen = datetime.now(UTC).replace(microsecond=0)
+    kube.sim.clock = lambda: frozen
+    snaps = [kube.driver.snapshot(run) for run in _runs_hashing_downwards(3)]
+    assert {kube.cluster.get("backups", s.id, VELERO)["status"]["startTimestamp"] for s in snaps} == {
+        frozen.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    assert [s.id for s in kube.driver.snapshots()] == [s.id for s in reversed(snaps)]
+    assert kube.driver.latest_snapshot().id == snaps[-1].id
+    assert kube.driver.prune_snapshots(keep=1) == [snaps[1].id, snaps[0].id]
+
+
 def test_a_namespace_it_did_not_create_is_never_restored_into(kube):
     """A 409 on the namespace (someone else's, made in between) stops the restore before Velero is asked."""
     kube.driver.snapshot("r1")
@@ -274,7 +301,7 @@ def test_a_failed_secret_update_gives_the_database_its_password_back_and_the_ret
 
 
 def test_a_secret_without_a_username_is_refused_not_defaulted_to_a_superuser(kube):
-    kube.cluster.patch("secrets", "postgres-credentials", {"data": {"username": ""}}, "merge", BASE)
+    kube.cluster.patch("secrets", "postgres-credentials", {"data": {"username": ""}}, "application/merge-patch+json", BASE)
     kube.driver.snapshot("r1")
     env = "preview-nouser"
     kube.driver.begin_restore(_req(env), "run-1")

@@ -67,6 +67,12 @@ def _parse(ts: str | None) -> datetime | None:
     return datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
+def _sequence(backup: dict) -> int:
+    """The order prodclone created its Backups in (0 for one made before it wrote this annotation)."""
+    value = backup["metadata"].get("annotations", {}).get(P + "sequence", "")
+    return int(value) if value.isdigit() else 0
+
+
 def k8s_name(*parts: str, limit: int = 63) -> str:
     """A DNS-1123 name of at most ``limit`` chars; too-long names keep a hash so they stay unique."""
     name = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
@@ -216,9 +222,11 @@ class VeleroDriver(CloneDriver):
         return hooks
 
     def begin_snapshot(self, run_id: str, export: str = "", rows: int = 0, rules_sha256: str = "") -> str:
-        existing = [b for b in self._backups() if b["metadata"].get("annotations", {}).get(P + "run-id") == run_id]
+        backups = self._backups()
+        existing = [b for b in backups if b["metadata"].get("annotations", {}).get(P + "run-id") == run_id]
         if existing:
             return existing[0]["metadata"]["name"]  # a retried task
+        sequence = 1 + max((_sequence(b) for b in backups), default=0)
         name = k8s_name("prodclone", self.v.base_namespace[:20], f"{_now():%Y%m%d%H%M}",
                         sha256(run_id.encode()).hexdigest()[:6])
         spec = {"includedNamespaces": [self.v.base_namespace], "snapshotVolumes": True,
@@ -230,7 +238,7 @@ class VeleroDriver(CloneDriver):
         self._create_cr("backups", {
             "metadata": {"name": name, "labels": self._labels(kind="base-snapshot"),
                          "annotations": {P + "run-id": run_id, P + "export": export, P + "rows": str(rows),
-                                         P + "rules-sha256": rules_sha256}},
+                                         P + "rules-sha256": rules_sha256, P + "sequence": str(sequence)}},
             "spec": spec})
         return name
 
@@ -244,8 +252,9 @@ class VeleroDriver(CloneDriver):
     def _backups(self) -> list[dict]:
         items = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.v.namespace, "backups",
                                                           label_selector=f"{MANAGED[0]}={MANAGED[1]}")["items"]
-        # Velero's own rule: newest by status.startTimestamp (a backup not started yet sorts first).
-        return sorted(items, key=lambda b: (b.get("status", {}).get("startTimestamp") or "9999",
+        # Velero's own rule: newest by status.startTimestamp (a backup not started yet sorts first). Its timestamps
+        # have whole seconds, so a tie goes to the order prodclone created them in, never the names' random hash.
+        return sorted(items, key=lambda b: (b.get("status", {}).get("startTimestamp") or "9999", _sequence(b),
                                             b["metadata"]["name"]), reverse=True)
 
     def _snap(self, b: dict, used_by: list[str] | None = None) -> Snapshot:
