@@ -17,8 +17,10 @@ the way Velero v1.18 does, as far as the velero driver can tell (see
   namespace as it is, else creates it copying the *base* namespace's labels
   and annotations (Velero does; modifiers are not applied to it); applies
   the modifier rules (conditions match the *source* namespace; RFC 6902
-  patches via jsonpatch; a failing patch -> PartiallyFailed) to every other
-  object; creates PVCs Bound to new PVs that copy the *source PV's*
+  `patches` via jsonpatch, so an `add` under a missing parent such as
+  /metadata/labels fails as it does in Velero's evanphx/json-patch, and a
+  failing patch -> PartiallyFailed; RFC 7386 `mergePatches` with
+  `patchData`) to every other object; creates PVCs Bound to new PVs that copy the *source PV's*
   reclaimPolicy and labels (v1.14+), and for each a cluster-scoped
   VolumeSnapshotContent with deletionPolicy Retain labelled
   velero.io/restore-name (left behind by namespace deletion, issue 9186);
@@ -293,6 +295,6 @@ def _modify(obj: dict, plural: str, source_ns: str, rules: list) -> tuple[dict, 
                 obj = jsonpatch.apply_patch(obj, [op])
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException):
                 failed += 1
-        for mp in rule.get("mergePatches", []):
-            obj = merge_patch(obj, yaml.safe_load(mp["patchData"]) if isinstance(mp.get("patchData"), str) else mp)
+        for mp in rule.get("mergePatches", []):  # Velero's JSONMergePatch: patchData, a JSON or YAML document
+            obj = merge_patch(obj, yaml.safe_load(mp["patchData"]))
     return obj, failed

@@ -73,6 +73,29 @@ def test_restore_clones_into_a_prelabelled_namespace_with_new_credentials(kube):
     assert again.run_id == "run-1" and again.status == "ready"
 
 
+def test_a_base_pvc_without_labels_or_class_is_still_restored_onto_the_envs_class(kube):
+    """Velero applies JSON patch ops as evanphx/json-patch does: `add /metadata/labels/<k>` fails on a PVC with no
+    labels and the restore ends PartiallyFailed. The driver's merge patch creates what is missing."""
+    from fakekube.velero import _modify
+
+    bare = {"metadata": {"name": "data-postgres-0", "namespace": BASE}, "spec": {}}
+    add = [{"conditions": {"groupResource": "persistentvolumeclaims"},
+            "patches": [{"operation": "add", "path": "/metadata/labels/prodclone.io~1env", "value": "x"}]}]
+    assert _modify(bare, "persistentvolumeclaims", BASE, add)[1] == 1  # the fake fails as Velero does
+    kube.cluster.patch("persistentvolumeclaims", "data-postgres-0", [
+        {"op": "remove", "path": "/metadata/labels"}, {"op": "remove", "path": "/spec/storageClassName"}],
+        "application/json-patch+json", BASE)
+    kube.driver.snapshot("r1")
+    env = "preview-bare-pvc"
+    assert _up(kube, env).status == "ready"
+    restore = kube.cluster.get("namespaces", env)["metadata"]["annotations"]["prodclone.io/restore"]
+    assert kube.cluster.get("restores", restore, VELERO)["status"]["phase"] == "Completed"
+    pvc = kube.cluster.get("persistentvolumeclaims", "data-postgres-0", env)
+    assert pvc["spec"]["storageClassName"] == k8s_name("prodclone", env)
+    assert pvc["metadata"]["labels"]["prodclone.io/env"] == env
+    assert pvc["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "prodclone"
+
+
 def test_latest_good_snapshot_skips_partially_failed(kube):
     good = kube.driver.snapshot("r1")
     kube.sim.faults.backup_result = "PartiallyFailed"

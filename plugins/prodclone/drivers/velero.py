@@ -19,6 +19,7 @@ break Velero's label selectors.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 import secrets as pysecrets
@@ -392,11 +393,13 @@ class VeleroDriver(CloneDriver):
             "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate", "allowVolumeExpansion": True,
             "parameters": params}))
         # 3. The resource modifier: exactly one data key; conditions match the *source* namespace.
+        # A JSON merge patch (Velero >= 1.13), not JSON patch ops: `add /metadata/labels/<k>` fails on a PVC
+        # without labels and `replace /spec/storageClassName` on one without a class (the restore ends
+        # PartiallyFailed); a merge patch creates what is missing.
+        patch = {"metadata": {"labels": {MANAGED[0]: MANAGED[1], P + "env": env}}, "spec": {"storageClassName": sc}}
         rules = {"version": "v1", "resourceModifierRules": [{
             "conditions": {"groupResource": "persistentvolumeclaims", "namespaces": [self.v.base_namespace]},
-            "patches": [{"operation": "replace", "path": "/spec/storageClassName", "value": sc},
-                        {"operation": "add", "path": "/metadata/labels/app.kubernetes.io~1managed-by", "value": "prodclone"},
-                        {"operation": "add", "path": "/metadata/labels/prodclone.io~1env", "value": env}]}]}
+            "mergePatches": [{"patchData": json.dumps(patch)}]}]}
         self._ensure(lambda: self.core.create_namespaced_config_map(self.v.namespace, {
             "metadata": {"name": restore, "labels": self._labels(env=env)},
             "data": {"modifiers.yaml": yaml.safe_dump(rules, sort_keys=False)}}))
