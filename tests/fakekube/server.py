@@ -22,7 +22,7 @@ Modelled, because the velero driver depends on it:
   (and its cloud volume, via a hook), a `Retain` one stays `Released`.
 
 Not modelled: watches (prodclone polls), admission, RBAC enforcement (calls
-are recorded instead, for the RBAC test), server-side apply, subresources
+are recorded instead, per bearer token, for the RBAC tests), server-side apply, subresources
 other than `status`.
 """
 
@@ -54,6 +54,8 @@ RESOURCES = {
     "statefulsets": ("apps", "v1", "StatefulSet", True),
     "deployments": ("apps", "v1", "Deployment", True),
     "storageclasses": ("storage.k8s.io", "v1", "StorageClass", False),
+    "roles": ("rbac.authorization.k8s.io", "v1", "Role", True),
+    "rolebindings": ("rbac.authorization.k8s.io", "v1", "RoleBinding", True),
     "volumesnapshots": ("snapshot.storage.k8s.io", "v1", "VolumeSnapshot", True),
     "volumesnapshotcontents": ("snapshot.storage.k8s.io", "v1", "VolumeSnapshotContent", False),
     "backups": ("velero.io", "v1", "Backup", True),
@@ -61,6 +63,7 @@ RESOURCES = {
     "deletebackuprequests": ("velero.io", "v1", "DeleteBackupRequest", True),
     "schedules": ("velero.io", "v1", "Schedule", True),
 }
+TOKEN = "fake-token"  # the kubeconfig's (Airflow's) bearer token; calls made with others are kept apart
 CUSTOM_GROUPS = ("velero.io", "snapshot.storage.k8s.io")  # served from CRDs: no strategic merge patch
 
 
@@ -142,6 +145,7 @@ class Cluster:
         self.objects: dict[tuple[str, str | None, str], dict] = {}  # (plural, namespace, name) -> object
         self.version = 0
         self.calls: list[tuple] = []  # (verb, group, plural, subresource, namespace, name) per request
+        self.calls_as: dict[str, list[tuple]] = {}  # the same, for other bearer tokens (a pod's service account)
         self.faults = Faults()
         self.on_pv_deleted: list = []  # callables(pv) for cloud-side effects (EBS)
 
@@ -344,7 +348,9 @@ class Handler(BaseHTTPRequestHandler):
             group = RESOURCES[plural][0]
             verb = {"GET": "get" if name else "list", "POST": "create", "PUT": "update", "PATCH": "patch",
                     "DELETE": "delete"}[self.command]
-            self.cluster.calls.append((verb, group, plural, sub, ns, name))
+            token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+            calls = self.cluster.calls if token == TOKEN else self.cluster.calls_as.setdefault(token, [])
+            calls.append((verb, group, plural, sub, ns, name))
             c = self.cluster
             if self.command == "GET" and name:
                 return self._send(200, c.get(plural, name, ns))
@@ -396,7 +402,7 @@ class FakeKube:
     def kubeconfig(self) -> dict:
         return {"apiVersion": "v1", "kind": "Config", "current-context": "fake",
                 "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-                "users": [{"name": "airflow", "user": {"token": "fake-token"}}],
+                "users": [{"name": "airflow", "user": {"token": TOKEN}}],
                 "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "airflow"}}]}
 
     def close(self) -> None:

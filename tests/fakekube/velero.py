@@ -5,9 +5,13 @@ the way Velero v1.18 does, as far as the velero driver can tell (see
 
 - Backup: New -> InProgress -> Completed (or a fault's PartiallyFailed /
   Failed / FailedValidation with failureReason and validationErrors);
-  records the pre-hooks it would exec (exec hooks need a container, so they
-  are logged in `hook_runs`, not run); snapshots the included namespace's
-  objects, and each PVC's PV as a "CSI snapshot"; startTimestamp,
+  holds every kind in the included namespace that its `labelSelector`
+  matches, pods included (pkg/backup/backup.go applies it to every kind:
+  an unlabelled PVC is simply not in a Completed backup), and each held
+  PVC's PV as a CSI snapshot (`csiVolumeSnapshotsAttempted/Completed`);
+  records the pre-hooks it would exec on the pods it holds, and only those
+  (exec hooks need a container, so they are logged in `hook_runs`, not run;
+  `hookStatus.hooksAttempted` counts them); startTimestamp,
   completionTimestamp, expiration = start + ttl, in whole seconds as
   Velero writes them (metav1.Time), so backups started in the same second
   tie; `clock` can be stopped to make them.
@@ -46,7 +50,7 @@ from datetime import UTC, datetime, timedelta
 import jsonpatch
 import yaml
 
-from fakekube.server import ApiStatus, Cluster, match_labels, merge_patch
+from fakekube.server import RESOURCES, ApiStatus, Cluster, match_labels, merge_patch
 
 RUNNING = ("", "New", "InProgress")
 NOT_RESTORED = ("pods", "persistentvolumes", "backups", "restores", "deletebackuprequests", "volumesnapshots")
@@ -113,16 +117,15 @@ class VeleroSim:
                 return self._set_status("backups", b, phase="FailedValidation",
                                         validationErrors=[f"namespace {ns} not found" for ns in missing])
             return self._set_status("backups", b, phase="InProgress", startTimestamp=_ts(self.clock()))
-        held = []
+        held, hooks = [], 0
+        selector = _selector(spec.get("labelSelector"))
         for ns in spec.get("includedNamespaces", []):
-            for hook in (spec.get("hooks") or {}).get("resources", []):
-                for pod in self.cluster.find("pods", ns, _selector(hook.get("labelSelector"))):
-                    for pre in hook.get("pre", []):
-                        ex = pre["exec"]
-                        self.hook_runs.append((name, pod["metadata"]["name"], ex.get("container"), ex["command"]))
-            selector = _selector(spec.get("labelSelector"))
-            for plural in ("persistentvolumeclaims", "statefulsets", "services", "secrets", "configmaps"):
-                for obj in self.cluster.find(plural, ns, selector):  # a label selector limits every kind
+            for plural, (group, *_, namespaced) in RESOURCES.items():
+                if not namespaced or group == "velero.io":
+                    continue
+                for obj in self.cluster.find(plural, ns, selector):  # the label selector limits every kind, pods too
+                    if plural == "pods":  # pre-hooks run only on the pods the backup holds (pkg/backup/backup.go)
+                        hooks += self._pre_hooks(name, spec, obj)
                     held.append((plural, obj))
                     if plural == "persistentvolumeclaims" and obj.get("spec", {}).get("volumeName"):
                         held.append(("persistentvolumes", self.cluster.get("persistentvolumes", obj["spec"]["volumeName"])))
@@ -132,10 +135,28 @@ class VeleroSim:
         phase = self.faults.backup_result or "Completed"
         self.faults.backup_result = None
         status = {"phase": phase, "completionTimestamp": _ts(self.clock()), "expiration": _ts(start + _duration(spec.get("ttl"))),
-                  "progress": {"totalItems": len(held), "itemsBackedUp": len(held)}}
+                  "progress": {"totalItems": len(held), "itemsBackedUp": len(held)},
+                  "hookStatus": {"hooksAttempted": hooks, "hooksFailed": 0}}
+        volumes = sum(1 for plural, _ in held if plural == "persistentvolumes")  # each PVC's PV: a CSI snapshot
+        if volumes:  # Velero leaves zero counts out (omitempty)
+            status.update(csiVolumeSnapshotsAttempted=volumes, csiVolumeSnapshotsCompleted=volumes)
         if phase != "Completed":
             status.update(failureReason=self.faults.backup_message, errors=1)
         self._set_status("backups", b, **status)
+
+    def _pre_hooks(self, backup: str, spec: dict, pod: dict) -> int:
+        """Record the pre-hooks whose selector and namespaces match this (backed-up) pod; returns how many ran."""
+        ran = 0
+        for hook in (spec.get("hooks") or {}).get("resources", []):
+            if hook.get("includedNamespaces") and pod["metadata"]["namespace"] not in hook["includedNamespaces"]:
+                continue
+            if not match_labels(pod["metadata"].get("labels"), _selector(hook.get("labelSelector"))):
+                continue
+            for pre in hook.get("pre", []):
+                ex = pre["exec"]
+                self.hook_runs.append((backup, pod["metadata"]["name"], ex.get("container"), ex["command"]))
+                ran += 1
+        return ran
 
     # -- restores -------------------------------------------------------------
 

@@ -51,6 +51,8 @@ GROUP, VERSION = "velero.io", "v1"
 MANAGED = ("app.kubernetes.io/managed-by", "prodclone")
 P = "prodclone.io/"
 DONE = ("Completed", "PartiallyFailed", "Failed", "FailedValidation")
+VERIFIED = P + "verified"  # on a Completed Backup: "true" once every datastore's volumes and hooks are in it
+MERGE_PATCH = "application/merge-patch+json"  # custom resources refuse strategic merge, the client's default
 ALWAYS_PROTECTED = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
@@ -66,6 +68,12 @@ def _parse(ts: str | None) -> datetime | None:
     if not ts:
         return None
     return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
+def _usable(backup: dict) -> bool:
+    """Completed, and not found lacking a datastore's data (a backup made before prodclone checked is trusted)."""
+    return backup.get("status", {}).get("phase") == "Completed" \
+        and backup["metadata"].get("labels", {}).get(VERIFIED) != "false"
 
 
 def _sequence(backup: dict) -> int:
@@ -248,7 +256,64 @@ class VeleroDriver(CloneDriver):
         backup = self._wait_phase("backups", name)
         if backup["status"]["phase"] != "Completed":
             raise self._failure("backup", name, backup)
+        backup = self._verified(backup)
+        if not _usable(backup):
+            raise CloneError(f"Velero backup {name} is Completed but does not hold the base's data: "
+                             f"{backup['metadata']['annotations'][P + 'missing']}. It is never restored; the next "
+                             f"teardown's pruning deletes it")
         return self._snap(backup)
+
+    def _verified(self, backup: dict) -> dict:
+        """Velero applies the labelSelector to every kind, pods included, and runs pre-hooks only on the pods it
+        backs up: a Completed backup may hold no data of a datastore. Checked once per backup, and recorded on it."""
+        if backup.get("status", {}).get("phase") != "Completed" or backup["metadata"].get("labels", {}).get(VERIFIED):
+            return backup
+        missing = self._missing(backup)
+        mark = {"metadata": {"labels": {VERIFIED: "false" if missing else "true"},
+                             "annotations": {P + "missing": "; ".join(missing)} if missing else {}}}
+        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.v.namespace, "backups",
+                                                          backup["metadata"]["name"], mark, _content_type=MERGE_PATCH)
+
+    def _missing(self, backup: dict) -> list[str]:
+        """What the backup lacks of each configured datastore: a pod whose pre-hook ran, and the PVCs that pod
+        mounts, by the backup's own labelSelector; then Velero's counts of volume snapshots and hooks."""
+        base, name = self.v.base_namespace, backup["metadata"]["name"]
+        chosen = ",".join(f"{k}={v}" for k, v in
+                          ((backup["spec"].get("labelSelector") or {}).get("matchLabels") or {}).items())
+        held = {p.metadata.name for p in self.core.list_namespaced_persistent_volume_claim(
+            base, label_selector=chosen or None).items}
+        fix = ("label the datastore's ordinal-0 pod and its PVC prodclone.io/backup=true (the init container of "
+               "include/k8s/base-namespace does) or turn velero.first_ordinal_only off")
+        missing, claims, pods_held = [], set(), 0
+        for ds in self.v.datastores:
+            own = ",".join(f"{k}={v}" for k, v in ds.selector)
+            pods = self.core.list_namespaced_pod(base, label_selector=",".join(filter(None, (own, chosen)))).items
+            if not pods:
+                everywhere = self.core.list_namespaced_pod(base, label_selector=own).items
+                missing.append(f"no {ds.kind} pod matches the backup's labelSelector {chosen}, so its pre-hook did "
+                               f"not run and its volumes are not in the backup: {fix}" if everywhere else
+                               f"no {ds.kind} pod in {base} matches {own} (velero.datastores.{ds.kind}.selector); "
+                               f"fix the selector, or remove {ds.kind} from velero.datastores if the base has none")
+            for pod in pods:
+                mounted = [v.persistent_volume_claim.claim_name for v in pod.spec.volumes or []
+                           if v.persistent_volume_claim]
+                if not mounted:
+                    missing.append(f"{ds.kind} pod {pod.metadata.name} mounts no PersistentVolumeClaim, so no "
+                                   f"snapshot can hold its data")
+                missing += [f"PVC {c} of {ds.kind} pod {pod.metadata.name} is not in the backup (its labelSelector "
+                            f"{chosen} does not match it): {fix}" for c in mounted if c not in held]
+                claims.update(c for c in mounted if c in held)
+            pods_held += len(pods)
+        st = backup.get("status", {})
+        snapped = st.get("csiVolumeSnapshotsCompleted", 0) + st.get("volumeSnapshotsCompleted", 0)
+        if snapped < len(claims):
+            missing.append(f"Velero completed {snapped} volume snapshot(s) for the datastores' {len(claims)} PVC(s) "
+                           f"({', '.join(sorted(claims))}); see `velero backup describe {name} --details`")
+        hooks = (st.get("hookStatus") or {}).get("hooksAttempted", 0)
+        if hooks < pods_held:
+            missing.append(f"Velero ran {hooks} pre-hook(s) for {pods_held} datastore pod(s); see "
+                           f"`velero backup logs {name}`")
+        return missing
 
     def _backups(self) -> list[dict]:
         items = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.v.namespace, "backups",
@@ -261,7 +326,7 @@ class VeleroDriver(CloneDriver):
     def _snap(self, b: dict, used_by: list[str] | None = None) -> Snapshot:
         phase = b.get("status", {}).get("phase") or "New"
         ann = b["metadata"].get("annotations", {})
-        status = "ready" if phase == "Completed" else "creating" if phase not in DONE else "failed"
+        status = "ready" if _usable(b) else "creating" if phase not in DONE else "failed"
         return Snapshot(id=b["metadata"]["name"], status=status,
                         created_at=_parse(b.get("status", {}).get("startTimestamp") or b["metadata"].get("creationTimestamp"))
                         or _now(), run_id=ann.get(P + "run-id", ""), export=ann.get(P + "export", ""),
@@ -278,7 +343,7 @@ class VeleroDriver(CloneDriver):
         keep = max(1, keep)
         in_use = {e.snapshot for e in self.environments()}
         backups = self._backups()
-        ready = [b for b in backups if b.get("status", {}).get("phase") == "Completed"]
+        ready = [b for b in backups if _usable(b)]
         failed = [b for b in backups if b.get("status", {}).get("phase") in DONE and b not in ready]
         pruned = []
         for b in ready[keep:] + failed:
@@ -336,13 +401,14 @@ class VeleroDriver(CloneDriver):
     def _resolve_snapshot(self, wanted: str) -> dict:
         backups = self._backups()
         if wanted == "latest":
-            for b in backups:  # never a PartiallyFailed one
-                if b.get("status", {}).get("phase") == "Completed":
+            for b in backups:  # never a PartiallyFailed one, nor one without a datastore's data
+                if _usable(b) and _usable(self._verified(b)):
                     return b
-            raise CloneError("there is no Completed backup of the base yet: run prodclone_export first")
+            raise CloneError("there is no Completed backup of the base that holds every datastore's data yet: "
+                             "run prodclone_export first")
         b = next((b for b in backups if b["metadata"]["name"] == wanted), None)
         if b is None:
-            ready = [x["metadata"]["name"] for x in backups if x.get("status", {}).get("phase") == "Completed"][:5]
+            ready = [x["metadata"]["name"] for x in backups if _usable(x)][:5]
             raise CloneError(f"snapshot {wanted!r} does not exist; ready snapshots: {', '.join(ready) or 'none'} "
                              f"(or use 'latest')")
         phase = b.get("status", {}).get("phase") or "New"
@@ -350,6 +416,10 @@ class VeleroDriver(CloneDriver):
             raise CloneBusy(f"snapshot {wanted!r} is still {phase}; retry when it is Completed, or use 'latest'")
         if phase != "Completed":
             raise CloneError(f"snapshot {wanted!r} is {phase} and cannot be restored; use 'latest'")
+        b = self._verified(b)
+        if not _usable(b):
+            raise CloneError(f"snapshot {wanted!r} does not hold the base's data "
+                             f"({b['metadata']['annotations'][P + 'missing']}); use 'latest'")
         return b
 
     def begin_restore(self, req: RestoreRequest, run_id: str) -> Environment:
