@@ -13,7 +13,10 @@ conditions match the *source* namespace; clone PVs inherit the base PVs'
 reclaim policy; restores leave Retain VolumeSnapshotContents behind (never
 switch them to Delete: that destroys the backup's snapshot); deleting a
 Backup CR leaves its data (use DeleteBackupRequest); names over 63 characters
-break Velero's label selectors.
+break Velero's label selectors; a backup's labelSelector applies to pods too
+and hooks run only on backed-up pods, so a Completed backup is checked for
+every datastore's data; startTimestamps have whole seconds; custom resources
+refuse strategic merge patches.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from urllib.parse import quote
 
 import yaml
 
-from prodclone.config import Config
+from prodclone.config import Config, Datastore
 from prodclone.drivers.base import (
     CloneBusy,
     CloneDriver,
@@ -275,45 +278,51 @@ class VeleroDriver(CloneDriver):
                                                           backup["metadata"]["name"], mark, _content_type=MERGE_PATCH)
 
     def _missing(self, backup: dict) -> list[str]:
-        """What the backup lacks of each configured datastore: a pod whose pre-hook ran, and the PVCs that pod
-        mounts, by the backup's own labelSelector; then Velero's counts of volume snapshots and hooks."""
-        base, name = self.v.base_namespace, backup["metadata"]["name"]
+        """What the backup lacks of the configured datastores (their pods and the PVCs those mount, by the backup's
+        own labelSelector), then whether Velero's counts of volume snapshots and hooks cover them."""
+        name = backup["metadata"]["name"]
         chosen = ",".join(f"{k}={v}" for k, v in
                           ((backup["spec"].get("labelSelector") or {}).get("matchLabels") or {}).items())
         held = {p.metadata.name for p in self.core.list_namespaced_persistent_volume_claim(
-            base, label_selector=chosen or None).items}
-        fix = ("label the datastore's ordinal-0 pod and its PVC prodclone.io/backup=true (the init container of "
-               "include/k8s/base-namespace does) or turn velero.first_ordinal_only off")
-        missing, claims, pods_held = [], set(), 0
+            self.v.base_namespace, label_selector=chosen or None).items}
+        missing, claims, pods = [], set(), 0
         for ds in self.v.datastores:
-            own = ",".join(f"{k}={v}" for k, v in ds.selector)
-            pods = self.core.list_namespaced_pod(base, label_selector=",".join(filter(None, (own, chosen)))).items
-            if not pods:
-                everywhere = self.core.list_namespaced_pod(base, label_selector=own).items
-                missing.append(f"no {ds.kind} pod matches the backup's labelSelector {chosen}, so its pre-hook did "
-                               f"not run and its volumes are not in the backup: {fix}" if everywhere else
-                               f"no {ds.kind} pod in {base} matches {own} (velero.datastores.{ds.kind}.selector); "
-                               f"fix the selector, or remove {ds.kind} from velero.datastores if the base has none")
-            for pod in pods:
-                mounted = [v.persistent_volume_claim.claim_name for v in pod.spec.volumes or []
-                           if v.persistent_volume_claim]
-                if not mounted:
-                    missing.append(f"{ds.kind} pod {pod.metadata.name} mounts no PersistentVolumeClaim, so no "
-                                   f"snapshot can hold its data")
-                missing += [f"PVC {c} of {ds.kind} pod {pod.metadata.name} is not in the backup (its labelSelector "
-                            f"{chosen} does not match it): {fix}" for c in mounted if c not in held]
-                claims.update(c for c in mounted if c in held)
-            pods_held += len(pods)
+            gaps, mounted, backed_up = self._datastore_gaps(ds, chosen, held)
+            missing, claims, pods = missing + gaps, claims | mounted, pods + backed_up
         st = backup.get("status", {})
         snapped = st.get("csiVolumeSnapshotsCompleted", 0) + st.get("volumeSnapshotsCompleted", 0)
         if snapped < len(claims):
             missing.append(f"Velero completed {snapped} volume snapshot(s) for the datastores' {len(claims)} PVC(s) "
                            f"({', '.join(sorted(claims))}); see `velero backup describe {name} --details`")
         hooks = (st.get("hookStatus") or {}).get("hooksAttempted", 0)
-        if hooks < pods_held:
-            missing.append(f"Velero ran {hooks} pre-hook(s) for {pods_held} datastore pod(s); see "
-                           f"`velero backup logs {name}`")
+        if hooks < pods:
+            missing.append(f"Velero ran {hooks} pre-hook(s) for {pods} datastore pod(s); see `velero backup logs {name}`")
         return missing
+
+    def _datastore_gaps(self, ds: Datastore, chosen: str, held: set[str]) -> tuple[list[str], set[str], int]:
+        """For one datastore: what is missing, the backed-up PVCs its pods mount, and how many of its pods the
+        backup holds (its pre-hook runs on each)."""
+        base, own = self.v.base_namespace, ",".join(f"{k}={v}" for k, v in ds.selector)
+        fix = ("label the datastore's ordinal-0 pod and its PVC prodclone.io/backup=true (the init container of "
+               "include/k8s/base-namespace does) or turn velero.first_ordinal_only off")
+        pods = self.core.list_namespaced_pod(base, label_selector=",".join(filter(None, (own, chosen)))).items
+        if not pods and self.core.list_namespaced_pod(base, label_selector=own).items:
+            return [f"no {ds.kind} pod matches the backup's labelSelector {chosen}, so its pre-hook did not run "
+                    f"and its volumes are not in the backup: {fix}"], set(), 0
+        if not pods:
+            return [f"no {ds.kind} pod in {base} matches {own} (velero.datastores.{ds.kind}.selector); fix the "
+                    f"selector, or remove {ds.kind} from velero.datastores if the base has none"], set(), 0
+        gaps, mounted = [], set()
+        for pod in pods:
+            claims = [v.persistent_volume_claim.claim_name for v in pod.spec.volumes or [] if v.persistent_volume_claim]
+            if not claims:
+                gaps.append(f"{ds.kind} pod {pod.metadata.name} mounts no PersistentVolumeClaim, so no snapshot can "
+                            f"hold its data")
+            gaps += [f"PVC {c} of {ds.kind} pod {pod.metadata.name} is not in the backup "
+                     + (f"(its labelSelector {chosen} does not match it): {fix}" if chosen else "(it does not exist)")
+                     for c in claims if c not in held]
+            mounted.update(c for c in claims if c in held)
+        return gaps, mounted, len(pods)
 
     def _backups(self) -> list[dict]:
         items = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.v.namespace, "backups",
