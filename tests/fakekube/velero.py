@@ -24,8 +24,9 @@ the way Velero v1.18 does, as far as the velero driver can tell (see
   `patches` via jsonpatch, so an `add` under a missing parent such as
   /metadata/labels fails as it does in Velero's evanphx/json-patch, and a
   failing patch -> PartiallyFailed; RFC 7386 `mergePatches` with
-  `patchData`) to every other object; creates PVCs Bound to new PVs that copy the *source PV's*
-  reclaimPolicy and labels (v1.14+), and for each a cluster-scoped
+  `patchData`) to every other object; creates PVCs Bound to new PVs that
+  copy the *source PV's* reclaimPolicy and labels (v1.14+), and for each a
+  cluster-scoped
   VolumeSnapshotContent with deletionPolicy Retain labelled
   velero.io/restore-name (left behind by namespace deletion, issue 9186);
   StatefulSets get Ready ordinal pods. Restores run one at a time, oldest
@@ -35,6 +36,11 @@ the way Velero v1.18 does, as far as the velero driver can tell (see
   tagged from its StorageClass's tagSpecification_N parameters; when a PV
   with reclaimPolicy Delete goes, so does its volume; a Retain PV's volume
   stays `available` (the leak teardown must clean up).
+
+Not modelled: restoring pods themselves (the StatefulSet's Ready pods stand in
+for them), Velero's RoleBinding action remapping subjects' namespaces, hooks
+that fail (`hooksFailed` is always 0), data movers and file-system backups
+(PodVolumeBackups), native (non-CSI) volume snapshots.
 """
 
 from __future__ import annotations
