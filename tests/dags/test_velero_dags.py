@@ -4,6 +4,7 @@ the fake cluster of tests/fakekube/scenario.py."""
 
 import json
 
+import pytest
 import yaml
 
 from support import ROOT
@@ -98,3 +99,9 @@ def test_a_named_velero_backup_is_restored_through_the_form_params(airflow_db, k
     assert info["snapshot"] == older.id
     ns = kube.cluster.get("namespaces", "preview-velero-older")
     assert ns["metadata"]["annotations"]["prodclone.io/snapshot"] == older.id
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    for bad in ("Prodclone_Base", "x" * 64, "-leading-dash", "snap-1; drop"):  # still only DNS-1123 labels
+        with pytest.raises(ParamValidationError, match="snapshot"):
+            _dags()["prodclone_restore"].test(run_conf={"env": "preview-velero-bad-id", "snapshot": bad},
+                                              use_executor=False)
