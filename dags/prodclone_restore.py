@@ -21,7 +21,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from prodclone.alerts import on_failure
 from prodclone.config import load_config
-from prodclone.drivers.base import ENV_PATTERN, MAX_NAME
+from prodclone.drivers.base import ENV_PATTERN, MAX_NAME, SNAPSHOT_PATTERN
 from prodclone.operators import WaitForClone
 
 CFG = load_config()  # the form's bounds come from the profiles
@@ -43,8 +43,9 @@ PARAMS = {
                        description="Empty = the profile's default. Maximum: "
                                    + ", ".join(f"{n} {p.max_ttl_hours}h" for n, p in CFG.profiles.items()) + ".",
                        section="Lifetime"),
-    "snapshot": Param("latest", type="string", pattern=r"^(latest|snap-[a-z0-9-]+)$", title="Snapshot",
-                      description="`latest` (the newest good one) or a snapshot id such as snap-20261121-0200-3f2a9c.",
+    "snapshot": Param("latest", type="string", pattern=SNAPSHOT_PATTERN, title="Snapshot",
+                      description="`latest` (the newest good one) or a snapshot id: snap-20261121-0200-3f2a9c (postgres "
+                                  "driver), prodclone-prodclone-base-202611210200-3f2a9c (velero driver).",
                       section="Data"),
     "replace": Param(False, type="boolean", title="Replace",
                      description="Re-clone an existing environment from the newest snapshot (its data is lost).",

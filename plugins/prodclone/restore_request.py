@@ -35,7 +35,8 @@ def resolve_request(params: dict, cfg: Config, triggered_by: str | None = None) 
                          f"1 to {profile.max_ttl_hours} hours")
     snapshot = params.get("snapshot") or "latest"
     if snapshot != "latest" and not re.match(SNAPSHOT_PATTERN, snapshot):
-        raise CloneError(f"snapshot {snapshot!r} is neither 'latest' nor a snapshot id like snap-20261121-0200-3f2a9c")
+        raise CloneError(f"snapshot {snapshot!r} is neither 'latest' nor a snapshot id (lowercase letters, digits "
+                         f"and dashes, at most 63 characters, e.g. snap-20261121-0200-3f2a9c)")
     requested_by = (params.get("requested_by") or triggered_by or "unknown").strip()[:200]
     return RestoreRequest(env=env, profile=profile_name, ttl_hours=ttl, snapshot=snapshot,
                           requested_by=requested_by, pr=pr, replace=bool(params.get("replace")))

@@ -4,6 +4,7 @@ the fake cluster of tests/fakekube/scenario.py."""
 
 import json
 
+import pytest
 import yaml
 
 from support import ROOT
@@ -83,3 +84,24 @@ def test_export_snapshots_with_a_velero_backup_and_announces_it(airflow_db, kube
     with create_session() as s:
         event = s.query(AssetEvent).filter(AssetEvent.source_run_id == run.run_id).one()
     assert event.extra["snapshot"] == backup["metadata"]["name"]
+
+
+def test_a_named_velero_backup_is_restored_through_the_form_params(airflow_db, kube, tmp_path, monkeypatch, s3_endpoint):
+    """Velero snapshot ids are `prodclone-<base>-<time>-<hash>`, not `snap-…`: the form's Param and the request
+    check accept any driver's id (a DNS-1123 label), and the driver restores that one, not the latest."""
+    _config(kube, tmp_path, monkeypatch, s3_endpoint)
+    older = kube.driver.snapshot("export-run-1")
+    assert kube.driver.snapshot("export-run-2").id != older.id
+    run = _dags()["prodclone_restore"].test(run_conf={"env": "preview-velero-older", "snapshot": older.id},
+                                            use_executor=False)
+    assert run.state == "success"
+    info = {ti.task_id: ti for ti in run.get_task_instances()}["connection_info"].xcom_pull(task_ids="connection_info")
+    assert info["snapshot"] == older.id
+    ns = kube.cluster.get("namespaces", "preview-velero-older")
+    assert ns["metadata"]["annotations"]["prodclone.io/snapshot"] == older.id
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    for bad in ("Prodclone_Base", "x" * 64, "-leading-dash", "snap-1; drop"):  # still only DNS-1123 labels
+        with pytest.raises(ParamValidationError, match="snapshot"):
+            _dags()["prodclone_restore"].test(run_conf={"env": "preview-velero-bad-id", "snapshot": bad},
+                                              use_executor=False)

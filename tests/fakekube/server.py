@@ -8,16 +8,21 @@ Modelled, because the velero driver depends on it:
   `metadata.name` / `metadata.namespace` field selectors;
 - 404 NotFound and 409 AlreadyExists as `Status` objects, resourceVersion;
 - JSON patch (RFC 6902, via `jsonpatch`), JSON merge patch (RFC 7386);
-  strategic merge patch is treated as a merge patch (enough for the
-  label/annotation/scalar patches prodclone sends);
+  strategic merge patch on built-in kinds is treated as a merge patch
+  (enough for the label/annotation/scalar patches prodclone sends), and
+  refused on custom resources with 415 UnsupportedMediaType, as the API
+  server does (the Python client sends a dict body as strategic merge unless
+  told otherwise); any other content type is refused the same way;
 - namespace deletion through phase `Terminating`: contents go, then the
-  namespace, unless a fault keeps it stuck, with a `NamespaceContentRemaining`
-  condition as real clusters report;
+  namespace, unless a fault keeps it stuck (PVCs held by their
+  `kubernetes.io/pvc-protection` finalizer), with the namespace controller's
+  five conditions, only `NamespaceContentRemaining` and
+  `NamespaceFinalizersRemaining` True, as real clusters report;
 - PVC deletion releases its PV; a PV with reclaimPolicy `Delete` then goes
   (and its cloud volume, via a hook), a `Retain` one stays `Released`.
 
 Not modelled: watches (prodclone polls), admission, RBAC enforcement (calls
-are recorded instead, for the RBAC test), server-side apply, subresources
+are recorded instead, per bearer token, for the RBAC tests), server-side apply, subresources
 other than `status`.
 """
 
@@ -49,6 +54,8 @@ RESOURCES = {
     "statefulsets": ("apps", "v1", "StatefulSet", True),
     "deployments": ("apps", "v1", "Deployment", True),
     "storageclasses": ("storage.k8s.io", "v1", "StorageClass", False),
+    "roles": ("rbac.authorization.k8s.io", "v1", "Role", True),
+    "rolebindings": ("rbac.authorization.k8s.io", "v1", "RoleBinding", True),
     "volumesnapshots": ("snapshot.storage.k8s.io", "v1", "VolumeSnapshot", True),
     "volumesnapshotcontents": ("snapshot.storage.k8s.io", "v1", "VolumeSnapshotContent", False),
     "backups": ("velero.io", "v1", "Backup", True),
@@ -56,6 +63,8 @@ RESOURCES = {
     "deletebackuprequests": ("velero.io", "v1", "DeleteBackupRequest", True),
     "schedules": ("velero.io", "v1", "Schedule", True),
 }
+TOKEN = "fake-token"  # the kubeconfig's (Airflow's) bearer token; calls made with others are kept apart
+CUSTOM_GROUPS = ("velero.io", "snapshot.storage.k8s.io")  # served from CRDs: no strategic merge patch
 
 
 def now() -> str:
@@ -136,6 +145,7 @@ class Cluster:
         self.objects: dict[tuple[str, str | None, str], dict] = {}  # (plural, namespace, name) -> object
         self.version = 0
         self.calls: list[tuple] = []  # (verb, group, plural, subresource, namespace, name) per request
+        self.calls_as: dict[str, list[tuple]] = {}  # the same, for other bearer tokens (a pod's service account)
         self.faults = Faults()
         self.on_pv_deleted: list = []  # callables(pv) for cloud-side effects (EBS)
 
@@ -202,9 +212,16 @@ class Cluster:
             return copy.deepcopy(obj)
 
     def patch(self, plural: str, name: str, patch, content_type: str, namespace: str | None = None) -> dict:
+        media = content_type.split(";")[0].strip()
+        accepted = ["application/json-patch+json", "application/merge-patch+json"]
+        if RESOURCES[plural][0] not in CUSTOM_GROUPS:
+            accepted.append("application/strategic-merge-patch+json")
+        if media not in accepted:
+            raise ApiStatus(415, "UnsupportedMediaType", "the body of the request was in an unknown format - "
+                                                         "accepted media types include: " + ", ".join(accepted))
         with self.lock:
             obj = self.get(plural, name, namespace)
-            if "json-patch" in content_type:
+            if media == "application/json-patch+json":
                 try:
                     new = jsonpatch.apply_patch(obj, patch)
                 except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
@@ -249,13 +266,30 @@ class Cluster:
                 if plural != "namespaces" or ns["status"].get("phase") != "Terminating":
                     continue
                 if name in self.faults.stuck_namespaces:
-                    ns["status"]["conditions"] = [{
-                        "type": "NamespaceContentRemaining", "status": "True", "reason": "SomeResourcesRemain",
-                        "message": "Some resources are remaining: persistentvolumeclaims. has 1 resource instances"}]
+                    ns["status"]["conditions"] = self._stuck_conditions(name)
                     continue
                 for key in [k for k in self.objects if k[1] == name]:
                     self.delete(key[0], key[2], name)
                 del self.objects[("namespaces", None, name)]
+
+    def _stuck_conditions(self, namespace: str) -> list[dict]:
+        """The five conditions Kubernetes' namespace controller keeps on a Terminating namespace
+        (pkg/controller/namespace/deletion: the three deletion-failure ones, then content and finalizers
+        remaining), as it reports a namespace whose PVCs wait on `kubernetes.io/pvc-protection`: only the
+        last two are True."""
+        pvcs = sum(1 for p, ns, _ in self.objects if p == "persistentvolumeclaims" and ns == namespace) or 1
+        at = now()
+        return [{"type": t, "status": s, "reason": r, "message": m, "lastTransitionTime": at} for t, s, r, m in (
+            ("NamespaceDeletionDiscoveryFailure", "False", "ResourcesDiscovered", "All resources successfully discovered"),
+            ("NamespaceDeletionGroupVersionParsingFailure", "False", "ParsedGroupVersions",
+             "All legacy kube types successfully parsed"),
+            ("NamespaceDeletionContentFailure", "False", "ContentDeleted",
+             "All content successfully deleted, may be waiting on finalization"),
+            ("NamespaceContentRemaining", "True", "SomeResourcesRemain",
+             f"Some resources are remaining: persistentvolumeclaims. has {pvcs} resource instances"),
+            ("NamespaceFinalizersRemaining", "True", "SomeFinalizersRemain",
+             f"Some content in the namespace has finalizers remaining: kubernetes.io/pvc-protection in {pvcs} "
+             f"resource instances"))]
 
 
 class ApiStatus(Exception):
@@ -314,7 +348,9 @@ class Handler(BaseHTTPRequestHandler):
             group = RESOURCES[plural][0]
             verb = {"GET": "get" if name else "list", "POST": "create", "PUT": "update", "PATCH": "patch",
                     "DELETE": "delete"}[self.command]
-            self.cluster.calls.append((verb, group, plural, sub, ns, name))
+            token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+            calls = self.cluster.calls if token == TOKEN else self.cluster.calls_as.setdefault(token, [])
+            calls.append((verb, group, plural, sub, ns, name))
             c = self.cluster
             if self.command == "GET" and name:
                 return self._send(200, c.get(plural, name, ns))
@@ -366,7 +402,7 @@ class FakeKube:
     def kubeconfig(self) -> dict:
         return {"apiVersion": "v1", "kind": "Config", "current-context": "fake",
                 "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-                "users": [{"name": "airflow", "user": {"token": "fake-token"}}],
+                "users": [{"name": "airflow", "user": {"token": TOKEN}}],
                 "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "airflow"}}]}
 
     def close(self) -> None:

@@ -5,19 +5,28 @@ the way Velero v1.18 does, as far as the velero driver can tell (see
 
 - Backup: New -> InProgress -> Completed (or a fault's PartiallyFailed /
   Failed / FailedValidation with failureReason and validationErrors);
-  records the pre-hooks it would exec (exec hooks need a container, so they
-  are logged in `hook_runs`, not run); snapshots the included namespace's
-  objects, and each PVC's PV as a "CSI snapshot"; startTimestamp,
-  completionTimestamp, expiration = start + ttl.
+  holds every kind in the included namespace that its `labelSelector`
+  matches, pods included (pkg/backup/backup.go applies it to every kind:
+  an unlabelled PVC is simply not in a Completed backup), and each held
+  PVC's PV as a CSI snapshot (`csiVolumeSnapshotsAttempted/Completed`);
+  records the pre-hooks it would exec on the pods it holds, and only those
+  (exec hooks need a container, so they are logged in `hook_runs`, not run;
+  `hookStatus.hooksAttempted` counts them); startTimestamp,
+  completionTimestamp, expiration = start + ttl, in whole seconds as
+  Velero writes them (metav1.Time), so backups started in the same second
+  tie; `clock` can be stopped to make them.
 - Restore: FailedValidation unless the backup exists and is Completed and the
   resource-modifier ConfigMap is in the Velero namespace with exactly one data
   key. Then it applies `namespaceMapping`; uses a pre-existing target
   namespace as it is, else creates it copying the *base* namespace's labels
   and annotations (Velero does; modifiers are not applied to it); applies
   the modifier rules (conditions match the *source* namespace; RFC 6902
-  patches via jsonpatch; a failing patch -> PartiallyFailed) to every other
-  object; creates PVCs Bound to new PVs that copy the *source PV's*
-  reclaimPolicy and labels (v1.14+), and for each a cluster-scoped
+  `patches` via jsonpatch, so an `add` under a missing parent such as
+  /metadata/labels fails as it does in Velero's evanphx/json-patch, and a
+  failing patch -> PartiallyFailed; RFC 7386 `mergePatches` with
+  `patchData`) to every other object; creates PVCs Bound to new PVs that
+  copy the *source PV's* reclaimPolicy and labels (v1.14+), and for each a
+  cluster-scoped
   VolumeSnapshotContent with deletionPolicy Retain labelled
   velero.io/restore-name (left behind by namespace deletion, issue 9186);
   StatefulSets get Ready ordinal pods. Restores run one at a time, oldest
@@ -27,6 +36,11 @@ the way Velero v1.18 does, as far as the velero driver can tell (see
   tagged from its StorageClass's tagSpecification_N parameters; when a PV
   with reclaimPolicy Delete goes, so does its volume; a Retain PV's volume
   stays `available` (the leak teardown must clean up).
+
+Not modelled: restoring pods themselves (the StatefulSet's Ready pods stand in
+for them), Velero's RoleBinding action remapping subjects' namespaces, hooks
+that fail (`hooksFailed` is always 0), data movers and file-system backups
+(PodVolumeBackups), native (non-CSI) volume snapshots.
 """
 
 from __future__ import annotations
@@ -34,6 +48,7 @@ from __future__ import annotations
 import copy
 import re
 import uuid
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,14 +56,14 @@ from datetime import UTC, datetime, timedelta
 import jsonpatch
 import yaml
 
-from fakekube.server import ApiStatus, Cluster, match_labels, merge_patch
+from fakekube.server import RESOURCES, ApiStatus, Cluster, match_labels, merge_patch
 
 RUNNING = ("", "New", "InProgress")
 NOT_RESTORED = ("pods", "persistentvolumes", "backups", "restores", "deletebackuprequests", "volumesnapshots")
 
 
-def _ts(at: datetime | None = None) -> str:
-    return (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # sub-second: tests make several a second
+def _ts(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")  # metav1.Time: RFC 3339 in whole seconds, so backups can tie
 
 
 def _duration(text: str) -> timedelta:
@@ -73,6 +88,7 @@ class VeleroSim:
     faults: VeleroFaults = field(default_factory=VeleroFaults)
     hook_runs: list = field(default_factory=list)  # (backup, pod, container, command)
     contents: dict = field(default_factory=dict)  # backup name -> list of (plural, object) it holds
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # Velero's; a test may stop it
 
     def __post_init__(self):
         self.cluster.on_pv_deleted.append(self._pv_deleted)
@@ -106,30 +122,47 @@ class VeleroSim:
             if missing:
                 return self._set_status("backups", b, phase="FailedValidation",
                                         validationErrors=[f"namespace {ns} not found" for ns in missing])
-            return self._set_status("backups", b, phase="InProgress", startTimestamp=_ts())
-        held = []
+            return self._set_status("backups", b, phase="InProgress", startTimestamp=_ts(self.clock()))
+        held, hooks = [], 0
+        selector = _selector(spec.get("labelSelector"))
         for ns in spec.get("includedNamespaces", []):
-            for hook in (spec.get("hooks") or {}).get("resources", []):
-                for pod in self.cluster.find("pods", ns, _selector(hook.get("labelSelector"))):
-                    for pre in hook.get("pre", []):
-                        ex = pre["exec"]
-                        self.hook_runs.append((name, pod["metadata"]["name"], ex.get("container"), ex["command"]))
-            selector = _selector(spec.get("labelSelector"))
-            for plural in ("persistentvolumeclaims", "statefulsets", "services", "secrets", "configmaps"):
-                for obj in self.cluster.find(plural, ns, selector):  # a label selector limits every kind
+            for plural, (group, *_, namespaced) in RESOURCES.items():
+                if not namespaced or group == "velero.io":
+                    continue
+                for obj in self.cluster.find(plural, ns, selector):  # the label selector limits every kind, pods too
+                    if plural == "pods":  # pre-hooks run only on the pods the backup holds (pkg/backup/backup.go)
+                        hooks += self._pre_hooks(name, spec, obj)
                     held.append((plural, obj))
                     if plural == "persistentvolumeclaims" and obj.get("spec", {}).get("volumeName"):
                         held.append(("persistentvolumes", self.cluster.get("persistentvolumes", obj["spec"]["volumeName"])))
             held.append(("namespaces", self.cluster.get("namespaces", ns)))
         self.contents[name] = copy.deepcopy(held)
-        start = datetime.strptime(b["status"]["startTimestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        start = datetime.strptime(b["status"]["startTimestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
         phase = self.faults.backup_result or "Completed"
         self.faults.backup_result = None
-        status = {"phase": phase, "completionTimestamp": _ts(), "expiration": _ts(start + _duration(spec.get("ttl"))),
-                  "progress": {"totalItems": len(held), "itemsBackedUp": len(held)}}
+        status = {"phase": phase, "completionTimestamp": _ts(self.clock()), "expiration": _ts(start + _duration(spec.get("ttl"))),
+                  "progress": {"totalItems": len(held), "itemsBackedUp": len(held)},
+                  "hookStatus": {"hooksAttempted": hooks, "hooksFailed": 0}}
+        volumes = sum(1 for plural, _ in held if plural == "persistentvolumes")  # each PVC's PV: a CSI snapshot
+        if volumes:  # Velero leaves zero counts out (omitempty)
+            status.update(csiVolumeSnapshotsAttempted=volumes, csiVolumeSnapshotsCompleted=volumes)
         if phase != "Completed":
             status.update(failureReason=self.faults.backup_message, errors=1)
         self._set_status("backups", b, **status)
+
+    def _pre_hooks(self, backup: str, spec: dict, pod: dict) -> int:
+        """Record the pre-hooks whose selector and namespaces match this (backed-up) pod; returns how many ran."""
+        ran = 0
+        for hook in (spec.get("hooks") or {}).get("resources", []):
+            if hook.get("includedNamespaces") and pod["metadata"]["namespace"] not in hook["includedNamespaces"]:
+                continue
+            if not match_labels(pod["metadata"].get("labels"), _selector(hook.get("labelSelector"))):
+                continue
+            for pre in hook.get("pre", []):
+                ex = pre["exec"]
+                self.hook_runs.append((backup, pod["metadata"]["name"], ex.get("container"), ex["command"]))
+                ran += 1
+        return ran
 
     # -- restores -------------------------------------------------------------
 
@@ -156,7 +189,7 @@ class VeleroSim:
         if errors:
             return self._set_status("restores", r, phase="FailedValidation", validationErrors=errors)
         if r.get("status", {}).get("phase", "") in ("", "New"):
-            return self._set_status("restores", r, phase="InProgress", startTimestamp=_ts())
+            return self._set_status("restores", r, phase="InProgress", startTimestamp=_ts(self.clock()))
         mapping = spec.get("namespaceMapping") or {}
         patch_errors = 0
         for plural, obj in copy.deepcopy(self.contents.get(spec["backupName"], [])):
@@ -191,7 +224,7 @@ class VeleroSim:
                         "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}, target)
         phase = self.faults.restore_result or ("PartiallyFailed" if patch_errors else "Completed")
         self.faults.restore_result = None
-        status = {"phase": phase, "completionTimestamp": _ts()}
+        status = {"phase": phase, "completionTimestamp": _ts(self.clock())}
         if phase != "Completed":
             status.update(errors=max(1, patch_errors), failureReason="" if patch_errors else "injected failure")
         self._set_status("restores", r, **status)
@@ -289,6 +322,6 @@ def _modify(obj: dict, plural: str, source_ns: str, rules: list) -> tuple[dict, 
                 obj = jsonpatch.apply_patch(obj, [op])
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException):
                 failed += 1
-        for mp in rule.get("mergePatches", []):
-            obj = merge_patch(obj, yaml.safe_load(mp["patchData"]) if isinstance(mp.get("patchData"), str) else mp)
+        for mp in rule.get("mergePatches", []):  # Velero's JSONMergePatch: patchData, a JSON or YAML document
+            obj = merge_patch(obj, yaml.safe_load(mp["patchData"]))
     return obj, failed

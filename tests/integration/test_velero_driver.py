@@ -8,6 +8,8 @@ Every API call a test makes is checked against include/k8s/rbac.yaml."""
 import base64
 import dataclasses
 import uuid
+from datetime import UTC, datetime
+from hashlib import sha256
 
 import psycopg
 import pytest
@@ -71,6 +73,29 @@ def test_restore_clones_into_a_prelabelled_namespace_with_new_credentials(kube):
     assert again.run_id == "run-1" and again.status == "ready"
 
 
+def test_a_base_pvc_without_labels_or_class_is_still_restored_onto_the_envs_class(kube):
+    """Velero applies JSON patch ops as evanphx/json-patch does: `add /metadata/labels/<k>` fails on a PVC with no
+    labels and the restore ends PartiallyFailed. The driver's merge patch creates what is missing."""
+    from fakekube.velero import _modify
+
+    bare = {"metadata": {"name": "data-postgres-0", "namespace": BASE}, "spec": {}}
+    add = [{"conditions": {"groupResource": "persistentvolumeclaims"},
+            "patches": [{"operation": "add", "path": "/metadata/labels/prodclone.io~1env", "value": "x"}]}]
+    assert _modify(bare, "persistentvolumeclaims", BASE, add)[1] == 1  # the fake fails as Velero does
+    kube.cluster.patch("persistentvolumeclaims", "data-postgres-0", [
+        {"op": "remove", "path": "/metadata/labels"}, {"op": "remove", "path": "/spec/storageClassName"}],
+        "application/json-patch+json", BASE)
+    kube.driver.snapshot("r1")
+    env = "preview-bare-pvc"
+    assert _up(kube, env).status == "ready"
+    restore = kube.cluster.get("namespaces", env)["metadata"]["annotations"]["prodclone.io/restore"]
+    assert kube.cluster.get("restores", restore, VELERO)["status"]["phase"] == "Completed"
+    pvc = kube.cluster.get("persistentvolumeclaims", "data-postgres-0", env)
+    assert pvc["spec"]["storageClassName"] == k8s_name("prodclone", env)
+    assert pvc["metadata"]["labels"]["prodclone.io/env"] == env
+    assert pvc["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "prodclone"
+
+
 def test_latest_good_snapshot_skips_partially_failed(kube):
     good = kube.driver.snapshot("r1")
     kube.sim.faults.backup_result = "PartiallyFailed"
@@ -103,9 +128,10 @@ def test_teardown_leaves_nothing_and_never_touches_the_backup_snapshot(kube):
     env = "loadtest-bf"
     _up(kube, env)
     restore = kube.cluster.get("namespaces", env)["metadata"]["annotations"]["prodclone.io/restore"]
-    [pv] = [p for p in kube.cluster.find("persistentvolumes") if p["spec"]["claimRef"]["namespace"] == env]
-    assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"  # inherited from the base PV: the trap
-    volume = pv["spec"]["csi"]["volumeHandle"]
+    pvs = [p for p in kube.cluster.find("persistentvolumes") if p["spec"]["claimRef"]["namespace"] == env]
+    assert {p["spec"]["claimRef"]["name"] for p in pvs} == {"data-postgres-0", "data-redis-0", "data-redis-1"}
+    assert {p["spec"]["persistentVolumeReclaimPolicy"] for p in pvs} == {"Retain"}  # inherited from the base PVs
+    volumes = {p["spec"]["csi"]["volumeHandle"] for p in pvs}
     orphan = kube.ec2.create_volume(AvailabilityZone="us-east-1a", Size=1, TagSpecifications=[
         {"ResourceType": "volume", "Tags": [{"Key": "prodclone-env", "Value": env}]}])["VolumeId"]
     foreign = kube.ec2.create_volume(AvailabilityZone="us-east-1a", Size=1)["VolumeId"]
@@ -114,10 +140,11 @@ def test_teardown_leaves_nothing_and_never_touches_the_backup_snapshot(kube):
     assert not kube.cluster.find("persistentvolumes", labels=f"velero.io/restore-name={restore}")
     assert not kube.cluster.find("volumesnapshotcontents", labels=f"velero.io/restore-name={restore}")
     assert not [c for c in kube.cluster.calls if c[0] == "patch" and c[2] == "volumesnapshotcontents"]
-    assert not kube.cluster.find("storageclasses") and not kube.cluster.find("restores", VELERO)
+    assert not kube.cluster.find("storageclasses", labels="app.kubernetes.io/managed-by=prodclone")
+    assert not kube.cluster.find("restores", VELERO)
     assert [c["metadata"]["name"] for c in kube.cluster.find("configmaps", VELERO)] == []
     live = {v["VolumeId"] for v in kube.ec2.describe_volumes()["Volumes"]}
-    assert volume not in live and orphan not in live and foreign in live  # only env-tagged volumes go
+    assert not volumes & live and orphan not in live and foreign in live  # only env-tagged volumes go
     assert kube.cluster.find("backups", VELERO)  # the backup and its data stay
 
 
@@ -138,8 +165,13 @@ def test_stuck_namespace_is_reported_never_finalized(kube):
     env = "preview-stuck"
     _up(kube, env)
     kube.cluster.faults.stuck_namespaces.add(env)
-    with pytest.raises(CloneError, match="stuck Terminating: NamespaceContentRemaining"):
+    with pytest.raises(CloneError, match="stuck Terminating: NamespaceContentRemaining") as err:
         kube.driver.teardown(env)
+    # Of the namespace controller's five conditions, only the True ones say what holds it.
+    conditions = kube.cluster.get("namespaces", env)["status"]["conditions"]
+    assert len(conditions) == 5 and [c["status"] for c in conditions].count("True") == 2
+    assert "NamespaceFinalizersRemaining: Some content in the namespace has finalizers remaining" in str(err.value)
+    assert "successfully" not in str(err.value) and "Discovery" not in str(err.value)
     assert not [c for c in kube.cluster.calls if c[3] == "finalize"]
     kube.cluster.faults.stuck_namespaces.clear()
     kube.driver.teardown(env)  # the next teardown finishes the job
@@ -172,18 +204,85 @@ def test_prune_uses_delete_backup_requests_and_keeps_what_is_in_use(kube):
     assert {b["metadata"]["name"] for b in kube.cluster.find("backups", VELERO)} == {s1.id, s3.id}
 
 
-def test_first_ordinal_only_backs_up_labelled_volumes(kube):
-    """Braze's way: replicas resync from the primary, so only ordinal 0's PVC (and what the base labels) is backed up."""
-    c = kube.cluster
-    for plural, name in (("persistentvolumeclaims", "data-postgres-0"), ("statefulsets", "postgres"),
-                         ("secrets", "postgres-credentials"), ("services", "postgres")):
-        c.patch(plural, name, {"metadata": {"labels": {"prodclone.io/backup": "true"}}}, "merge", BASE)
-    c.create("persistentvolumeclaims", {"metadata": {"name": "data-postgres-1"}, "spec": {"storageClassName": "gp3"}}, BASE)
+def _held(kube, backup, plural):
+    return sorted(o["metadata"]["name"] for p, o in kube.sim.contents[backup] if p == plural)
+
+
+def test_first_ordinal_only_backs_up_ordinal_zero_and_runs_its_hooks(kube):
+    """Braze's way: replicas resync from the primary. Velero's labelSelector applies to every kind, pods included,
+    and pre-hooks run only on the pods it backs up: the example base's init containers label ordinal 0's pod and
+    PVC, so the backup holds Postgres's and Redis's data, and CHECKPOINT and BGSAVE ran there (not on replicas)."""
     kube.driver.v = dataclasses.replace(kube.driver.v, first_ordinal_only=True)
     snap = kube.driver.snapshot("r1")
-    assert c.get("backups", snap.id, VELERO)["spec"]["labelSelector"] == {"matchLabels": {"prodclone.io/backup": "true"}}
+    backup = kube.cluster.get("backups", snap.id, VELERO)
+    assert backup["spec"]["labelSelector"] == {"matchLabels": {"prodclone.io/backup": "true"}}
+    assert backup["metadata"]["labels"]["prodclone.io/verified"] == "true"
+    assert _held(kube, snap.id, "persistentvolumeclaims") == ["data-postgres-0", "data-redis-0"]
+    assert _held(kube, snap.id, "pods") == ["postgres-0", "redis-0"]
+    assert sorted((pod, container) for _, pod, container, _ in kube.sim.hook_runs) == [
+        ("postgres-0", "postgres"), ("redis-0", "redis")]
     _up(kube, "preview-ordinal")
-    assert [p["metadata"]["name"] for p in c.find("persistentvolumeclaims", "preview-ordinal")] == ["data-postgres-0"]
+    clone = [p["metadata"]["name"] for p in kube.cluster.find("persistentvolumeclaims", "preview-ordinal")]
+    assert sorted(clone) == ["data-postgres-0", "data-redis-0"]
+
+
+@pytest.mark.parametrize("unlabel,reason", [
+    ("persistentvolumeclaims/data-postgres-0", "PVC data-postgres-0 of postgres pod postgres-0 is not in the backup"),
+    ("pods/redis-0", "no redis pod matches the backup's labelSelector prodclone.io/backup=true, so its pre-hook did "
+                     "not run")])
+def test_a_completed_backup_without_a_datastores_data_fails_and_is_never_restored(kube, unlabel, reason):
+    """What the old example base did (its Postgres PVC and pods unlabelled): Velero ends the backup Completed with
+    no Postgres volume and no CHECKPOINT. The driver fails the snapshot, marks the backup (a merge patch: custom
+    resources refuse the client's strategic merge default), and neither `latest` nor its id restores it."""
+    from kubernetes.client import ApiException
+
+    good = kube.driver.snapshot("r1")  # everything in it
+    plural, name = unlabel.split("/")
+    kube.cluster.patch(plural, name, {"metadata": {"labels": {"prodclone.io/backup": None}}},
+                       "application/merge-patch+json", BASE)
+    kube.driver.v = dataclasses.replace(kube.driver.v, first_ordinal_only=True)
+    with pytest.raises(CloneError, match=f"is Completed but does not hold the base's data: .*{reason}"):
+        kube.driver.snapshot("r2")
+    bad = kube.driver.snapshots()[0]
+    backup = kube.cluster.get("backups", bad.id, VELERO)
+    assert backup["status"]["phase"] == "Completed" and bad.status == "failed"
+    assert backup["metadata"]["labels"]["prodclone.io/verified"] == "false"
+    with pytest.raises(CloneError, match="does not hold the base's data"):
+        kube.driver.snapshot("r2")  # a retried task fails the same way
+    with pytest.raises(CloneError, match=f"snapshot '{bad.id}' does not hold the base's data"):
+        kube.driver.begin_restore(_req("preview-bad", snapshot=bad.id), "run-1")
+    assert _up(kube, "preview-good").snapshot == good.id  # latest skips it
+    assert bad.id in kube.driver.prune_snapshots(keep=5)
+    with pytest.raises(ApiException) as refused:  # what the driver's patch would meet without its content type
+        kube.driver.custom.patch_namespaced_custom_object(
+            "velero.io", "v1", VELERO, "backups", good.id, {"metadata": {"labels": {"x": "y"}}},
+            _content_type="application/strategic-merge-patch+json")
+    assert refused.value.status == 415
+
+
+def _runs_hashing_downwards(count: int) -> list[str]:
+    """Run ids whose Backup names' random hashes sort the opposite way to the order they are made in."""
+    def digest(run):
+        return sha256(run.encode()).hexdigest()[:6]
+
+    runs = [f"run-{i}" for i in range(200)]
+    picked = [max(runs, key=digest)]
+    while len(picked) < count:
+        picked.append(max((r for r in runs if digest(r) < digest(picked[-1])), key=digest))
+    return picked
+
+
+def test_backups_started_in_the_same_second_keep_the_order_they_were_made_in(kube):
+    """Velero's timestamps have whole seconds: a tie goes to the order prodclone made the backups in, never to
+    the random hash in their names (the newest would otherwise be a coin toss for `latest` and for pruning)."""
+    frozen = datetime.now(UTC).replace(microsecond=0)
+    kube.sim.clock = lambda: frozen
+    snaps = [kube.driver.snapshot(run) for run in _runs_hashing_downwards(3)]
+    assert {kube.cluster.get("backups", s.id, VELERO)["status"]["startTimestamp"] for s in snaps} == {
+        frozen.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    assert [s.id for s in kube.driver.snapshots()] == [s.id for s in reversed(snaps)]
+    assert kube.driver.latest_snapshot().id == snaps[-1].id
+    assert kube.driver.prune_snapshots(keep=1) == [snaps[1].id, snaps[0].id]
 
 
 def test_a_namespace_it_did_not_create_is_never_restored_into(kube):
@@ -269,7 +368,7 @@ def test_a_failed_secret_update_gives_the_database_its_password_back_and_the_ret
 
 
 def test_a_secret_without_a_username_is_refused_not_defaulted_to_a_superuser(kube):
-    kube.cluster.patch("secrets", "postgres-credentials", {"data": {"username": ""}}, "merge", BASE)
+    kube.cluster.patch("secrets", "postgres-credentials", {"data": {"username": ""}}, "application/merge-patch+json", BASE)
     kube.driver.snapshot("r1")
     env = "preview-nouser"
     kube.driver.begin_restore(_req(env), "run-1")

@@ -13,12 +13,16 @@ conditions match the *source* namespace; clone PVs inherit the base PVs'
 reclaim policy; restores leave Retain VolumeSnapshotContents behind (never
 switch them to Delete: that destroys the backup's snapshot); deleting a
 Backup CR leaves its data (use DeleteBackupRequest); names over 63 characters
-break Velero's label selectors.
+break Velero's label selectors; a backup's labelSelector applies to pods too
+and hooks run only on backed-up pods, so a Completed backup is checked for
+every datastore's data; startTimestamps have whole seconds; custom resources
+refuse strategic merge patches.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 import secrets as pysecrets
@@ -29,7 +33,7 @@ from urllib.parse import quote
 
 import yaml
 
-from prodclone.config import Config
+from prodclone.config import Config, Datastore
 from prodclone.drivers.base import (
     CloneBusy,
     CloneDriver,
@@ -50,6 +54,8 @@ GROUP, VERSION = "velero.io", "v1"
 MANAGED = ("app.kubernetes.io/managed-by", "prodclone")
 P = "prodclone.io/"
 DONE = ("Completed", "PartiallyFailed", "Failed", "FailedValidation")
+VERIFIED = P + "verified"  # on a Completed Backup: "true" once every datastore's volumes and hooks are in it
+MERGE_PATCH = "application/merge-patch+json"  # custom resources refuse strategic merge, the client's default
 ALWAYS_PROTECTED = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
@@ -65,6 +71,18 @@ def _parse(ts: str | None) -> datetime | None:
     if not ts:
         return None
     return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
+def _usable(backup: dict) -> bool:
+    """Completed, and not found lacking a datastore's data (a backup made before prodclone checked is trusted)."""
+    return backup.get("status", {}).get("phase") == "Completed" \
+        and backup["metadata"].get("labels", {}).get(VERIFIED) != "false"
+
+
+def _sequence(backup: dict) -> int:
+    """The order prodclone created its Backups in (0 for one made before it wrote this annotation)."""
+    value = backup["metadata"].get("annotations", {}).get(P + "sequence", "")
+    return int(value) if value.isdigit() else 0
 
 
 def k8s_name(*parts: str, limit: int = 63) -> str:
@@ -216,9 +234,11 @@ class VeleroDriver(CloneDriver):
         return hooks
 
     def begin_snapshot(self, run_id: str, export: str = "", rows: int = 0, rules_sha256: str = "") -> str:
-        existing = [b for b in self._backups() if b["metadata"].get("annotations", {}).get(P + "run-id") == run_id]
+        backups = self._backups()
+        existing = [b for b in backups if b["metadata"].get("annotations", {}).get(P + "run-id") == run_id]
         if existing:
             return existing[0]["metadata"]["name"]  # a retried task
+        sequence = 1 + max((_sequence(b) for b in backups), default=0)
         name = k8s_name("prodclone", self.v.base_namespace[:20], f"{_now():%Y%m%d%H%M}",
                         sha256(run_id.encode()).hexdigest()[:6])
         spec = {"includedNamespaces": [self.v.base_namespace], "snapshotVolumes": True,
@@ -230,7 +250,7 @@ class VeleroDriver(CloneDriver):
         self._create_cr("backups", {
             "metadata": {"name": name, "labels": self._labels(kind="base-snapshot"),
                          "annotations": {P + "run-id": run_id, P + "export": export, P + "rows": str(rows),
-                                         P + "rules-sha256": rules_sha256}},
+                                         P + "rules-sha256": rules_sha256, P + "sequence": str(sequence)}},
             "spec": spec})
         return name
 
@@ -239,19 +259,83 @@ class VeleroDriver(CloneDriver):
         backup = self._wait_phase("backups", name)
         if backup["status"]["phase"] != "Completed":
             raise self._failure("backup", name, backup)
+        backup = self._verified(backup)
+        if not _usable(backup):
+            raise CloneError(f"Velero backup {name} is Completed but does not hold the base's data: "
+                             f"{backup['metadata']['annotations'][P + 'missing']}. It is never restored; the next "
+                             f"teardown's pruning deletes it")
         return self._snap(backup)
+
+    def _verified(self, backup: dict) -> dict:
+        """Velero applies the labelSelector to every kind, pods included, and runs pre-hooks only on the pods it
+        backs up: a Completed backup may hold no data of a datastore. Checked once per backup, and recorded on it."""
+        if backup.get("status", {}).get("phase") != "Completed" or backup["metadata"].get("labels", {}).get(VERIFIED):
+            return backup
+        missing = self._missing(backup)
+        mark = {"metadata": {"labels": {VERIFIED: "false" if missing else "true"},
+                             "annotations": {P + "missing": "; ".join(missing)} if missing else {}}}
+        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.v.namespace, "backups",
+                                                          backup["metadata"]["name"], mark, _content_type=MERGE_PATCH)
+
+    def _missing(self, backup: dict) -> list[str]:
+        """What the backup lacks of the configured datastores (their pods and the PVCs those mount, by the backup's
+        own labelSelector), then whether Velero's counts of volume snapshots and hooks cover them."""
+        name = backup["metadata"]["name"]
+        chosen = ",".join(f"{k}={v}" for k, v in
+                          ((backup["spec"].get("labelSelector") or {}).get("matchLabels") or {}).items())
+        held = {p.metadata.name for p in self.core.list_namespaced_persistent_volume_claim(
+            self.v.base_namespace, label_selector=chosen or None).items}
+        missing, claims, pods = [], set(), 0
+        for ds in self.v.datastores:
+            gaps, mounted, backed_up = self._datastore_gaps(ds, chosen, held)
+            missing, claims, pods = missing + gaps, claims | mounted, pods + backed_up
+        st = backup.get("status", {})
+        snapped = st.get("csiVolumeSnapshotsCompleted", 0) + st.get("volumeSnapshotsCompleted", 0)
+        if snapped < len(claims):
+            missing.append(f"Velero completed {snapped} volume snapshot(s) for the datastores' {len(claims)} PVC(s) "
+                           f"({', '.join(sorted(claims))}); see `velero backup describe {name} --details`")
+        hooks = (st.get("hookStatus") or {}).get("hooksAttempted", 0)
+        if hooks < pods:
+            missing.append(f"Velero ran {hooks} pre-hook(s) for {pods} datastore pod(s); see `velero backup logs {name}`")
+        return missing
+
+    def _datastore_gaps(self, ds: Datastore, chosen: str, held: set[str]) -> tuple[list[str], set[str], int]:
+        """For one datastore: what is missing, the backed-up PVCs its pods mount, and how many of its pods the
+        backup holds (its pre-hook runs on each)."""
+        base, own = self.v.base_namespace, ",".join(f"{k}={v}" for k, v in ds.selector)
+        fix = ("label the datastore's ordinal-0 pod and its PVC prodclone.io/backup=true (the init container of "
+               "include/k8s/base-namespace does) or turn velero.first_ordinal_only off")
+        pods = self.core.list_namespaced_pod(base, label_selector=",".join(filter(None, (own, chosen)))).items
+        if not pods and self.core.list_namespaced_pod(base, label_selector=own).items:
+            return [f"no {ds.kind} pod matches the backup's labelSelector {chosen}, so its pre-hook did not run "
+                    f"and its volumes are not in the backup: {fix}"], set(), 0
+        if not pods:
+            return [f"no {ds.kind} pod in {base} matches {own} (velero.datastores.{ds.kind}.selector); fix the "
+                    f"selector, or remove {ds.kind} from velero.datastores if the base has none"], set(), 0
+        gaps, mounted = [], set()
+        for pod in pods:
+            claims = [v.persistent_volume_claim.claim_name for v in pod.spec.volumes or [] if v.persistent_volume_claim]
+            if not claims:
+                gaps.append(f"{ds.kind} pod {pod.metadata.name} mounts no PersistentVolumeClaim, so no snapshot can "
+                            f"hold its data")
+            gaps += [f"PVC {c} of {ds.kind} pod {pod.metadata.name} is not in the backup "
+                     + (f"(its labelSelector {chosen} does not match it): {fix}" if chosen else "(it does not exist)")
+                     for c in claims if c not in held]
+            mounted.update(c for c in claims if c in held)
+        return gaps, mounted, len(pods)
 
     def _backups(self) -> list[dict]:
         items = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.v.namespace, "backups",
                                                           label_selector=f"{MANAGED[0]}={MANAGED[1]}")["items"]
-        # Velero's own rule: newest by status.startTimestamp (a backup not started yet sorts first).
-        return sorted(items, key=lambda b: (b.get("status", {}).get("startTimestamp") or "9999",
+        # Velero's own rule: newest by status.startTimestamp (a backup not started yet sorts first). Its timestamps
+        # have whole seconds, so a tie goes to the order prodclone created them in, never the names' random hash.
+        return sorted(items, key=lambda b: (b.get("status", {}).get("startTimestamp") or "9999", _sequence(b),
                                             b["metadata"]["name"]), reverse=True)
 
     def _snap(self, b: dict, used_by: list[str] | None = None) -> Snapshot:
         phase = b.get("status", {}).get("phase") or "New"
         ann = b["metadata"].get("annotations", {})
-        status = "ready" if phase == "Completed" else "creating" if phase not in DONE else "failed"
+        status = "ready" if _usable(b) else "creating" if phase not in DONE else "failed"
         return Snapshot(id=b["metadata"]["name"], status=status,
                         created_at=_parse(b.get("status", {}).get("startTimestamp") or b["metadata"].get("creationTimestamp"))
                         or _now(), run_id=ann.get(P + "run-id", ""), export=ann.get(P + "export", ""),
@@ -268,7 +352,7 @@ class VeleroDriver(CloneDriver):
         keep = max(1, keep)
         in_use = {e.snapshot for e in self.environments()}
         backups = self._backups()
-        ready = [b for b in backups if b.get("status", {}).get("phase") == "Completed"]
+        ready = [b for b in backups if _usable(b)]
         failed = [b for b in backups if b.get("status", {}).get("phase") in DONE and b not in ready]
         pruned = []
         for b in ready[keep:] + failed:
@@ -326,13 +410,14 @@ class VeleroDriver(CloneDriver):
     def _resolve_snapshot(self, wanted: str) -> dict:
         backups = self._backups()
         if wanted == "latest":
-            for b in backups:  # never a PartiallyFailed one
-                if b.get("status", {}).get("phase") == "Completed":
+            for b in backups:  # never a PartiallyFailed one, nor one without a datastore's data
+                if _usable(b) and _usable(self._verified(b)):
                     return b
-            raise CloneError("there is no Completed backup of the base yet: run prodclone_export first")
+            raise CloneError("there is no Completed backup of the base that holds every datastore's data yet: "
+                             "run prodclone_export first")
         b = next((b for b in backups if b["metadata"]["name"] == wanted), None)
         if b is None:
-            ready = [x["metadata"]["name"] for x in backups if x.get("status", {}).get("phase") == "Completed"][:5]
+            ready = [x["metadata"]["name"] for x in backups if _usable(x)][:5]
             raise CloneError(f"snapshot {wanted!r} does not exist; ready snapshots: {', '.join(ready) or 'none'} "
                              f"(or use 'latest')")
         phase = b.get("status", {}).get("phase") or "New"
@@ -340,6 +425,10 @@ class VeleroDriver(CloneDriver):
             raise CloneBusy(f"snapshot {wanted!r} is still {phase}; retry when it is Completed, or use 'latest'")
         if phase != "Completed":
             raise CloneError(f"snapshot {wanted!r} is {phase} and cannot be restored; use 'latest'")
+        b = self._verified(b)
+        if not _usable(b):
+            raise CloneError(f"snapshot {wanted!r} does not hold the base's data "
+                             f"({b['metadata']['annotations'][P + 'missing']}); use 'latest'")
         return b
 
     def begin_restore(self, req: RestoreRequest, run_id: str) -> Environment:
@@ -383,11 +472,13 @@ class VeleroDriver(CloneDriver):
             "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate", "allowVolumeExpansion": True,
             "parameters": params}))
         # 3. The resource modifier: exactly one data key; conditions match the *source* namespace.
+        # A JSON merge patch (Velero >= 1.13), not JSON patch ops: `add /metadata/labels/<k>` fails on a PVC
+        # without labels and `replace /spec/storageClassName` on one without a class (the restore ends
+        # PartiallyFailed); a merge patch creates what is missing.
+        patch = {"metadata": {"labels": {MANAGED[0]: MANAGED[1], P + "env": env}}, "spec": {"storageClassName": sc}}
         rules = {"version": "v1", "resourceModifierRules": [{
             "conditions": {"groupResource": "persistentvolumeclaims", "namespaces": [self.v.base_namespace]},
-            "patches": [{"operation": "replace", "path": "/spec/storageClassName", "value": sc},
-                        {"operation": "add", "path": "/metadata/labels/app.kubernetes.io~1managed-by", "value": "prodclone"},
-                        {"operation": "add", "path": "/metadata/labels/prodclone.io~1env", "value": env}]}]}
+            "mergePatches": [{"patchData": json.dumps(patch)}]}]}
         self._ensure(lambda: self.core.create_namespaced_config_map(self.v.namespace, {
             "metadata": {"name": restore, "labels": self._labels(env=env)},
             "data": {"modifiers.yaml": yaml.safe_dump(rules, sort_keys=False)}}))
@@ -597,6 +688,8 @@ class VeleroDriver(CloneDriver):
             if ns is None:
                 return None
             if time.monotonic() > deadline:
-                conditions = ns.get("status", {}).get("conditions") or []
-                return "; ".join(f"{c.get('type')}: {c.get('message')}" for c in conditions) or "no conditions reported"
+                # The namespace controller keeps five conditions; only the True ones say what holds it.
+                blocking = [c for c in ns.get("status", {}).get("conditions") or [] if c.get("status") == "True"]
+                return "; ".join(f"{c.get('type')}: {c.get('message')}" for c in blocking) \
+                    or "no condition is True (see `kubectl get namespace -o yaml` and the namespace controller's logs)"
             time.sleep(self.poll)
