@@ -105,8 +105,8 @@ DETECTORS = (
     Detector("ipv6", re.compile(r"(?<![\w:.])(?P<v>(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4})(?![\w:.])"),
              lambda v: any(c not in ":" for c in v) and _parses(ipaddress.IPv6Address)(v)),
     Detector("ipv4", re.compile(r"(?<![\d.])(?P<v>(?:\d{1,3}\.){3}\d{1,3})(?!\.?\d)"), _parses(ipaddress.IPv4Address)),
-    Detector("phone", re.compile(r"(?<![\w+])(?P<v>\+\d{7,15}|(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,5}(?:[ .-]\d{1,5}){1,5})"
-                                 r"(?![\w:])"), _phone),
+    Detector("phone", re.compile(r"(?<![\w+-])(?P<v>\+\d{7,15}|(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,5}(?:[ .-]\d{1,5}){1,5})"
+                                 r"(?![\w:-])"), _phone),
     Detector("token", re.compile(r"(?<![\w+/=-])(?P<v>[\w+/-]{32,}={0,2})(?![\w+/=-])"), _high_entropy),
 )
 
@@ -172,7 +172,7 @@ class Scrub(Transform):
         self.email = Email({"transform": "email"}, self.ctx)  # the same sub-key: an address masks as in an email column
         # How each kind is replaced; any other (secrets, tokens, URL parameters) is reshaped character by character.
         self._replace = {"email": self._email, "card": self._card, "iban": self._iban, "ipv4": self._ipv4,
-                         "ipv6": self._ipv6, "phone": self._phone}
+                         "ipv6": self._ipv6, "phone": self._phone, "jwt": self._jwt}
 
     def output(self, lengths) -> Output:
         return Output(frozenset({TEXT}), math.inf)  # a masked email may be longer than the original
@@ -220,6 +220,11 @@ class Scrub(Transform):
         check = 98 - _iban_remainder(compact[:2] + "00" + bban)
         it = iter(f"{compact[:2]}{check:02d}{bban}")
         return "".join(next(it) if c != " " else c for c in v)
+
+    def _jwt(self, v: str) -> str:
+        """Segments reshaped; a segment that began as encoded JSON ('eyJ') still does."""
+        masked = _reshape(v, self._stream("jwt", v)).split(".")
+        return ".".join("eyJ" + m[3:] if o.startswith("eyJ") else m for o, m in zip(v.split("."), masked, strict=True))
 
     def _ipv6(self, v: str) -> str:
         return _reshape(v, self._stream("ipv6", v.lower()), hex_only=True)
