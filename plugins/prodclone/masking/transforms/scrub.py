@@ -24,12 +24,14 @@ _TOKEN_PARAMS = (r"access_token|refresh_token|id_token|auth_token|token|api_?key
 
 @dataclass(frozen=True)
 class Detector:
-    """One kind of identifier: where it may be (group ``v``, or ``aws``, is what gets replaced) and
-    whether a match really is one (a checksum, a parse)."""
+    """One kind of identifier: where it may be (group ``v``, or ``aws``, is what gets replaced),
+    whether a match really is one (a checksum, a parse), and a cheap test any text holding one
+    passes (most text holds none: it skips the costlier pattern)."""
 
     kind: str
     pattern: re.Pattern
     valid: Callable[[str], bool]
+    maybe: Callable[[str], bool] = lambda _text: True
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -91,23 +93,33 @@ def _always(_v: str) -> bool:
     return True
 
 
+def _holds(*parts: str) -> Callable[[str], bool]:
+    return lambda text: any(p in text for p in parts)
+
+
+_DIGIT = re.compile(r"\d").search
+_SECRET_PREFIXES = ("_live_", "_test_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "xox", "AKIA", "ASIA")
+
+
 # In priority order: where two overlap, the earlier wins (a token inside a URL is the URL parameter's).
 DETECTORS = (
-    Detector("url_token", re.compile(rf"(?i)(?<=[?&;])(?:{_TOKEN_PARAMS})=(?P<v>[^&#;\s\"'<>]+)"), _always),
-    Detector("jwt", re.compile(r"(?<![\w-])eyJ(?P<v>[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]{8,})"), _always),
-    Detector("bearer", re.compile(r"(?i)\bbearer\s+(?P<v>[\w.~+/-]{16,}=*)"), _always),
+    Detector("url_token", re.compile(rf"(?i)(?<=[?&;])(?:{_TOKEN_PARAMS})=(?P<v>[^&#;\s\"'<>]+)"), _always, _holds("=")),
+    Detector("jwt", re.compile(r"(?<![\w-])eyJ(?P<v>[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]{8,})"), _always, _holds("eyJ")),
+    Detector("bearer", re.compile(r"(?i)\bbearer\s+(?P<v>[\w.~+/-]{16,}=*)"), _always, lambda text: "bearer" in text.lower()),
     Detector("secret", re.compile(r"\b(?:(?:sk|rk|pk)_(?:live|test)_|gh[pousr]_|github_pat_|xox[abposr]-)(?P<v>[\w-]{10,})"
-                                  r"|\b(?:AKIA|ASIA)(?P<aws>[0-9A-Z]{16})\b"), _always),
-    Detector("email", re.compile(r"(?<![\w.%+'-])(?P<v>[\w.%+'-]+@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,})(?![\w-])"), _always),
+                                  r"|\b(?:AKIA|ASIA)(?P<aws>[0-9A-Z]{16})\b"), _always, _holds(*_SECRET_PREFIXES)),
+    Detector("email", re.compile(r"(?<![\w.%+'-])(?P<v>[\w.%+'-]+@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,})(?![\w-])"), _always, _holds("@")),
     Detector("iban", re.compile(r"(?<![A-Z0-9])(?P<v>[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?)(?![A-Z0-9])"),
-             _iban),
-    Detector("card", re.compile(r"(?<![\d-])(?P<v>\d(?:[ -]?\d){12,18})(?![\d])"), _card),
+             _iban, _DIGIT),
+    Detector("card", re.compile(r"(?<![\d-])(?P<v>\d(?:[ -]?\d){12,18})(?![\d])"), _card, _DIGIT),
     Detector("ipv6", re.compile(r"(?<![\w:.])(?P<v>(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4})(?![\w:.])"),
-             lambda v: any(c not in ":" for c in v) and _parses(ipaddress.IPv6Address)(v)),
-    Detector("ipv4", re.compile(r"(?<![\d.])(?P<v>(?:\d{1,3}\.){3}\d{1,3})(?!\.?\d)"), _parses(ipaddress.IPv4Address)),
+             lambda v: any(c not in ":" for c in v) and _parses(ipaddress.IPv6Address)(v),
+             re.compile(r":[0-9A-Fa-f]{0,4}:").search),
+    Detector("ipv4", re.compile(r"(?<![\d.])(?P<v>(?:\d{1,3}\.){3}\d{1,3})(?!\.?\d)"), _parses(ipaddress.IPv4Address),
+             re.compile(r"\d\.\d").search),
     Detector("phone", re.compile(r"(?<![\w+-])(?P<v>\+\d{7,15}|(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,5}(?:[ .-]\d{1,5}){1,5})"
-                                 r"(?![\w:-])"), _phone),
-    Detector("token", re.compile(r"(?<![\w+/=-])(?P<v>[\w+/-]{32,}={0,2})(?![\w+/=-])"), _high_entropy),
+                                 r"(?![\w:-])"), _phone, _DIGIT),
+    Detector("token", re.compile(r"(?<![\w+/=-])(?P<v>[\w+/-]{32,}={0,2})(?![\w+/=-])"), _high_entropy, _DIGIT),
 )
 
 
@@ -115,7 +127,7 @@ def identifiers(text: str) -> list[tuple[str, int, int]]:
     """The identifiers in ``text``: (kind, start, end), in text order, never overlapping."""
     taken: list[tuple[str, int, int]] = []
     for d in DETECTORS:
-        for m in d.pattern.finditer(text):
+        for m in d.pattern.finditer(text) if d.maybe(text) else ():
             group = "v" if m["v"] is not None else "aws"
             start, end = m.span(group)
             if d.valid(m[group]) and not any(s < end and start < e for _, s, e in taken):
