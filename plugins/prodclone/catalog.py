@@ -72,6 +72,7 @@ class Column:
     base_type: str = ""  # the underlying type of a domain
     source_casts: bool = False  # its type, or one it is built from, has a cast running a function the source defined
     typmod: int = -1  # PostgreSQL's type modifier (its domain's, for a domain): varchar(n)'s n + 4, numeric's precision
+    delimiter: str = ","  # what separates its array elements in text (pg_type.typdelim; box's is ';')
 
     @property
     def category(self) -> str:
@@ -157,11 +158,11 @@ def load_catalog(conn: psycopg.Connection) -> Catalog:
         return Catalog(tables={}, sequences=sequences)
     oids = list(by_oid)
     cast_types = _types_with_source_casts(conn, oids)
-    for oid, attname, typ, notnull, base, type_oid, typmod in conn.execute(
+    for oid, attname, typ, notnull, base, type_oid, typmod, delimiter in conn.execute(
         """
         SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
                format_type(coalesce(nullif(t.typbasetype, 0), a.atttypid), NULL), a.atttypid,
-               CASE WHEN t.typbasetype <> 0 THEN t.typtypmod ELSE a.atttypmod END
+               CASE WHEN t.typbasetype <> 0 THEN t.typtypmod ELSE a.atttypmod END, t.typdelim
           FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
          WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
          ORDER BY a.attrelid, a.attnum
@@ -169,7 +170,7 @@ def load_catalog(conn: psycopg.Connection) -> Catalog:
         (oids,),
     ):
         by_oid[oid].columns.append(Column(attname, typ, notnull, base_type=base, source_casts=type_oid in cast_types,
-                                          typmod=typmod))
+                                          typmod=typmod, delimiter=delimiter))
     # Unique columns: any column of a PK, UNIQUE constraint or unique index.
     for oid, cols, is_pk in conn.execute(
         """

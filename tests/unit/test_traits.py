@@ -23,6 +23,7 @@ SAMPLES = {  # a few values of each column category, as COPY text, including the
     "number": [b"42", b"-7", b"1234.56", b"0", b"1"],
     "temporal": [b"1990-05-14", b"2000-01-01 10:11:12", b"2000-01-01 10:11:12+00"],
     "json": [json.dumps(DOC).encode(), b'{"email": "bob@corp.com", "contacts": [], "theme": "light"}'],
+    "array": [b"{alice@corp.com,NULL}", b'[0:1]={{"a b","NULL"},{"",x}}', b'{"q\\\\"\\\\\\\\"}', b"{{1,2},{3,4}}"],
 }
 DISTINCT = {  # many distinct values, for the uniqueness traits
     "text": [f"user{i}@corp.com".encode() for i in range(3000)],
@@ -30,6 +31,7 @@ DISTINCT = {  # many distinct values, for the uniqueness traits
     "number": [str(i).encode() for i in range(3000)],
     "temporal": [f"{1000 + i}-01-01".encode() for i in range(3000)],
     "json": [json.dumps({**DOC, "email": f"user{i}@corp.com"}).encode() for i in range(3000)],
+    "array": [f"{{user{i}@corp.com,NULL}}".encode() for i in range(3000)],
 }
 CASES = [(name, spec) for name, cls in sorted(REGISTRY.items()) for spec in cls.examples]
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from prodclone.catalog import Catalog, Column, Table, column_name
 from prodclone.errors import CoverageError, RulesError
 from prodclone.masking import where as where_clause
-from prodclone.masking.detect import suggest
+from prodclone.masking.detect import element_column, suggest
 from prodclone.masking.rules import Rules, build_transform
 from prodclone.masking.transforms import Transform, trait
 from prodclone.masking.transforms.outputs import TEXT, Output
@@ -169,7 +169,12 @@ def _build(spec: dict, rules: Rules, key: bytes, where: str) -> tuple[Transform 
 
 def _check_rule(t: Transform, spec: dict, col: Column) -> str | None:
     if t.categories is not None and col.category not in t.categories:
-        return f"transform {t.name!r} does not fit type {col.type}"
+        return f"transform {t.name!r} does not fit type {col.type}" + _ARRAY_HINT.get(col.category, "")
+    element = getattr(t, "element", None)  # an element-wise rule (elements): each element is a value of its own
+    if element is not None:
+        err = _element_problem(t, element, col)
+        if err:
+            return err
     if t.masks and col.unique and not t.guarantees_unique:
         if not t.can_be_unique:
             return f"column is UNIQUE but {t.name!r} cannot keep values distinct; use hash (length >= 20), email, or faker with unique: true"
@@ -180,6 +185,20 @@ def _check_rule(t: Transform, spec: dict, col: Column) -> str | None:
         return ("column is UNIQUE and nullable, and nulls: mask turns every NULL into the same masked value, "
                 "so two NULL rows would collide; drop nulls: mask (NULL stays NULL, which UNIQUE allows)")
     return None
+
+
+_ARRAY_HINT = {"array": "; to mask each element, use {transform: elements, rule: <a rule for one element>}"}
+
+
+def _element_problem(t: Transform, element: Transform, col: Column) -> str | None:
+    """An element rule must fit the element type (with the array's typmod: varchar(20)[] holds 20
+    characters an element), and split elements where the type does."""
+    if t.delimiter != col.delimiter:
+        return (f"elements of {col.type} are separated by {col.delimiter!r}, not {t.delimiter!r}: "
+                f"add delimiter: {json.dumps(col.delimiter)} to the rule")
+    elem = element_column(col)
+    err = _check_rule(element, element.spec, elem) or _misfit(element, element.output({}), elem, _limit(elem))
+    return f"element rule: {err}" if err else None
 
 
 def _fit_problems(tname: str, table: Table, built: dict[str, Transform], order: list[str]) -> list[Problem]:
@@ -227,7 +246,8 @@ def _misfit(t: Transform, out: Output, col: Column, limit: float) -> str | None:
         return None
     if (TEXT if col.category == "text" else _base(col)) not in out.types:
         return (f"{t.name!r} emits {_kinds(out.types)}, which a {col.type} column cannot load; use a rule whose "
-                f"output is a {col.type} (keep or null if it holds no personal data)")
+                f"output is a {col.type} (keep or null if it holds no personal data)"
+                + _ARRAY_HINT.get(col.category, ""))
     if out.max_length is not None and out.max_length > limit:
         size = "values of any length" if out.max_length == math.inf else f"values up to {out.max_length:g} characters"
         return (f"{t.name!r} emits {size}, but {col.type} holds {limit:g}; use a shorter output (e.g. hash "

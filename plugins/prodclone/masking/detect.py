@@ -3,10 +3,12 @@ suggest a rule. Used by `rules scaffold` and in coverage reports."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from prodclone.catalog import Column
 from prodclone.masking.transforms import trait
+from prodclone.masking.transforms.scrub import identifiers
 
 # (name pattern, rule, why). First match wins; order matters.
 NAME_RULES: list[tuple[str, dict, str]] = [
@@ -34,7 +36,6 @@ VALUE_RULES: list[tuple[re.Pattern, dict, str]] = [
     (re.compile(r"^\+?[\d\s().-]{7,20}$"), {"transform": "faker", "provider": "phone_number"}, "values look like phone numbers"),
     (re.compile(r"^(\d{1,3}\.){3}\d{1,3}$"), {"transform": "faker", "provider": "ipv4"}, "values look like IP addresses"),
     (re.compile(r"^\$(2[aby]|argon2)"), {"transform": "hash", "length": 40}, "values look like password hashes"),
-    (re.compile(r"[^@\s]+@[^@\s]+\.[a-z]{2,}|\+?\d[\d\s().-]{8,}\d", re.I), {"transform": "faker", "provider": "paragraph"}, "free text mentions emails or phones"),
 ]
 
 KEEP_WHY = {
@@ -44,7 +45,7 @@ KEEP_WHY = {
     "json": "json without personal keys by name: review it",
     "text": "text, not personal by name or sampled values",
     "other": "not personal by type and name",
-    "array": "array, not personal by name",
+    "array": "array, not personal by name or sampled elements",
 }
 
 
@@ -64,12 +65,42 @@ def suggest(column: Column, samples: list[str] | None = None, is_key: bool = Fal
                 if column.category == "json":
                     return {"transform": "null"}, f"json that looks like {why}: mask paths with the json transform"
                 return _uniq(dict(rule), column), why
+    if column.category == "array":
+        return _suggest_elements(column, samples, is_key)
     if samples and column.category == "text" and not is_key:  # keys: values like "978-..." are ids, not phones
         for pattern, rule, why in VALUE_RULES:
             hits = sum(1 for s in samples if pattern.search(s))
             if hits and hits >= max(1, len(samples) // 5):
                 return _uniq(dict(rule), column), why
+        kinds = sorted({kind for s in samples for kind, _, _ in identifiers(s)})
+        if kinds:  # one row is enough: scrub leaves text without identifiers as it is
+            hits = sum(1 for s in samples if identifiers(s))
+            return _uniq({"transform": "scrub"}, column), \
+                f"free text carrying {', '.join(kinds)} ({hits} of {len(samples)} sampled rows)"
     return {"transform": "keep"}, KEEP_WHY.get(column.category, "not personal")
+
+
+def element_column(column: Column) -> Column:
+    """One element of an array column, as a column of its own: the element type with the array's typmod
+    (varchar(20)[] holds varchar(20) elements), nullable, and unique only as part of the array."""
+    base = (column.base_type or column.type).removesuffix("[]")  # format_type writes any array as 'elem[]'
+    return dataclasses.replace(column, name=f"{column.name}[*]", type=base, base_type=base, not_null=False,
+                               unique=False)
+
+
+def _suggest_elements(column: Column, samples: list[str] | None, is_key: bool) -> tuple[dict, str]:
+    """An array is masked element by element, with the rule its name or sampled elements suggest
+    for one element; unique arrays need an element rule that keeps elements distinct."""
+    element = dataclasses.replace(element_column(column), name=column.name, unique=column.unique)
+    rule, why = suggest(element, samples, is_key)
+    if not trait(rule, "masks"):
+        return {"transform": "keep"}, KEEP_WHY["array"]
+    if element.unique and not trait(rule, "can_be_unique"):
+        rule = {"transform": "hash", "length": 24}
+    spec = {"transform": "elements", "rule": rule if list(rule) != ["transform"] else rule["transform"]}
+    if column.delimiter != ",":
+        spec["delimiter"] = column.delimiter
+    return spec, f"each element: {why}"
 
 
 def _fits_category(rule: dict, category: str) -> bool:

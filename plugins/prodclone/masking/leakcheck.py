@@ -7,13 +7,18 @@ without seeing the input (a Faker pool that happens to hold "John") are not
 leaks. Which columns are compared, and which parts of their values, is each
 transform's to say (``Transform.leak_checked``, ``leak_values``): not those
 whose outputs may equal originals by design (keep, noise, date_shift), nor
-those that only emit NULL; json documents are compared at their masked paths.
-Empty strings identify no one and are never counted.
+those that only emit NULL; json documents are compared at their masked paths,
+arrays element by element. Free text masked by a transform that ``embeds``
+(scrub) is searched for the identifiers found in the sampled originals, anywhere
+inside it, not only as a whole value. Empty strings identify no one and are
+never counted.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 from psycopg import sql
@@ -53,7 +58,7 @@ def verify_export(storage, manifest: dict, source_dsn: str | None, rules: Rules,
                   sample_size: int = 500) -> VerifyReport:
     """Check files against the manifest; with ``source_dsn``, also the leak check."""
     report = VerifyReport()
-    samples: dict[str, dict[int, dict[str, set[bytes]]]] = {}
+    samples: dict[str, dict[int, dict[str, _Whole | _Inside]]] = {}
     maskers: dict[str, TableMasker] = {}
     if source_dsn:
         with connect_source(source_dsn) as conn:
@@ -101,18 +106,39 @@ def verify_export(storage, manifest: dict, source_dsn: str | None, rules: Rules,
     return report
 
 
-def _originals(tr, fields: set[bytes]) -> dict[str, set[bytes]]:
+class _Whole(set):
+    """Originals an output value is compared with as a whole."""
+
+    def hits(self, value: bytes) -> list[bytes]:
+        return [value] if value in self else []
+
+
+class _Inside(set):
+    """Originals found anywhere inside an output (identifiers in free text): one regex for them all."""
+
+    @functools.cached_property
+    def _pattern(self) -> re.Pattern:
+        return re.compile(b"|".join(map(re.escape, sorted(self, key=len, reverse=True))))
+
+    def hits(self, value: bytes) -> list[bytes]:
+        return self._pattern.findall(value)
+
+
+def _originals(tr, fields: set[bytes]) -> dict[str, _Whole | _Inside]:
     """Sampled fields of one column as the values the leak check compares, by where they sit in the field.
     An empty string identifies no one: seeing it again in the output is no leak."""
-    out: dict[str, set[bytes]] = {}
+    out: dict[str, _Whole | _Inside] = {}
     for f in fields:
-        for where, _rule, v in tr.leak_values(f):
-            if v:
-                out.setdefault(where, set()).add(v)
+        for where, rule, v in tr.leak_values(f):
+            for part in filter(None, rule.embedded(v)):
+                out.setdefault(where, _Inside() if rule.embeds else _Whole()).add(part)
     return out
 
 
-def _scan(lines: list[bytes], cols: dict[int, dict[str, set[bytes]]], masker: TableMasker, t: dict,
+_NOTHING = _Whole()
+
+
+def _scan(lines: list[bytes], cols: dict[int, dict[str, _Whole | _Inside]], masker: TableMasker, t: dict,
           report: VerifyReport) -> None:
     for line in lines:
         fields = line.split(b"\t")
@@ -121,6 +147,6 @@ def _scan(lines: list[bytes], cols: dict[int, dict[str, set[bytes]]], masker: Ta
                 continue
             name = t["columns"][idx]
             for where, rule, v in masker.transforms[name].leak_values(fields[idx]):
-                if v in originals.get(where, ()) and not rule.could_emit(v):
+                for _ in filter(lambda hit: not rule.could_emit(hit), originals.get(where, _NOTHING).hits(v)):
                     key = column_name(t["name"], name) + (f" at {where}" if where else "")
                     report.leaks[key] = report.leaks.get(key, 0) + 1

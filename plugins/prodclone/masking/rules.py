@@ -190,6 +190,8 @@ def _normalize_nulls(data) -> None:
             for path_rules in [rule.get("paths")] if isinstance(rule.get("paths"), dict) else []:
                 for k, v in path_rules.items():
                     path_rules[k] = fix(v)
+            if "rule" in rule:  # an element-wise rule's own (elements)
+                rule["rule"] = fix(rule["rule"])
         return rule
 
     for table in (data.get("tables") or {}).values() if isinstance(data, dict) else []:

@@ -11,7 +11,7 @@ import yaml
 from psycopg import sql
 
 from prodclone.catalog import Catalog, Column, Table, column_name
-from prodclone.masking.detect import suggest, suggest_json
+from prodclone.masking.detect import element_column, suggest, suggest_json
 from prodclone.masking.transforms import trait
 
 HEADER = """\
@@ -79,6 +79,15 @@ def _survey_json(conn, table: Table, col: Column, rows: int) -> tuple[tuple[dict
     return suggest_json(paths), note
 
 
+def _sample_elements(conn, table: Table, column: str, n: int) -> list[str]:
+    """Non-NULL elements of up to ``n`` arrays, at most ``n`` of them: what scaffold reads of an array
+    of text, through the same detectors as a text column."""
+    col = sql.Identifier(column)
+    query = sql.SQL("SELECT e::text FROM (SELECT {} AS a FROM {} WHERE {} IS NOT NULL LIMIT {}) s, unnest(s.a) e "
+                    "WHERE e IS NOT NULL LIMIT {}").format(col, table.scan, col, sql.Literal(int(n)), sql.Literal(int(n)))
+    return [r[0] for r in conn.execute(query)]
+
+
 def scaffold(conn, catalog: Catalog, sample: int = 200, json_survey_rows: int = 100_000) -> str:
     chosen: dict[tuple[str, str], tuple[dict, str]] = {}
     for name, table in catalog.tables.items():
@@ -87,6 +96,8 @@ def scaffold(conn, catalog: Catalog, sample: int = 200, json_survey_rows: int = 
         keys = set(table.primary_key) | {c for fk in table.foreign_keys for c in fk.columns}
         for col in table.columns:
             samples = _sample_text(conn, table, col.name, sample) if col.category == "text" and sample else None
+            if col.category == "array" and element_column(col).category == "text" and sample:
+                samples = _sample_elements(conn, table, col.name, sample)
             rule, why = suggest(col, samples, is_key=col.name in keys)
             if col.category == "json" and json_survey_rows:
                 found, note = _survey_json(conn, table, col, json_survey_rows)

@@ -65,6 +65,7 @@ class Transform:
     # never equals its own input unless ``could_emit`` says any input could give it.
     may_equal_inputs: ClassVar[bool] = False
     row_level: ClassVar[bool] = False  # needs the other masked fields of the row (template)
+    embeds: ClassVar[bool] = False  # masks identifiers inside free text: the leak check searches for them inside outputs
 
     def __init__(self, spec: dict, ctx: Context):
         self.spec = spec
@@ -113,6 +114,11 @@ class Transform:
         (where in the field, the rule masking it, the value). Here the whole field; a transform
         masking parts of a value (json paths) yields each part it masks."""
         yield "", self, field
+
+    def embedded(self, value: bytes) -> list[bytes]:
+        """What the leak check looks for in outputs, of an original ``value`` it compares: the value itself;
+        for a transform that ``embeds``, the identifiers it finds inside it."""
+        return [value]
 
     @classmethod
     def schema(cls) -> dict:
