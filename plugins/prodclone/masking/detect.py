@@ -28,18 +28,20 @@ NAME_RULES: list[tuple[str, dict, str, str]] = [
     (r"(^|_)(full_?name|display_?name|contact_?name|holder_?name|cardholder|person_?name|customer_?name|employee_?name)$", {"transform": "faker", "provider": "name"}, "personal name", ID),
     (r"(^|_)(user_?name|login|handle|nick_?name)$", {"transform": "faker", "provider": "user_name"}, "user name", ID),
     (r"(phone|mobile|fax|msisdn|(^|_)tel(_|$))", {"transform": "faker", "provider": "phone_number"}, "phone number", ID),
-    (r"(^|_)(street|address|address_?line_?\d?|address_?\d|line_?\d)$", {"transform": "faker", "provider": "street_address"}, "street address", ID),
-    (r"(birth|dob|(^|_)born|death|deceased|(^|_)died)", {"transform": "date_shift", "days": 180}, "birth or death date", ID),
     (r"(^|_)(ip|ip_?addr(ess)?|last_?ip|remote_?addr)$", {"transform": "faker", "provider": "ipv4"}, "IP address", ID),
+    # glued prefixes too (billingaddress, shippingcity: Chinook's, Northwind's spelling); address2 and line 2
+    (r"(street|address|addr_?line|(^|_)line_?\d)(_?\d)?$", {"transform": "faker", "provider": "street_address"}, "street address", ID),
+    (r"(birth|dob|(^|_)born|death|deceased|(^|_)died)", {"transform": "date_shift", "days": 180}, "birth or death date", ID),
     (r"(ssn|social_?security|national_?id|passport|tax_?id|iban|account_?number)", {"transform": "hash", "length": 24}, "government or bank identifier", ID),
     (r"(card_?number|(^|_)pan$|cc_?num)", {"transform": "redact", "keep_end": 4}, "card number", ANY),
-    (r"(^|_)(zip|postal_?code|postcode)$", {"transform": "faker", "provider": "postcode"}, "postal code", PEOPLE),
-    (r"(^|_)city$", {"transform": "faker", "provider": "city"}, "city", PEOPLE),
+    (r"(zip|postal_?code|postcode)$", {"transform": "faker", "provider": "postcode"}, "postal code", PEOPLE),
+    (r"(^|_|billing|shipping|mailing|home|work|birth|death)city$", {"transform": "faker", "provider": "city"}, "city", PEOPLE),
     (r"(^|_)(company|employer|organi[sz]ation)(_?name)?$", {"transform": "faker", "provider": "company"}, "company name", PEOPLE),
     (r"(^|_)name$", {"transform": "faker", "provider": "name"}, "name", PEOPLE),
     (r"(^|_)(body|message|comments?|notes?|description|bio|text|content)$", {"transform": "faker", "provider": "paragraph"}, "free text may mention people", PEOPLE),
     (r"(^|_)(lat|latitude|lng|lon|longitude)$", {"transform": "noise", "relative": 0.01}, "location", PEOPLE),
     (r"(^|_)(weight|height)$", {"transform": "noise", "relative": 0.1}, "body measurement", PEOPLE),
+    (r"(^|_)(salary|wage|income|pay)$", {"transform": "noise", "relative": 0.1}, "a person's pay", PEOPLE),
 ]
 
 # bytea names: a picture of a person whatever the table, or one that is a person's only in a table about people.
@@ -51,7 +53,9 @@ EVENT_NAME = re.compile(r"(hire|start|end|join|creat|updat|modif|expir|valid|deb
 
 VALUE_RULES: list[tuple[re.Pattern, dict, str]] = [
     (re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$", re.I), {"transform": "email"}, "values look like email addresses"),
-    (re.compile(r"^\+?[\d\s().-]{7,20}$"), {"transform": "faker", "provider": "phone_number"}, "values look like phone numbers"),
+    # seven digits at least, and not a date (model numbers such as 737-824 are not phones)
+    (re.compile(r"^(?!\d{4}-\d\d-\d\d$)(?=(?:\D*\d){7})\+?[\d\s().-]{7,20}$"), {"transform": "faker", "provider": "phone_number"},
+     "values look like phone numbers"),
     (re.compile(r"^(\d{1,3}\.){3}\d{1,3}$"), {"transform": "faker", "provider": "ipv4"}, "values look like IP addresses"),
     (re.compile(r"^\$(2[aby]|argon2)"), {"transform": "hash", "length": 40}, "values look like password hashes"),
 ]
@@ -65,6 +69,7 @@ KEEP_WHY = {
     "other": "not personal by type and name",
     "array": "array, not personal by name or sampled elements",
 }
+WEAK_KINDS = {"phone", "ipv4", "ipv6"}  # identifier kinds that a catalogue's numbers can look like
 CATALOGUE = "rows are not about people (no identifiers, no reference to a table of people): catalogue"
 
 
@@ -128,7 +133,7 @@ def suggest(column: Column, samples: list | None = None, is_key: bool = False,
                 break
             return _uniq(dict(rule), column), why + (f"; {role.people}" if scope == PEOPLE else "")
     if samples and column.category == "text" and not is_key:  # keys: values like "978-..." are ids, not phones
-        found = _suggest_from_values(column, samples)
+        found = _suggest_from_values(column, samples, role)
         if found:
             return found
     if samples and column.category == "temporal" and role.people and not EVENT_NAME.search(name):
@@ -145,7 +150,7 @@ def _value_hits(pattern: re.Pattern, samples: list[str]) -> int:
     return hits if hits and hits >= max(1, len(samples) // 5) else 0
 
 
-def _suggest_from_values(column: Column, samples: list[str]) -> tuple[dict, str] | None:
+def _suggest_from_values(column: Column, samples: list[str], role: TableRole) -> tuple[dict, str] | None:
     """A rule from what sampled text values look like: emails, phones, hashes, names in Faker's lists, or free
     text carrying identifiers or naming people; None if they look like none of these."""
     for pattern, rule, why in VALUE_RULES:
@@ -156,11 +161,13 @@ def _suggest_from_values(column: Column, samples: list[str]) -> tuple[dict, str]
     if found:
         return _uniq({"transform": "faker", "provider": found[0]}, column), f"personal name: {found[1]}"
     kinds = sorted({kind for s in samples for kind, _, _ in identifiers(s)})
-    if kinds:  # one row is enough: scrub leaves text without identifiers as it is
-        hits = sum(1 for s in samples if identifiers(s))
+    hits = sum(1 for s in samples if identifiers(s))
+    # one row is enough (scrub leaves text without identifiers as it is), except in a catalogue, where a number
+    # that looks like a phone or an IP address in a few rows is a catalogue number (an album's "1994-1999")
+    if kinds and (role.people or set(kinds) - WEAK_KINDS or hits >= max(1, len(samples) // 5)):
         return _uniq({"transform": "scrub"}, column), \
             f"free text carrying {', '.join(kinds)} ({hits} of {len(samples)} sampled rows)"
-    named = mentions_names(samples)
+    named = mentions_names(samples) if role.people else 0  # elsewhere names are credits: composers, authors
     if named and named >= max(1, len(samples) // 5):
         return _uniq({"transform": "faker", "provider": "paragraph"}, column), \
             f"free text naming people ({named} of {len(samples)} sampled rows name a first and last name)"
