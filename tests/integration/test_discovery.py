@@ -232,3 +232,51 @@ def test_scaffold_finds_every_personal_column_and_leaves_the_catalogue(schema, a
     assert not s["missed"], f"{schema}: personal columns scaffold keeps: {s['missed']}"
     assert masked <= 0.10 * catalogue, f"{schema}: catalogue columns scaffold masks: {s['masked_catalogue']}"
     assert check(catalog, rules).ok, check(catalog, rules).text()  # the draft is usable as it is
+
+
+JPEG, PNG = b"\xff\xd8\xff\xe0\x00\x10JFIF", b"\x89PNG\r\n\x1a\n\x00\x00"
+OLE_BMP = b"\x15\x1c" + b"\x00" * 76 + b"BM\x36\x00"  # an Access OLE wrapper around a bitmap (Northwind's photos)
+
+
+def test_photos_second_address_lines_and_catalogue_text_are_judged_by_evidence():
+    """What the schemas above lack: Northwind's and Sakila's photos, address2, picture and description
+    columns. Photos are removed wherever a name or the bytes say so in a table of people; a category's
+    picture and a film's description stay."""
+    from prodclone.catalog import Column
+    from prodclone.masking.detect import suggest
+    from prodclone.masking.evidence import TableRole
+
+    people, catalogue = TableRole(people="table holds email (email address)", direct=True), TableRole()
+    photo = Column("photo", "bytea", False)
+    assert suggest(photo, [OLE_BMP] * 3, role=people) == ({"transform": "null"}, "photo of a person by name (3 of 3 "
+                                                                                  "sampled values are BMP images)")
+    assert suggest(Column("avatar", "bytea", True), [], role=catalogue)[0] == {"transform": "constant", "value": ""}
+    blob = Column("attachment", "bytea", False)
+    assert suggest(blob, [JPEG, PNG], role=people)[0] == {"transform": "null"}  # by the bytes alone
+    assert suggest(blob, [b"%PDF-1.7"], role=people)[0] == {"transform": "keep"}
+    picture = Column("picture", "bytea", False)
+    assert suggest(picture, [OLE_BMP], role=catalogue)[0] == {"transform": "keep"}  # Northwind's categories
+    assert suggest(picture, [OLE_BMP], role=people)[0] == {"transform": "null"}
+    assert suggest(Column("address2", "varchar(50)", False), ["Apt 4"], role=catalogue)[0]["provider"] == \
+        "street_address"
+    film = ["A Epic Drama of a Feminist And a Mad Scientist who must Battle a Teacher in The Canadian Rockies"] * 5
+    assert suggest(Column("description", "text", False), film, role=catalogue)[0] == {"transform": "keep"}
+    assert suggest(Column("notes", "text", False), film, role=people)[0]["provider"] == "paragraph"
+    assert suggest(Column("region_description", "text", False), ["Eastern", "Western"], role=catalogue)[0] == \
+        {"transform": "keep"}
+
+
+def test_sample_database_email_is_built_from_the_masked_names(sample_source):
+    """users has first_name, last_name and email: scaffold builds the email from the masked names, unique,
+    and rules check accepts it; orders.customer_email (no names beside it) stays an email rule."""
+    src, _ = sample_source
+    with psycopg.connect(src) as conn:
+        catalog = load_catalog(conn)
+        text = scaffold(conn, catalog)
+    rules = parse_rules(text)
+    assert rules.tables["public.users"].columns["email"] == {
+        "transform": "template", "template": "{first_name}.{last_name}@example.com", "lower": True, "unique": True}
+    assert rules.tables["public.orders"].columns["customer_email"] == {"transform": "email"}
+    assert rules.tables["public.users"].columns["avatar"] == {"transform": "null"}
+    assert rules.tables["public.products"].columns["name"] == {"transform": "keep"}
+    assert check(catalog, rules).ok, check(catalog, rules).text()
