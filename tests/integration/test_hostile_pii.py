@@ -25,9 +25,15 @@ from prodclone.config import load_config
 from prodclone.db import dbname_of, with_dbname
 from prodclone.drivers.base import MemorySecrets
 from prodclone.drivers.postgres import PostgresDriver
+from prodclone.errors import UncoveredValue
+from prodclone.export import run_export, verify_and_record
+from prodclone.masking.copytext import decode
+from prodclone.masking.rules import parse_rules
 from prodclone.pgtools import pg_dump_for
+from prodclone.storage import open_storage
 from support import clone_env, clone_url, restore, rows
 
+KEY = b"h" * 40
 N = 300
 LATE = 200  # JSON keys only from this row on: past the 200 rows scaffold samples of a text column
 
@@ -154,18 +160,23 @@ ORIGINALS = SCHEMA_ORIGINALS + sorted({v for p in PEOPLE for v in p.values() | p
 RFC2606 = ("@example.com", "@example.net", "@example.org")  # where every masked email lives
 
 
-@pytest.fixture
-def source(base_role, new_db):
-    """The hostile production database, made and owned by the base role: its DSN."""
+def _database(base_role, new_db, ddl: str, insert: str = "", values: list[tuple] = ()) -> str:
+    """A database the base role made and owns, holding ``ddl`` and ``values`` (through ``insert``): its DSN."""
     name = dbname_of(new_db("pct_hostile"))
     with psycopg.connect(base_role(), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     with psycopg.connect(base_role(name), autocommit=True) as conn:
-        conn.execute(SCHEMA)
+        conn.execute(ddl)
         with conn.cursor() as cur:
-            cur.executemany("INSERT INTO public.customers VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                            [p.row() for p in PEOPLE])
+            cur.executemany(insert, values)
     return base_role(name)
+
+
+@pytest.fixture
+def source(base_role, new_db):
+    """The hostile production database: its DSN."""
+    return _database(base_role, new_db, SCHEMA, "INSERT INTO public.customers VALUES (%s, %s, %s, %s, %s, %s, %s, %s, "
+                     "%s, %s)", [p.row() for p in PEOPLE])
 
 
 @pytest.fixture
@@ -256,6 +267,42 @@ def test_hostile_pii_through_scaffold_check_export_seed_and_clone(source, base_r
     for where, text in {**exported, "rules file": rules.read_text(), "pg_dump of the clone": dump}.items():
         assert not _found(text, ORIGINALS), where
     _assert_everything_else_arrived(clone, dump)
+
+
+def test_a_password_in_a_url_inside_free_text_is_scrubbed(base_role, new_db, tmp_path):
+    """Found by this suite: scrub found the host of 'postgres://app:pw@10.0.0.5/db' (an IP address) but not
+    the password, which reached the export. The password is now replaced like a token; the rest stays."""
+    texts = ["prod is postgres://app:Hunter2pass@10.0.0.5:5432/app, use it", "clone from https://deploy:tok3nV4lue@gitlab:8443/x",
+             "no credentials: https://example.com/a:b@c and ftp://anon@host/x"]
+    src = _database(base_role, new_db, "CREATE TABLE notes (id int PRIMARY KEY, body text)",
+                    "INSERT INTO notes VALUES (%s, %s)", list(enumerate(texts)))
+    rules = parse_rules("version: 1\ntables:\n  public.notes:\n    columns: {id: keep, body: scrub}\n")
+    url = f"file://{tmp_path}/exp"
+    run_export(src, rules, KEY, url)
+    assert verify_and_record(open_storage(url), src, rules, KEY)["columns_checked"] == 1
+    out = [decode(line.split(b"\t")[1]) for line in next((tmp_path / "exp" / "data").iterdir()).read_bytes().splitlines()]
+    assert not _found("\n".join(out), ["Hunter2pass", "tok3nV4lue", "10.0.0.5"])
+    assert re.fullmatch(r"prod is postgres://app:[A-Z][a-z]{5}\d[a-z]{4}@[\d.]+:5432/app, use it", out[0])
+    assert re.fullmatch(r"clone from https://deploy:[a-z]{3}\d[a-z][A-Z]\d[a-z]{3}@gitlab:8443/x", out[1])
+    assert out[2] == texts[2]
+
+
+def test_a_json_key_holding_personal_data_is_never_printed(base_role, new_db, tmp_path):
+    """Found by this suite: a JSON object keyed by people's emails or phones stopped the export (unlisted: fail)
+    with the key in the message, so the error and its alert carried row data. Now the message names the path
+    with such a key shown by its kinds only."""
+    src = _database(base_role, new_db, "CREATE TABLE teams (id int PRIMARY KEY, roles jsonb)",
+                    "INSERT INTO teams VALUES (%s, %s)",
+                    [(1, '{"team": "a", "by_person": {"jane.doe@corp.io": "admin"}}'),
+                     (2, '{"team": "b", "by_phone": {"+1 415 555 0100": "oncall"}}')])
+    for key, listed, path in (("jane.doe@corp.io", "by_person.x: keep, by_phone.x: keep", "by_person.<a key holding email>"),
+                              ("415 555", "by_person: keep, by_phone.x: keep", "by_phone.<a key holding phone>")):
+        rules = parse_rules("version: 1\ntables:\n  public.teams:\n    columns: {id: keep, roles: {transform: json, "
+                            f"paths: {{team: keep, {listed}}}}}}}\n")
+        with pytest.raises(UncoveredValue) as err:
+            run_export(src, rules, KEY, f"file://{tmp_path}/exp")
+        assert f"public.teams.roles: json path '{path}' is not listed" in str(err.value)
+        assert key not in str(err.value) and not (tmp_path / "exp" / "manifest.json").exists()
 
 
 def _pg_dump(dsn: str) -> str:
