@@ -269,11 +269,15 @@ def test_hostile_pii_through_scaffold_check_export_seed_and_clone(source, base_r
     _assert_everything_else_arrived(clone, dump)
 
 
-def test_a_password_in_a_url_inside_free_text_is_scrubbed(base_role, new_db, tmp_path):
-    """Found by this suite: scrub found the host of 'postgres://app:pw@10.0.0.5/db' (an IP address) but not
-    the password, which reached the export. The password is now replaced like a token; the rest stays."""
+def test_free_text_identifiers_scrub_missed_are_now_masked(base_role, new_db, tmp_path):
+    """Found by this suite, each reaching the export through a scrub column (and past the leak check, which uses
+    the same detectors): the password in 'postgres://app:pw@10.0.0.5/db' (only the IP was masked), and phone
+    numbers with a group of more than five digits ('+44 7700 900123', '07700 900123', '+49 30 1234567'; of
+    '0044 7700 900123' only the first two groups were masked). Now each is replaced in its own shape; the rest
+    of the text, and text without credentials, stays as it was."""
     texts = ["prod is postgres://app:Hunter2pass@10.0.0.5:5432/app, use it", "clone from https://deploy:tok3nV4lue@gitlab:8443/x",
-             "no credentials: https://example.com/a:b@c and ftp://anon@host/x"]
+             "no credentials: https://example.com/a:b@c and ftp://anon@host/x",
+             "mobile +44 7700 900123 or 07700 900124, Berlin office +49 30 1234567, from abroad 0044 7700 900125."]
     src = _database(base_role, new_db, "CREATE TABLE notes (id int PRIMARY KEY, body text)",
                     "INSERT INTO notes VALUES (%s, %s)", list(enumerate(texts)))
     rules = parse_rules("version: 1\ntables:\n  public.notes:\n    columns: {id: keep, body: scrub}\n")
@@ -281,10 +285,12 @@ def test_a_password_in_a_url_inside_free_text_is_scrubbed(base_role, new_db, tmp
     run_export(src, rules, KEY, url)
     assert verify_and_record(open_storage(url), src, rules, KEY)["columns_checked"] == 1
     out = [decode(line.split(b"\t")[1]) for line in next((tmp_path / "exp" / "data").iterdir()).read_bytes().splitlines()]
-    assert not _found("\n".join(out), ["Hunter2pass", "tok3nV4lue", "10.0.0.5"])
+    assert not _found("\n".join(out), ["Hunter2pass", "tok3nV4lue", "10.0.0.5", "900123", "900124", "1234567", "900125"])
     assert re.fullmatch(r"prod is postgres://app:[A-Z][a-z]{5}\d[a-z]{4}@[\d.]+:5432/app, use it", out[0])
     assert re.fullmatch(r"clone from https://deploy:[a-z]{3}\d[a-z][A-Z]\d[a-z]{3}@gitlab:8443/x", out[1])
     assert out[2] == texts[2]
+    assert re.fullmatch(r"mobile \+\d\d \d{4} \d{6} or 0\d{4} \d{6}, Berlin office \+\d\d \d\d \d{7}, "
+                        r"from abroad 0\d{3} \d{4} \d{6}\.", out[3])
 
 
 def test_a_json_key_holding_personal_data_is_never_printed(base_role, new_db, tmp_path):

@@ -119,7 +119,7 @@ DETECTORS = (
              re.compile(r":[0-9A-Fa-f]{0,4}:").search),
     Detector("ipv4", re.compile(r"(?<![\d.])(?P<v>(?:\d{1,3}\.){3}\d{1,3})(?!\.?\d)"), _parses(ipaddress.IPv4Address),
              re.compile(r"\d\.\d").search),
-    Detector("phone", re.compile(r"(?<![\w+-])(?P<v>\+\d{7,15}|(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,5}(?:[ .-]\d{1,5}){1,5})"
+    Detector("phone", re.compile(r"(?<![\w+-])(?P<v>\+\d{7,15}|(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,8}(?:[ .-]\d{1,8}){1,5})"
                                  r"(?![\w:-])"), _phone, _DIGIT),
     Detector("token", re.compile(r"(?<![\w+/=-])(?P<v>[\w+/-]{32,}={0,2})(?![\w+/=-])"), _high_entropy, _DIGIT),
 )
