@@ -263,8 +263,8 @@ def suggest_json(surveyed) -> tuple[dict, str] | None:
         for pattern, rule, _why, _scope in NAME_RULES:
             # JSON values are text or ISO dates (birth dates are shifted); never numbers-only transforms
             if (_fits_category(rule, "text") or _fits_category(rule, "temporal")) and re.search(pattern, leaf.lower()):
-                paths[path] = rule
-                break
+                paths[path] = dict(rule)  # a copy: a shared dict would be written as a YAML anchor and alias,
+                break                     # and editing one path's rule would silently change the others
         else:
             if leaf.lower() in ("zip", "ip"):
                 paths[path] = {"transform": "faker", "provider": "postcode" if leaf.lower() == "zip" else "ipv4"}
