@@ -57,6 +57,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from prodclone import roles
 from prodclone.config import Config
 from prodclone.db import catalog_only, connect, dbname_of, password_verifier, with_dbname
 from prodclone.drivers.base import (
@@ -77,8 +78,6 @@ from prodclone.faults import fault_point
 from prodclone.marker import ADMIN_DB, SYSTEM_DBS, format_marker, marked_as, parse_marker
 
 log = logging.getLogger(__name__)
-
-HOOK_LOGIN_MINUTES = 10  # how long the hooks' one-time password lets the clone role log in
 
 REGISTRY_SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -508,13 +507,7 @@ class PostgresDriver(CloneDriver):
         """The clone's role: NOLOGIN until finish_restore's last step, and created and marked in one transaction,
         so a crash never leaves an unmarked role that would block the name for good. The base role becomes a
         member *of* it (Postgres 16 requires that to hand objects over and end its sessions), never the reverse."""
-        with admin.transaction():
-            admin.execute(sql.SQL("CREATE ROLE {} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
-                                  "NOBYPASSRLS").format(_ident(env)))
-            admin.execute(sql.SQL("COMMENT ON ROLE {} IS {}").format(
-                _ident(env), sql.Literal(format_marker(role="clone", env=env))))
-            if not admin.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]:
-                admin.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(_ident(env)))
+        roles.create_marked_role(admin, env, format_marker(role="clone", env=env))
 
     def _configure(self, admin, env: str, profile_name: str) -> None:
         """The database stays the base role's (its limit, settings and mark are out of the clone role's reach);
@@ -568,19 +561,11 @@ class PostgresDriver(CloneDriver):
     def _run_hooks(self, env: str, hooks: tuple[str, ...]) -> None:
         """The profile's post_restore_sql, logged in as the clone's own role (never more privilege than it has):
         a one-time password that never leaves this process, valid for minutes; NOLOGIN again afterwards."""
-        once = pysecrets.token_urlsafe(24)
-        with self._admin() as admin:
-            admin.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {} VALID UNTIL {}").format(
-                _ident(env), sql.Literal(password_verifier(admin, env, once)),
-                sql.Literal((_now() + timedelta(minutes=HOOK_LOGIN_MINUTES)).isoformat())))
-        try:
+        with self._admin() as admin, roles.login_once(admin, env) as once:
             dsn = psycopg.conninfo.make_conninfo(self.base_dsn, user=env, password=once, dbname=env)
             with connect(dsn, role="clone") as conn:
                 run_post_restore_sql(conn, hooks, env)
                 conn.commit()
-        finally:
-            with self._admin() as admin:
-                admin.execute(sql.SQL("ALTER ROLE {} NOLOGIN PASSWORD NULL").format(_ident(env)))
 
     def connection(self, env: str) -> Connection:
         with self._registry() as reg:
