@@ -19,6 +19,13 @@ Who runs what (clone users are not trusted; see the README's Security model):
   marker teardown relies on stay out of its reach. The base role is granted
   membership *of* the clone role (to hand objects over and end its sessions);
   the clone role is a member of nothing.
+- Inside the base (so in every snapshot) the objects belong to the base's
+  owner role, the role seed loads as (see prodclone.seed), never to the base
+  role. The base role is a member of both, so the restore hands every object
+  from one to the other. Nothing here runs the schema's code: copying a
+  template copies files, ``ALTER ... OWNER TO`` runs no table code (and the
+  hand-over's session resolves names in ``pg_catalog`` only), and
+  ``DROP DATABASE`` runs nothing inside.
 - The clone role is created NOLOGIN. Every database is created closed to
   connections and opened only after PUBLIC's rights are revoked.
 - The profile's post_restore_sql runs as the clone's own role, never as the
@@ -511,8 +518,9 @@ class PostgresDriver(CloneDriver):
 
     def _configure(self, admin, env: str, profile_name: str) -> None:
         """The database stays the base role's (its limit, settings and mark are out of the clone role's reach);
-        the clone role gets CONNECT, TEMPORARY and CREATE on it and owns the objects inside, handed over before
-        anyone but the base role could have connected."""
+        the clone role gets CONNECT, TEMPORARY and CREATE on it and owns the objects inside (the base's owner
+        role's until then), handed over before anyone but the base role could have connected. ``ALTER ... OWNER
+        TO`` executes none of the objects' code."""
         db = _ident(env)
         admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
         admin.execute(sql.SQL("GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {} TO {}").format(db, db))
