@@ -118,7 +118,7 @@ def server_state(pg: str) -> dict:
     roles = rows(pg, "SELECT rolname, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin, rolreplication, "
                      "rolbypassrls FROM pg_roles ORDER BY 1")
     members = rows(pg, "SELECT roleid::regrole::text, member::regrole::text, admin_option, inherit_option, set_option "
-                       "FROM pg_auth_members ORDER BY 1, 2")
+                       "FROM pg_auth_members ORDER BY 1, 2, 3, 4, 5")
     dbs = rows(pg, "SELECT d.datname, pg_get_userbyid(d.datdba), d.datacl::text, d.datconnlimit, d.datallowconn, "
                    "pg_catalog.shobj_description(d.oid, 'pg_database'), (SELECT setconfig::text FROM pg_db_role_setting s "
                    "WHERE s.setdatabase = d.oid AND s.setrole = 0) FROM pg_database d ORDER BY 1")
