@@ -227,9 +227,10 @@ def _repair(admin, target_dsn: str, base: str) -> None:
     as ``__previous``, reopen a base closed for a swap that never happened, remove work databases, and shut
     the owner role out again (a kill while it could log in leaves it so, with a password nobody knows).
     A database under a work name that is not ours stops the seed: prodclone never deletes what it did not mark."""
-    owner = _owner(admin, owner_role(base))
-    if owner is not None and marker.marked_as(owner["comment"], role="owner", base=base):
-        roles.lock_out(admin, owner_role(base))
+    owner = owner_role(base)
+    found = _owner(admin, owner)
+    if found is not None and marker.marked_as(found["comment"], role="owner", base=base):
+        roles.lock_out(admin, owner)
     staging, previous = base + STAGING, base + PREVIOUS
     prev = _db(admin, previous)
     if prev is not None and not _ours(prev["comment"], base):

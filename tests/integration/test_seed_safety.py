@@ -10,7 +10,9 @@ import sys
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
+from prodclone import seed as seed_module
 from prodclone.cli import main
 from prodclone.db import dbname_of, with_dbname
 from prodclone.drivers.base import RestoreRequest
@@ -200,13 +202,15 @@ def test_a_first_seed_killed_is_repaired_by_the_next(base_role, new_db, pg, samp
 
 def test_a_first_seed_killed_once_it_made_the_owner_role_reuses_it(base_role, new_db, pg, sample_export):
     """The role is created and marked in one transaction: a kill right after leaves it marked, and the next
-    seed uses that very role (same oid), with nothing else left over."""
+    seed uses that very role (same oid), with nothing else left over and its own settings reset."""
     name = dbname_of(new_db("pct_first"))
     _killed_seed(sample_export, base_role(name), "seed.owner_created", overwrite=False)
     made = rows(pg, "SELECT oid, shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = %s",
                 (owner_role(name),))
     assert made and made[0][1] == format_marker(role="owner", base=name)
     assert rows(pg, "SELECT datname FROM pg_database WHERE datname LIKE %s", (name + "%",)) == []
+    # As code of an earlier load could do to its own role: reset, or the whole load would time out.
+    _admin(pg, "ALTER ROLE {} SET default_transaction_read_only = on", owner_role(name))
     seed(sample_export, base_role(name))
     assert rows(pg, "SELECT oid FROM pg_roles WHERE rolname = %s", (owner_role(name),)) == [(made[0][0],)]
     assert rows(base_role(name), "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'") == \
@@ -224,6 +228,22 @@ def test_a_seed_killed_while_the_owner_role_could_log_in_is_shut_by_the_next_eve
     with pytest.raises(SeedError, match="already exists"):
         seed(sample_export, dsn)
     assert _owner_login(pg, name)[:2] == (False, False)
+
+
+def test_an_owner_login_pg_hba_refuses_says_what_to_allow_and_leaves_nothing(role_base, pg, sample_export,
+                                                                             monkeypatch):
+    """What a pg_hba.conf without a password rule for the owner role looks like (here: a password the server
+    refuses): a message naming the role and pg_hba.conf, no password in it, the staging database gone, the
+    role shut again and the base as it was."""
+    dsn, name = role_base
+    monkeypatch.setattr(seed_module, "make_conninfo", lambda dsn, **kw: make_conninfo(dsn, **kw | {"password": "x"}))
+    before = _server_state(pg)
+    with pytest.raises(SeedError, match=f"as the base's owner role {owner_role(name)!r}.*pg_hba.conf must let it "
+                                        f"log in with a password") as raised:
+        seed(sample_export, dsn, overwrite=True)
+    assert "password=" not in str(raised.value).replace("password=***", "")
+    assert _server_state(pg) == before and _owner_login(pg, name)[:2] == (False, False)
+    assert rows(dsn, COUNTS_SQL)[0][0] > 0
 
 
 @pytest.mark.parametrize("setup, refusal", [
