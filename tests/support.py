@@ -56,10 +56,15 @@ def make_role(admin_dsn: str, prefix: str, *attributes: str) -> tuple[str, str]:
 
 
 def drop_role(admin_dsn: str, name: str) -> None:
-    """Drop ``name`` and whatever it still owns, in every database of the server."""
+    """Drop ``name`` and whatever it still owns, in every database of the server, and first the owner roles
+    its seeds made (prodclone never drops those itself)."""
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone():
             return
+        for (owner,) in conn.execute("SELECT DISTINCT pg_get_userbyid(roleid) FROM pg_auth_members "
+                                     "WHERE member = %s::regrole AND shobj_description(roleid, 'pg_authid') "
+                                     "LIKE 'managed-by=prodclone; role=owner;%%'", (name,)).fetchall():
+            drop_role(admin_dsn, owner)
         for (db,) in conn.execute("SELECT datname FROM pg_database WHERE datallowconn").fetchall():
             with psycopg.connect(psycopg.conninfo.make_conninfo(admin_dsn, dbname=db), autocommit=True) as c:
                 c.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(sql.Identifier(name)))
@@ -113,7 +118,7 @@ def server_state(pg: str) -> dict:
     roles = rows(pg, "SELECT rolname, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin, rolreplication, "
                      "rolbypassrls FROM pg_roles ORDER BY 1")
     members = rows(pg, "SELECT roleid::regrole::text, member::regrole::text, admin_option, inherit_option, set_option "
-                       "FROM pg_auth_members ORDER BY 1, 2")
+                       "FROM pg_auth_members ORDER BY 1, 2, 3, 4, 5")
     dbs = rows(pg, "SELECT d.datname, pg_get_userbyid(d.datdba), d.datacl::text, d.datconnlimit, d.datallowconn, "
                    "pg_catalog.shobj_description(d.oid, 'pg_database'), (SELECT setconfig::text FROM pg_db_role_setting s "
                    "WHERE s.setdatabase = d.oid AND s.setrole = 0) FROM pg_database d ORDER BY 1")

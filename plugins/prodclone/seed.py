@@ -9,6 +9,21 @@ post-data (indexes, constraints, FKs, triggers: built after the load is
 faster and checks every FK), sequence values, materialized views refreshed,
 ANALYZE, then the swap.
 
+Every one of those steps can run code from the production schema, which is
+not trusted: CHECK constraints, domain checks and generated columns during
+COPY (as the session's role), index expressions, FK checks, materialized views
+and ANALYZE (as the table's owner; autovacuum later too). So none of them
+runs as the base role. Each base has an **owner role** of its own
+(``prodclone_owner_<hash of the base's name>``, see ``owner_role``): marked,
+with no attribute at all, a member of nothing. Seed logs in *as* that role
+(see prodclone.roles) to fill the staging database, so it owns everything
+inside: production's code runs with its rights, which reach no other
+database and cannot create roles or databases. The base role owns the
+database itself and is a member of the owner role, so it can hand the objects
+to a clone's role. prodclone never drops an owner role: every seed of the
+base reuses it, and Postgres refuses to drop it while any base, snapshot or
+clone still holds an object it owns.
+
 Seed replaces only a database marked as the base of that very name: never the
 registry, a snapshot, a clone or anything prodclone did not create. Its work
 names are ``<base>__staging`` and ``<base>__previous``; a seed killed at any
@@ -26,12 +41,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
-from prodclone import faults, marker
+from prodclone import faults, marker, roles
 from prodclone.catalog import qualified_name, split_qualified
 from prodclone.db import catalog_only, connect, dbname_of, with_dbname
-from prodclone.errors import ProdcloneError, SeedError
+from prodclone.errors import ConnectionFailed, ProdcloneError, SeedError
 from prodclone.export import manifest_digest, read_manifest
 from prodclone.marker import ADMIN_DB, SYSTEM_DBS
 from prodclone.marker import MARKER as MARKER  # re-exported: drivers.postgres marks with it
@@ -40,6 +56,7 @@ from prodclone.storage import open_storage
 log = logging.getLogger(__name__)
 
 STAGING, PREVIOUS = "__staging", "__previous"
+OWNER_PREFIX = "prodclone_owner_"
 FIRST_USER_OID = 16384  # Postgres's FirstNormalObjectId: every object template0 lacks has an oid >= this
 
 
@@ -164,10 +181,56 @@ def _lock(admin, base: str) -> None:
         raise SeedError(f"another seed of {base!r} is running; retry when it has finished")
 
 
+def owner_role(base: str) -> str:
+    """The name of ``base``'s owner role: a digest of the base's name, so any name (any characters, up to 53
+    bytes) gives a short, plain role name."""
+    return OWNER_PREFIX + hashlib.sha256(base.encode()).hexdigest()[:16]
+
+
+def _owner(admin, name: str) -> dict | None:
+    """Role ``name``'s comment, the attributes it has that an owner role must not, and the roles it is a member
+    of; None if there is no such role."""
+    return admin.execute(
+        "SELECT shobj_description(r.oid, 'pg_authid') AS comment,"
+        " array_remove(ARRAY[CASE WHEN r.rolsuper THEN 'SUPERUSER' END, CASE WHEN r.rolcreatedb THEN 'CREATEDB' END,"
+        " CASE WHEN r.rolcreaterole THEN 'CREATEROLE' END, CASE WHEN r.rolreplication THEN 'REPLICATION' END,"
+        " CASE WHEN r.rolbypassrls THEN 'BYPASSRLS' END], NULL) AS powers,"
+        " ARRAY(SELECT pg_get_userbyid(m.roleid) FROM pg_auth_members m WHERE m.member = r.oid ORDER BY 1) AS member_of"
+        " FROM pg_roles r WHERE r.rolname = %s", (name,)).fetchone()
+
+
+def _prepare_owner(admin, base: str) -> str:
+    """``base``'s owner role, created (and marked, in one transaction) if absent. One that exists must be
+    prodclone's owner role of this very base, with no attribute and a member of no role: production's code runs
+    with its rights, so anything more stops the seed (fail closed). Settings it gave itself (``ALTER ROLE
+    CURRENT_USER SET``, as code of an earlier load could) are reset."""
+    name = owner_role(base)
+    found = _owner(admin, name)
+    if found is None:
+        roles.create_marked_role(admin, name, marker.format_marker(role="owner", base=base))
+        faults.fault_point("seed.owner_created")
+        return name
+    if not marker.marked_as(found["comment"], role="owner", base=base):
+        raise SeedError(f"role {name!r} exists but is not prodclone's owner role of base {base!r}; seed loads the "
+                        f"base as that role and will not use it: rename or drop it")
+    if found["powers"] or found["member_of"]:
+        extra = [*found["powers"], *(f"membership of {r!r}" for r in found["member_of"])]
+        raise SeedError(f"owner role {name!r} has {', '.join(extra)}; seed runs production's code as that role, so "
+                        f"it must have no attribute and be a member of no role: remove them (ALTER ROLE ... NO..., "
+                        f"REVOKE ... FROM it) and re-run")
+    admin.execute(sql.SQL("ALTER ROLE {} RESET ALL").format(sql.Identifier(name)))
+    return name
+
+
 def _repair(admin, target_dsn: str, base: str) -> None:
     """Undo what a seed killed at any step left, before this seed starts: put back a base that only survives
-    as ``__previous``, reopen a base closed for a swap that never happened, and remove work databases.
+    as ``__previous``, reopen a base closed for a swap that never happened, remove work databases, and shut
+    the owner role out again (a kill while it could log in leaves it so, with a password nobody knows).
     A database under a work name that is not ours stops the seed: prodclone never deletes what it did not mark."""
+    owner = owner_role(base)
+    found = _owner(admin, owner)
+    if found is not None and marker.marked_as(found["comment"], role="owner", base=base):
+        roles.lock_out(admin, owner)
     staging, previous = base + STAGING, base + PREVIOUS
     prev = _db(admin, previous)
     if prev is not None and not _ours(prev["comment"], base):
@@ -193,7 +256,7 @@ def _repair(admin, target_dsn: str, base: str) -> None:
 
 def _verified_schema(storage, manifest: dict) -> dict[str, str]:
     """The schema files' text, read once and checked against the manifest's SHA-256 before anything runs:
-    pre-data runs with the base admin's rights, so an edited file must never reach the server."""
+    an edited file must never reach the server."""
     out = {}
     for section, entry in manifest["schema"].items():
         data = storage.read_bytes(entry["path"])
@@ -261,9 +324,13 @@ def seed(storage_url: str, target_dsn: str, *, overwrite: bool = False, s3_optio
                             f"created under this name")
         if current is not None and not overwrite:
             raise SeedError(f"database {base!r} already exists; pass overwrite to replace it")
-        _create_staging(admin, staging, marker.format_marker(role="base", base=base, **tags))
+        with _step("preparing the owner role", ". The base role needs ADMIN on it (it has that on roles it created)"):
+            owner = _prepare_owner(admin, base)
+        _create_staging(admin, staging, marker.format_marker(role="base", base=base, **tags), owner)
         try:
-            rows = _fill(with_dbname(target_dsn, staging), storage, manifest, schema)
+            rows = _fill(admin, with_dbname(target_dsn, staging), owner, storage, manifest, schema)
+            admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(sql.Identifier(staging),
+                                                                              sql.Identifier(owner)))
         except BaseException:
             _drop_ours(admin, staging, base)
             raise
@@ -276,15 +343,18 @@ def seed(storage_url: str, target_dsn: str, *, overwrite: bool = False, s3_optio
                       verified=verified)
 
 
-def _create_staging(admin, staging: str, mark: str) -> None:
-    """Create and mark the staging database; only prodclone's admin role may reach it (clone roles must not):
-    it is created closed and opened only once PUBLIC's default rights are gone, so a clone user polling for it
-    never gets a session (one could leave objects the base and every snapshot would carry)."""
+def _create_staging(admin, staging: str, mark: str, owner: str) -> None:
+    """Create and mark the staging database; only prodclone's admin role and ``owner`` may reach it (clone roles
+    must not): it is created closed and opened only once PUBLIC's default rights are gone, so a clone user
+    polling for it never gets a session (one could leave objects the base and every snapshot would carry).
+    ``owner`` may connect and create schemas while seed fills it; the fill's end takes that away again."""
     admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' ALLOW_CONNECTIONS false").format(
         sql.Identifier(staging)))
     faults.fault_point("seed.created_staging")
     admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(staging), sql.Literal(mark)))
     faults.fault_point("seed.marked_staging")
+    admin.execute(sql.SQL("GRANT CONNECT, CREATE ON DATABASE {} TO {}").format(sql.Identifier(staging),
+                                                                             sql.Identifier(owner)))
     _open_private(admin, staging)
 
 
@@ -300,8 +370,34 @@ def _step(what: str, hint: str = ""):
         raise SeedError(f"{what} failed: {first}{hint}") from exc
 
 
-def _fill(dsn: str, storage, manifest: dict, schema: dict[str, str]) -> int:
-    conn = connect(dsn, role="staging", autocommit=True)
+def _give_public(dsn: str, owner: str) -> None:
+    """Postgres 15+ gives a new database's public schema to the database's owner (``pg_database_owner``), so
+    only the base role could create in it: ``owner`` takes it over, as it owns every other schema (older
+    servers let PUBLIC create in it). Staging is empty still: this session of the base role runs nothing of
+    production's."""
+    with connect(catalog_only(dsn), role="staging", autocommit=True) as conn:
+        if conn.execute("SELECT pg_get_userbyid(nspowner) = 'pg_database_owner' FROM pg_namespace "
+                        "WHERE nspname = 'public'").fetchone() == (True,):
+            conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(owner)))
+
+
+def _connect_as_owner(admin, dsn: str, owner: str):
+    """A session in staging as ``owner``, which can log in only for the moment it takes to open it."""
+    _give_public(dsn, owner)
+    with roles.login_once(admin, owner) as once:
+        faults.fault_point("seed.owner_login")
+        try:
+            return connect(catalog_only(make_conninfo(dsn, user=owner, password=once)), role="staging",
+                           autocommit=True)
+        except ConnectionFailed as exc:
+            raise SeedError(f"{exc} Seed loads the export as the base's owner role {owner!r}, logging in with a "
+                            f"one-time password: pg_hba.conf must let it log in with a password from this host, "
+                            f"as clone roles do.") from None
+
+
+def _fill(admin, dsn: str, owner: str, storage, manifest: dict, schema: dict[str, str]) -> int:
+    """Every step that can run production's code (all of them), in a session of ``owner``, never the base role."""
+    conn = _connect_as_owner(admin, dsn, owner)
     try:
         with _step("applying the schema (pre-data)"):
             conn.execute(schema["pre_data"])
@@ -342,7 +438,7 @@ SELECT r.root, n.nspname, c.relname, r.rel, r.kind FROM reach r
 
 def _refresh_matviews(conn) -> None:
     """pg_dump --schema-only creates materialized views WITH NO DATA: fill each once the data is in, after the
-    materialized views it reads, as the seeding role (it owns them: the schema is restored without owners)."""
+    materialized views it reads, as the owner role (it owns them: the schema is restored without owners)."""
     names, graph = {}, {}
     for root, schema, rel, dep, kind in conn.execute(_MATVIEW_DEPS).fetchall():
         names[root] = (schema, rel)

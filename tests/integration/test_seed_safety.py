@@ -10,14 +10,16 @@ import sys
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
+from prodclone import seed as seed_module
 from prodclone.cli import main
 from prodclone.db import dbname_of, with_dbname
 from prodclone.drivers.base import RestoreRequest
 from prodclone.errors import SeedError
 from prodclone.marker import format_marker
-from prodclone.seed import seed
-from support import ROOT, rows
+from prodclone.seed import owner_role, seed
+from support import ROOT, drop_role, rows
 
 COUNTS_SQL = "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM orders)"
 
@@ -39,6 +41,12 @@ def _role(base_role):
 
 def _work_names(base):
     return base, base + "__staging", base + "__previous"
+
+
+def _owner_login(pg, base):
+    """(can log in, has a password, seconds its password stays valid) of ``base``'s owner role."""
+    return rows(pg, "SELECT rolcanlogin, rolpassword IS NOT NULL, extract(epoch FROM rolvaliduntil - now()) "
+                    "FROM pg_authid WHERE rolname = %s", (owner_role(base),))[0]
 
 
 @pytest.fixture
@@ -158,8 +166,8 @@ def _killed_seed(url, dsn, fault, overwrite=True):
     assert proc.returncode == -9, proc.stderr  # it really died at that point
 
 
-FAULTS = ["seed.created_staging", "seed.marked_staging", "seed.filling", "seed.filled", "seed.closed_base",
-          "seed.swapping", "seed.swapped"]
+FAULTS = ["seed.created_staging", "seed.marked_staging", "seed.owner_login", "seed.filling", "seed.filled",
+          "seed.closed_base", "seed.swapping", "seed.swapped"]
 
 
 @pytest.mark.parametrize("fault", FAULTS)
@@ -176,9 +184,10 @@ def test_a_seed_killed_at_any_step_is_repaired_by_the_next(role_base, pg, sample
     assert rows(dsn, "SELECT to_regclass('from_the_old_base')")[0][0] is None  # really the new base
     assert rows(pg, "SELECT datname, datallowconn FROM pg_database WHERE datname LIKE %s", (name + "%",)) == [(name, True)]
     assert _server_state(pg, *_work_names(name)) == before  # nothing else changed
+    assert _owner_login(pg, name)[:2] == (False, False)
 
 
-@pytest.mark.parametrize("fault", ["seed.created_staging", "seed.marked_staging", "seed.filled"])
+@pytest.mark.parametrize("fault", ["seed.created_staging", "seed.marked_staging", "seed.owner_login", "seed.filled"])
 def test_a_first_seed_killed_is_repaired_by_the_next(base_role, new_db, pg, sample_export, sample_source, fault):
     """No base yet: even the unmarked staging a kill right after CREATE DATABASE leaves is recognised."""
     name = dbname_of(new_db("pct_first"))
@@ -189,6 +198,76 @@ def test_a_first_seed_killed_is_repaired_by_the_next(base_role, new_db, pg, samp
     assert rows(base_role(name), COUNTS_SQL)[0] == (sample_source[1]["users"], sample_source[1]["orders"])
     assert rows(pg, "SELECT datname FROM pg_database WHERE datname LIKE %s", (name + "%",)) == [(name,)]
     assert _server_state(pg, *_work_names(name)) == before
+
+
+def test_a_first_seed_killed_once_it_made_the_owner_role_reuses_it(base_role, new_db, pg, sample_export):
+    """The role is created and marked in one transaction: a kill right after leaves it marked, and the next
+    seed uses that very role (same oid), with nothing else left over and its own settings reset."""
+    name = dbname_of(new_db("pct_first"))
+    _killed_seed(sample_export, base_role(name), "seed.owner_created", overwrite=False)
+    made = rows(pg, "SELECT oid, shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = %s",
+                (owner_role(name),))
+    assert made and made[0][1] == format_marker(role="owner", base=name)
+    assert rows(pg, "SELECT datname FROM pg_database WHERE datname LIKE %s", (name + "%",)) == []
+    # As code of an earlier load could do to its own role: reset, or the whole load would time out.
+    _admin(pg, "ALTER ROLE {} SET default_transaction_read_only = on", owner_role(name))
+    seed(sample_export, base_role(name))
+    assert rows(pg, "SELECT oid FROM pg_roles WHERE rolname = %s", (owner_role(name),)) == [(made[0][0],)]
+    assert rows(base_role(name), "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'") == \
+        [(owner_role(name),)]
+
+
+def test_a_seed_killed_while_the_owner_role_could_log_in_is_shut_by_the_next_even_one_that_refuses(
+        role_base, pg, sample_export):
+    """Killed between the owner role's one-time LOGIN and the session that ends it: the role is left able to
+    log in, with a password only the dead process knew, for minutes at most; the next seed shuts it first."""
+    dsn, name = role_base
+    _killed_seed(sample_export, dsn, "seed.owner_login")
+    can_login, has_password, valid_for = _owner_login(pg, name)
+    assert can_login and has_password and 0 < valid_for <= 600
+    with pytest.raises(SeedError, match="already exists"):
+        seed(sample_export, dsn)
+    assert _owner_login(pg, name)[:2] == (False, False)
+
+
+def test_an_owner_login_pg_hba_refuses_says_what_to_allow_and_leaves_nothing(role_base, pg, sample_export,
+                                                                             monkeypatch):
+    """What a pg_hba.conf without a password rule for the owner role looks like (here: a password the server
+    refuses): a message naming the role and pg_hba.conf, no password in it, the staging database gone, the
+    role shut again and the base as it was."""
+    dsn, name = role_base
+    monkeypatch.setattr(seed_module, "make_conninfo", lambda dsn, **kw: make_conninfo(dsn, **kw | {"password": "x"}))
+    before = _server_state(pg)
+    with pytest.raises(SeedError, match=f"as the base's owner role {owner_role(name)!r}.*pg_hba.conf must let it "
+                                        f"log in with a password") as raised:
+        seed(sample_export, dsn, overwrite=True)
+    assert "password=" not in str(raised.value).replace("password=***", "")
+    assert _server_state(pg) == before and _owner_login(pg, name)[:2] == (False, False)
+    assert rows(dsn, COUNTS_SQL)[0][0] > 0
+
+
+@pytest.mark.parametrize("setup, refusal", [
+    ("CREATE ROLE {} NOLOGIN", "exists but is not prodclone's owner role of base"),
+    ("COMMENT ON ROLE {} IS 'managed-by=prodclone; role=owner; base=another'", "is not prodclone's owner role"),
+    ("ALTER ROLE {} CREATEDB BYPASSRLS", "has CREATEDB, BYPASSRLS; seed runs production's code as that role"),
+    ("GRANT pg_read_server_files TO {}", "has membership of 'pg_read_server_files'"),
+])
+def test_an_owner_role_that_is_not_ours_or_has_any_power_stops_the_seed(role_base, base_role, pg, sample_export,
+                                                                         setup, refusal):
+    """Production's code runs with the owner role's rights: a role of that name that prodclone did not mark for
+    this base, or that has any attribute or membership, is never used (nor changed); nothing else is."""
+    dsn, name = role_base
+    owner = owner_role(name)
+    if setup.startswith("CREATE"):  # someone else's role under that name
+        drop_role(pg, owner)
+    _admin(pg, setup, owner)
+    try:
+        before = _server_state(pg)
+        with pytest.raises(SeedError, match=re.escape(refusal)):
+            seed(sample_export, dsn, overwrite=True)
+        assert _server_state(pg) == before
+    finally:
+        drop_role(pg, owner)
 
 
 def test_a_closed_base_is_reopened_even_by_a_seed_that_refuses(role_base, pg, sample_export):

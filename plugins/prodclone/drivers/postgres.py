@@ -19,6 +19,13 @@ Who runs what (clone users are not trusted; see the README's Security model):
   marker teardown relies on stay out of its reach. The base role is granted
   membership *of* the clone role (to hand objects over and end its sessions);
   the clone role is a member of nothing.
+- Inside the base (so in every snapshot) the objects belong to the base's
+  owner role, the role seed loads as (see prodclone.seed), never to the base
+  role. The base role is a member of both, so the restore hands every object
+  from one to the other. Nothing here runs the schema's code: copying a
+  template copies files, ``ALTER ... OWNER TO`` runs no table code (and the
+  hand-over's session resolves names in ``pg_catalog`` only), and
+  ``DROP DATABASE`` runs nothing inside.
 - The clone role is created NOLOGIN. Every database is created closed to
   connections and opened only after PUBLIC's rights are revoked.
 - The profile's post_restore_sql runs as the clone's own role, never as the
@@ -57,6 +64,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from prodclone import roles
 from prodclone.config import Config
 from prodclone.db import catalog_only, connect, dbname_of, password_verifier, with_dbname
 from prodclone.drivers.base import (
@@ -77,8 +85,6 @@ from prodclone.faults import fault_point
 from prodclone.marker import ADMIN_DB, SYSTEM_DBS, format_marker, marked_as, parse_marker
 
 log = logging.getLogger(__name__)
-
-HOOK_LOGIN_MINUTES = 10  # how long the hooks' one-time password lets the clone role log in
 
 REGISTRY_SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -508,18 +514,13 @@ class PostgresDriver(CloneDriver):
         """The clone's role: NOLOGIN until finish_restore's last step, and created and marked in one transaction,
         so a crash never leaves an unmarked role that would block the name for good. The base role becomes a
         member *of* it (Postgres 16 requires that to hand objects over and end its sessions), never the reverse."""
-        with admin.transaction():
-            admin.execute(sql.SQL("CREATE ROLE {} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
-                                  "NOBYPASSRLS").format(_ident(env)))
-            admin.execute(sql.SQL("COMMENT ON ROLE {} IS {}").format(
-                _ident(env), sql.Literal(format_marker(role="clone", env=env))))
-            if not admin.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]:
-                admin.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(_ident(env)))
+        roles.create_marked_role(admin, env, format_marker(role="clone", env=env))
 
     def _configure(self, admin, env: str, profile_name: str) -> None:
         """The database stays the base role's (its limit, settings and mark are out of the clone role's reach);
-        the clone role gets CONNECT, TEMPORARY and CREATE on it and owns the objects inside, handed over before
-        anyone but the base role could have connected."""
+        the clone role gets CONNECT, TEMPORARY and CREATE on it and owns the objects inside (the base's owner
+        role's until then), handed over before anyone but the base role could have connected. ``ALTER ... OWNER
+        TO`` executes none of the objects' code."""
         db = _ident(env)
         admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
         admin.execute(sql.SQL("GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {} TO {}").format(db, db))
@@ -568,19 +569,11 @@ class PostgresDriver(CloneDriver):
     def _run_hooks(self, env: str, hooks: tuple[str, ...]) -> None:
         """The profile's post_restore_sql, logged in as the clone's own role (never more privilege than it has):
         a one-time password that never leaves this process, valid for minutes; NOLOGIN again afterwards."""
-        once = pysecrets.token_urlsafe(24)
-        with self._admin() as admin:
-            admin.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {} VALID UNTIL {}").format(
-                _ident(env), sql.Literal(password_verifier(admin, env, once)),
-                sql.Literal((_now() + timedelta(minutes=HOOK_LOGIN_MINUTES)).isoformat())))
-        try:
+        with self._admin() as admin, roles.login_once(admin, env) as once:
             dsn = psycopg.conninfo.make_conninfo(self.base_dsn, user=env, password=once, dbname=env)
             with connect(dsn, role="clone") as conn:
                 run_post_restore_sql(conn, hooks, env)
                 conn.commit()
-        finally:
-            with self._admin() as admin:
-                admin.execute(sql.SQL("ALTER ROLE {} NOLOGIN PASSWORD NULL").format(_ident(env)))
 
     def connection(self, env: str) -> Connection:
         with self._registry() as reg:
