@@ -65,7 +65,12 @@ def drop_role(admin_dsn: str, name: str) -> None:
                                      "WHERE member = %s::regrole AND shobj_description(roleid, 'pg_authid') "
                                      "LIKE 'managed-by=prodclone; role=owner;%%'", (name,)).fetchall():
             drop_role(admin_dsn, owner)
-        for (db,) in conn.execute("SELECT datname FROM pg_database WHERE datallowconn").fetchall():
+        # Only where the role owns or holds something (and the maintenance database, for its rights on
+        # databases): never run DDL as a superuser in a database a hostile test left behind (an event
+        # trigger there would fire as the superuser).
+        for (db,) in conn.execute("SELECT current_database() UNION SELECT d.datname FROM pg_shdepend s "
+                                  "JOIN pg_database d ON d.oid = s.dbid WHERE d.datallowconn "
+                                  "AND s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = %s)", (name,)).fetchall():
             with psycopg.connect(psycopg.conninfo.make_conninfo(admin_dsn, dbname=db), autocommit=True) as c:
                 c.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(sql.Identifier(name)))
         for (db,) in conn.execute("SELECT datname FROM pg_database WHERE datdba = (SELECT oid FROM pg_roles "
