@@ -19,7 +19,6 @@ ENV_PREFIXES = ("preview", "loadtest")  # also the profile names
 ENV_PATTERN = r"^(preview|loadtest)-[a-z0-9-]+$"
 MAX_NAME = 63  # Postgres identifiers and Kubernetes namespace names
 SNAPSHOT_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"  # "latest" or any driver's id: a DNS-1123 label
-LABEL = "app.kubernetes.io/managed-by=prodclone"
 
 
 class CloneError(ProdcloneError):

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from prodclone.airflow_api import ALERT_LOGGER
 from prodclone.config import Config, load_config
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(ALERT_LOGGER)
 
 WHAT_TO_DO = {
     "freeze_source": "check the source connection and that its replica/snapshot can be frozen",

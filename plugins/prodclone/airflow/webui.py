@@ -30,7 +30,7 @@ PAGE = Path(__file__).with_name("clones.html")
 def _driver():
     from airflow.models.connection import Connection
 
-    from prodclone.airflow_support import clone_driver, dsn_from_connection
+    from prodclone.airflow.support import clone_driver, dsn_from_connection
 
     cfg = load_config()
     if cfg.driver == "velero":  # its record is the namespaces: no base DSN needed
@@ -254,7 +254,7 @@ def credentials(env: str, user: GetUserDep, response: Response) -> dict:
     from airflow.api_fastapi.auth.managers.models.resource_details import VariableDetails
     from airflow.models.variable import Variable
 
-    from prodclone.airflow_support import VariableSecrets
+    from prodclone.airflow.support import VariableSecrets
 
     key = VariableSecrets.key(_checked(env))
     if not get_auth_manager().is_authorized_variable(method="GET", details=VariableDetails(key=key), user=user):
