@@ -81,7 +81,7 @@ def prodclone_restore():
                                   getattr(ctx["dag_run"], "triggering_user_name", None))
         return dataclasses.asdict(req)
 
-    @task(multiple_outputs=False)
+    @task(multiple_outputs=True)  # wait_clone takes its "name"; the next tasks take the whole env
     def clone(request: dict) -> dict:
         from prodclone.airflow import support as af
         from prodclone.drivers.base import RestoreRequest
@@ -138,9 +138,8 @@ def prodclone_restore():
     request = resolve()
     cloned = clone(request)
     # Velero restores run one at a time: the pool (1 slot, counting deferred tasks) makes that queue visible.
-    wait = WaitForClone(task_id="wait_clone", what="restore", name="{{ ti.xcom_pull(task_ids='clone')['name'] }}",
+    wait = WaitForClone(task_id="wait_clone", what="restore", name=cloned["name"],
                         **({"pool": CFG.velero.pool} if CFG.driver == "velero" else {}))
-    cloned >> wait
     ready = post_restore(request, cloned)
     wait >> ready
     hooks = lifecycle_hooks(ready)

@@ -44,6 +44,7 @@ from prodclone.drivers.base import (
     RestoreRequest,
     SecretStore,
     Snapshot,
+    extended_expiry,
     run_post_restore_sql,
     validate_env_name,
 )
@@ -589,11 +590,7 @@ class VeleroDriver(CloneDriver):
         self._refuse(env, ns)
         if ns is None or self._env(ns).status != "ready":
             raise CloneError(f"{env} is not a ready environment; nothing to extend")
-        e, now = self._env(ns), _now()
-        wanted = max(e.expires_at, now) + timedelta(hours=hours)
-        if wanted > now + timedelta(hours=max_hours):
-            raise CloneError(f"{env} would expire {wanted:%Y-%m-%d %H:%M} UTC, beyond the {e.profile} profile's "
-                             f"maximum of {max_hours}h from now")
+        wanted = extended_expiry(self._env(ns), hours, max_hours, _now())
         self._annotate(env, **{"expires-at": _rfc3339(wanted)})
         return self._env(self._namespace(env))
 
