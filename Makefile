@@ -4,7 +4,7 @@ PY ?= $(shell for p in python3.13 python3.12 python3.11 python3; do $$p -c 'impo
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev test lint demo airflow stop bench clean
+.PHONY: install dev test test-fast lint demo airflow stop bench clean
 
 # Runtime only (Airflow, providers, the engine, the embedded Postgres): what demo and airflow need.
 install: $(VENV)/.installed
@@ -29,6 +29,10 @@ lint: dev
 
 test: dev lint
 	$(BIN)/pytest
+
+# The fast lane: unit tests only, without Postgres or Airflow (tests/unit minus the `db` marker).
+test-fast: dev
+	$(BIN)/pytest -q tests/unit -m "not db"
 
 demo: install
 	$(BIN)/python scripts/demo.py

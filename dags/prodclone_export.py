@@ -15,17 +15,17 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference, dag, get_current_context, task
 
-from prodclone.airflow_support import BASE_SNAPSHOT
-from prodclone.alerts import export_overdue, on_failure
+from prodclone.airflow.alerts import export_overdue, on_failure
+from prodclone.airflow.operators import WaitForClone
+from prodclone.airflow.support import BASE_SNAPSHOT
 from prodclone.config import load_config
-from prodclone.operators import WaitForClone
 
 CFG = load_config()  # one small YAML read: the schedule must be known at parse time
 
 
 def _ctx():
     """Config, export URL for this run, and S3 options: resolved at run time."""
-    from prodclone import airflow_support as af
+    from prodclone.airflow import support as af
 
     cfg = load_config()
     run = af.run_key(get_current_context()["run_id"])
@@ -52,8 +52,8 @@ def _ctx():
 def prodclone_export():
     @task(multiple_outputs=False)
     def freeze_source() -> dict:
-        from prodclone import airflow_support as af
         from prodclone import source
+        from prodclone.airflow import support as af
 
         cfg, _, _, run = _ctx()
         if cfg.source_mode == "replica_paused":
@@ -67,8 +67,8 @@ def prodclone_export():
 
     @task
     def thaw_source(frozen: dict) -> None:
-        from prodclone import airflow_support as af
         from prodclone import source
+        from prodclone.airflow import support as af
 
         cfg, *_ = _ctx()
         if frozen and frozen["mode"] == "replica_paused":
@@ -82,7 +82,7 @@ def prodclone_export():
     @task(multiple_outputs=False)
     def check_rules(frozen: dict) -> dict:
         """Fail closed: a column no rule covers stops the run here, before any data moves."""
-        from prodclone import airflow_support as af
+        from prodclone.airflow import support as af
         from prodclone.catalog import load_catalog
         from prodclone.db import connect
         from prodclone.masking.coverage import ensure_covered
@@ -96,7 +96,7 @@ def prodclone_export():
 
     @task
     def plan(frozen: dict) -> list[dict]:
-        from prodclone import airflow_support as af
+        from prodclone.airflow import support as af
         from prodclone.export import plan_frozen_export
         from prodclone.masking.rules import load_rules
         from prodclone.source import Frozen
@@ -110,7 +110,7 @@ def prodclone_export():
 
     @task(multiple_outputs=False, max_active_tis_per_dagrun=8)
     def export_part(unit: dict, frozen: dict) -> dict:
-        from prodclone import airflow_support as af
+        from prodclone.airflow import support as af
         from prodclone.export import export_frozen_unit, run_export
         from prodclone.masking.rules import load_rules
         from prodclone.source import Frozen
@@ -126,7 +126,7 @@ def prodclone_export():
 
     @task(multiple_outputs=False)
     def finalize(results: list[dict], frozen: dict) -> dict:
-        from prodclone import airflow_support as af
+        from prodclone.airflow import support as af
         from prodclone.export import finalize_frozen_export
         from prodclone.masking.rules import load_rules
         from prodclone.source import Frozen
@@ -142,7 +142,7 @@ def prodclone_export():
     def verify(frozen: dict) -> dict:
         """Checksums against the manifest, and the leak check on sampled originals; only when both pass is
         the export recorded as verified, which seed_base requires."""
-        from prodclone import airflow_support as af
+        from prodclone.airflow import support as af
         from prodclone.export import verify_and_record
         from prodclone.masking.rules import load_rules
         from prodclone.source import Frozen
@@ -156,7 +156,7 @@ def prodclone_export():
 
     @task(multiple_outputs=False)
     def seed_base() -> dict:
-        from prodclone import airflow_support as af
+        from prodclone.airflow import support as af
         from prodclone.seed import seed
 
         cfg, url, s3, run = _ctx()
@@ -167,7 +167,7 @@ def prodclone_export():
     @task
     def start_snapshot(totals: dict) -> str:
         """Start the snapshot of the freshly seeded base (a Velero Backup returns before it is done)."""
-        from prodclone import airflow_support as af
+        from prodclone.airflow import support as af
         from prodclone.export import read_manifest
         from prodclone.storage import open_storage
 
@@ -180,7 +180,7 @@ def prodclone_export():
     @task(multiple_outputs=False)
     def snapshot_base() -> dict:
         """The finished snapshot, found by run id (its metadata was recorded when it started)."""
-        from prodclone import airflow_support as af
+        from prodclone.airflow import support as af
 
         _, driver = af.config_and_driver()
         with af.fail_fast():

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from prodclone.alerts import on_failure
+from prodclone.airflow.alerts import on_failure
 from prodclone.config import load_config
 from prodclone.drivers.base import ENV_PATTERN, MAX_NAME
 
@@ -35,7 +35,7 @@ CFG = load_config()
 def prodclone_extend():
     @task(multiple_outputs=False)
     def extend() -> dict:
-        from prodclone import airflow_support as af
+        from prodclone.airflow import support as af
 
         cfg, driver = af.config_and_driver()
         params = get_current_context()["params"]

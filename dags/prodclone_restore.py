@@ -19,10 +19,10 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from prodclone.alerts import on_failure
+from prodclone.airflow.alerts import on_failure
+from prodclone.airflow.operators import WaitForClone
 from prodclone.config import load_config
 from prodclone.drivers.base import ENV_PATTERN, MAX_NAME, SNAPSHOT_PATTERN
-from prodclone.operators import WaitForClone
 
 CFG = load_config()  # the form's bounds come from the profiles
 
@@ -72,7 +72,7 @@ def prodclone_restore():
         """Check the request against the profile (TTL bounds, name) before anything is touched."""
         import dataclasses
 
-        from prodclone import airflow_support as af
+        from prodclone.airflow import support as af
         from prodclone.restore_request import resolve_request
 
         ctx = get_current_context()
@@ -81,9 +81,9 @@ def prodclone_restore():
                                   getattr(ctx["dag_run"], "triggering_user_name", None))
         return dataclasses.asdict(req)
 
-    @task(multiple_outputs=False)
+    @task(multiple_outputs=True)  # wait_clone takes its "name"; the next tasks take the whole env
     def clone(request: dict) -> dict:
-        from prodclone import airflow_support as af
+        from prodclone.airflow import support as af
         from prodclone.drivers.base import RestoreRequest
 
         _, driver = af.config_and_driver()
@@ -94,7 +94,7 @@ def prodclone_restore():
     @task(multiple_outputs=False)
     def post_restore(request: dict, env: dict) -> dict:
         """The profile's hooks (e.g. disable non-test logins), then the env is marked ready."""
-        from prodclone import airflow_support as af
+        from prodclone.airflow import support as af
 
         cfg, driver = af.config_and_driver()
         with af.fail_fast():
@@ -106,7 +106,7 @@ def prodclone_restore():
         """The profile's on_restored commands (e.g. comment on the PR); skipped when the env already existed."""
         import dataclasses
 
-        from prodclone import airflow_support as af
+        from prodclone.airflow import support as af
         from prodclone.lifecycle import hook_env, run_hooks
 
         cfg, driver = af.config_and_driver()
@@ -121,7 +121,7 @@ def prodclone_restore():
         """Where the clone answers, and how old its data is; never the password (see the secret's location)."""
         import dataclasses
 
-        from prodclone import airflow_support as af
+        from prodclone.airflow import support as af
         from prodclone.freshness import freshness
 
         cfg, driver = af.config_and_driver()
@@ -138,9 +138,8 @@ def prodclone_restore():
     request = resolve()
     cloned = clone(request)
     # Velero restores run one at a time: the pool (1 slot, counting deferred tasks) makes that queue visible.
-    wait = WaitForClone(task_id="wait_clone", what="restore", name="{{ ti.xcom_pull(task_ids='clone')['name'] }}",
+    wait = WaitForClone(task_id="wait_clone", what="restore", name=cloned["name"],
                         **({"pool": CFG.velero.pool} if CFG.driver == "velero" else {}))
-    cloned >> wait
     ready = post_restore(request, cloned)
     wait >> ready
     hooks = lifecycle_hooks(ready)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from prodclone.alerts import on_failure
+from prodclone.airflow.alerts import on_failure
 from prodclone.config import load_config
 from prodclone.drivers.base import ENV_PATTERN, MAX_NAME
 
@@ -40,7 +40,7 @@ CFG = load_config()
 def prodclone_teardown():
     @task
     def due() -> list[dict]:
-        from prodclone import airflow_support as af
+        from prodclone.airflow import support as af
         from prodclone.drivers.base import CloneError
 
         _, driver = af.config_and_driver()
@@ -61,7 +61,7 @@ def prodclone_teardown():
     def teardown_env(item: dict) -> dict:
         import dataclasses
 
-        from prodclone import airflow_support as af
+        from prodclone.airflow import support as af
         from prodclone.lifecycle import hook_env, run_hooks
 
         cfg, driver = af.config_and_driver()
@@ -80,7 +80,7 @@ def prodclone_teardown():
 
     @task(trigger_rule="all_done")  # prune even if one teardown failed: pruning is safe on its own
     def prune_snapshots() -> list[str]:
-        from prodclone import airflow_support as af
+        from prodclone.airflow import support as af
 
         cfg, driver = af.config_and_driver()
         pruned = driver.prune_snapshots(cfg.keep_snapshots)

@@ -1,13 +1,6 @@
-"""Registers prodclone's Clones page with Airflow: a FastAPI app mounted at
-/prodclone and a "Clones" entry in the UI's navigation (an external view)."""
+"""Airflow's plugin loader scans this folder's top-level files (plugins/.airflowignore hides the engine):
+this one hands it prodclone's plugin, the Clones page."""
 
-from airflow.plugins_manager import AirflowPlugin
+from prodclone.airflow.plugin import ProdclonePlugin
 
-from prodclone.webui import app
-
-
-class ProdclonePlugin(AirflowPlugin):
-    name = "prodclone"
-    fastapi_apps = [{"app": app, "url_prefix": "/prodclone", "name": "prodclone"}]
-    external_views = [{"name": "Clones", "href": "/prodclone/clones", "destination": "nav", "category": "browse",
-                       "url_route": "clones"}]
+__all__ = ["ProdclonePlugin"]

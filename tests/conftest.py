@@ -31,6 +31,14 @@ host all all ::1/128 scram-sha-256
 """
 
 
+def pytest_collection_modifyitems(items):
+    """`db` marks every test that needs the test Postgres (through the pg fixture): `make test-fast` leaves
+    them out."""
+    for item in items:
+        if "pg" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.db)
+
+
 @pytest.fixture(scope="session")
 def pg() -> str:
     """DSN of the server's maintenance database (as a superuser): $PRODCLONE_PG_DSN,

@@ -15,6 +15,9 @@ from prodclone.errors import ProdcloneError
 
 # Exit codes of `prodclone env` (documented in the README).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_PAUSED, EXIT_TIMEOUT, EXIT_UNREACHABLE = 0, 1, 2, 3, 4, 5, 6
+# The logger prodclone's failure alerts are written to (prodclone/airflow/alerts.py): failure_reason finds
+# their "What to do" by it in task logs, old runs' included, so it stays fixed wherever that module lives.
+ALERT_LOGGER = "prodclone.alerts"
 
 
 class ApiError(ProdcloneError):
@@ -200,7 +203,7 @@ def _detail(body) -> str:
 
 def failure_reason(records: list) -> dict:
     """From a failed task's structured log records: its error (the exception's first line) and the
-    "What to do" of prodclone's failure alert (alerts.py), when there is one."""
+    "What to do" of prodclone's failure alert (airflow/alerts.py), when there is one."""
     error, what = None, None
     for rec in records:
         if not isinstance(rec, dict):
@@ -209,7 +212,7 @@ def failure_reason(records: list) -> dict:
             if isinstance(err, dict) and error is None:  # the outermost exception of the first record with one
                 error = str(err.get("exc_value") or err.get("exc_type") or "").strip().split("\n")[0]
         event = str(rec.get("event", ""))
-        if rec.get("logger") == "prodclone.alerts" and "What to do: " in event:
+        if rec.get("logger") == ALERT_LOGGER and "What to do: " in event:
             what = event.rsplit("What to do: ", 1)[1].rstrip(".")
         elif error is None and rec.get("level") in ("error", "critical"):
             error = event.split("\n")[0]

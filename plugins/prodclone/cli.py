@@ -205,6 +205,21 @@ def _sample(a) -> int:
     return EXIT_OK
 
 
+def _config_schema(a) -> int:
+    from prodclone.config import schema_text
+
+    print(schema_text(), end="")
+    return EXIT_OK
+
+
+def _config_check(a) -> int:
+    from prodclone.config import load_config
+
+    cfg = load_config(a.config)
+    print(f"config ok: driver {cfg.driver}, profiles {', '.join(cfg.profiles)}, storage {cfg.storage_url}")
+    return EXIT_OK
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prodclone", description="Masked clones of production, fast.")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -235,6 +250,14 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_rules_preview)
     s = rules.add_parser("schema", help="print the rules file's JSON Schema")
     s.set_defaults(fn=_rules_schema)
+
+    config = sub.add_parser("config", help="check include/prodclone.yaml, print its JSON Schema").add_subparsers(
+        dest="config_cmd", required=True)
+    s = config.add_parser("check", help="load the config as the DAGs will; exit 1 naming file:line:col of each problem")
+    s.add_argument("--config", help="default: $PRODCLONE_CONFIG, else include/prodclone.yaml")
+    s.set_defaults(fn=_config_check)
+    s = config.add_parser("schema", help="print the config's JSON Schema (include/prodclone.schema.json)")
+    s.set_defaults(fn=_config_schema)
 
     s = sub.add_parser("export", help="masked export of the source to file:// or s3://")
     s.add_argument("--source", required=True)

@@ -11,6 +11,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from prodclone.marker import ADMIN_DB
+
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / ".prodclone" / "pgdata"
 TEST_DIR = DEFAULT_DIR.with_name("test-pgdata")
 
@@ -76,7 +78,7 @@ def time_pg_restore(dsn: str, workdir: Path, jobs: int = 2) -> float:
     dump = Path(workdir) / "base.dump"
     subprocess.run([str(pg_dump), "-Fc", "-f", str(dump), "-d", dsn], check=True)
     scratch = with_dbname(dsn, "prodclone_pg_restore_timing")
-    with psycopg.connect(with_dbname(dsn, "postgres"), autocommit=True) as c:
+    with psycopg.connect(with_dbname(dsn, ADMIN_DB), autocommit=True) as c:
         c.execute("DROP DATABASE IF EXISTS prodclone_pg_restore_timing WITH (FORCE)")
         c.execute("CREATE DATABASE prodclone_pg_restore_timing")
     try:
@@ -86,7 +88,7 @@ def time_pg_restore(dsn: str, workdir: Path, jobs: int = 2) -> float:
         return time.perf_counter() - started
     finally:
         dump.unlink(missing_ok=True)
-        with psycopg.connect(with_dbname(dsn, "postgres"), autocommit=True) as c:
+        with psycopg.connect(with_dbname(dsn, ADMIN_DB), autocommit=True) as c:
             c.execute("DROP DATABASE IF EXISTS prodclone_pg_restore_timing WITH (FORCE)")
 
 
@@ -100,7 +102,7 @@ def airflow_metadata_url(dsn: str, dbname: str) -> str:
 
     from prodclone.db import with_dbname
 
-    with psycopg.connect(with_dbname(dsn, "postgres"), autocommit=True) as c:
+    with psycopg.connect(with_dbname(dsn, ADMIN_DB), autocommit=True) as c:
         if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
             c.execute(f'CREATE DATABASE "{dbname}"')
     p = psycopg.conninfo.conninfo_to_dict(dsn)

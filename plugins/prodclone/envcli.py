@@ -17,7 +17,7 @@ import uuid
 from datetime import UTC, datetime
 
 from prodclone.airflow_api import EXIT_FAILED, EXIT_OK, EXIT_USAGE, AirflowAPI, ApiError
-from prodclone.drivers.base import CloneError, connection_url, validate_env_name
+from prodclone.drivers.base import CloneError, connection_url, env_for_pr, validate_env_name
 from prodclone.errors import ProdcloneError
 
 RESTORE, TEARDOWN, EXTEND = "prodclone_restore", "prodclone_teardown", "prodclone_extend"
@@ -128,7 +128,7 @@ def _api(a) -> AirflowAPI:
 def _env_name(a) -> str:
     if (a.pr is None) == (a.env is None):
         raise ApiError("give exactly one of --pr or --env", EXIT_USAGE)
-    name = a.env or f"{a.profile or 'preview'}-pr-{a.pr}"
+    name = a.env or env_for_pr(a.profile or "preview", a.pr)
     try:
         return validate_env_name(name)
     except CloneError as exc:

@@ -1,7 +1,8 @@
 """How prodclone marks what it creates, and the databases it never touches.
 
 A marked object's comment reads ``managed-by=prodclone; role=<role>; k=v; ...``
-(values percent-encoded). Teardown, prune and seed act only on objects whose
+(values percent-encoded); a Kubernetes object carries the label
+``app.kubernetes.io/managed-by=prodclone``. Teardown, prune and seed act only on objects whose
 parsed mark says exactly what they expect: a substring match is not enough.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 from urllib.parse import quote, unquote
 
 MARKER = "managed-by=prodclone"
+K8S_LABEL = ("app.kubernetes.io/managed-by", "prodclone")  # the velero driver's mark: (key, value)
 ADMIN_DB = "postgres"
 SYSTEM_DBS = (ADMIN_DB, "template0", "template1")
 MAX_IDENT_BYTES = 63  # Postgres truncates longer names (NAMEDATALEN - 1)

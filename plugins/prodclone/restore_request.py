@@ -7,11 +7,14 @@ from __future__ import annotations
 import re
 
 from prodclone.config import Config
-from prodclone.drivers.base import SNAPSHOT_PATTERN, CloneError, RestoreRequest, env_prefix, validate_env_name
-
-
-def env_for_pr(profile: str, pr: int) -> str:
-    return f"{profile}-pr-{pr}"
+from prodclone.drivers.base import (
+    SNAPSHOT_PATTERN,
+    CloneError,
+    RestoreRequest,
+    env_for_pr,
+    env_prefix,
+    validate_env_name,
+)
 
 
 def resolve_request(params: dict, cfg: Config, triggered_by: str | None = None) -> RestoreRequest:

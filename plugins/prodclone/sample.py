@@ -17,6 +17,7 @@ from psycopg import sql
 
 from prodclone.db import connect, dbname_of, with_dbname
 from prodclone.errors import ProdcloneError
+from prodclone.marker import ADMIN_DB
 
 SCHEMA = """
 CREATE TYPE order_status AS ENUM ('pending', 'paid', 'shipped', 'cancelled', 'refunded');
@@ -135,7 +136,7 @@ def create_sample_database(dsn: str, users: int = 1000, seed: int = 42, replace:
     """Create the database named in ``dsn`` (replacing it if asked) and fill it.
     Returns row counts per table."""
     name = dbname_of(dsn)
-    admin = connect(with_dbname(dsn, "postgres"), role="sample target", autocommit=True)
+    admin = connect(with_dbname(dsn, ADMIN_DB), role="sample target", autocommit=True)
     try:
         exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if exists and not replace:

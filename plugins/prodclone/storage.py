@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -123,9 +122,6 @@ class FileStorage(Storage):
     def delete(self, names: list[str]) -> None:
         for name in names:
             (self.root / name).unlink(missing_ok=True)
-
-    def remove_all(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 class _S3Writer(io.RawIOBase):

@@ -14,7 +14,7 @@ def test_failure_message_names_dag_stage_env_and_what_to_do_but_no_row_values():
                     "DETAIL:  Key (email)=(jane@example.org) already exists.")
     ctx = {"ti": types.SimpleNamespace(dag_id="prodclone_restore", task_id="post_restore"),
            "dag_run": types.SimpleNamespace(run_id="r1"), "params": {"pr": 42, "profile": "preview"}, "exception": exc}
-    from prodclone.alerts import failure_message
+    from prodclone.airflow.alerts import failure_message
 
     msg = failure_message(ctx)
     assert msg.startswith("prodclone: prodclone_restore failed at post_restore for preview-pr-42 (run r1)")
@@ -24,7 +24,7 @@ def test_failure_message_names_dag_stage_env_and_what_to_do_but_no_row_values():
 def test_deadline_is_opt_in_and_its_callback_alerts(airflow_db, tmp_path, monkeypatch):
     from airflow.dag_processing.dagbag import DagBag
 
-    from prodclone.alerts import export_overdue
+    from prodclone.airflow.alerts import export_overdue
 
     cfg = yaml.safe_load((ROOT / "include" / "prodclone.yaml").read_text())
     assert not cfg["export"]["deadline_minutes"]  # off by default (see the config's comment)

@@ -22,7 +22,7 @@ from fakekube.server import FakeKube
 from fakekube.velero import VeleroSim
 from prodclone.config import load_config
 from prodclone.drivers.base import MemorySecrets
-from prodclone.drivers.velero import VeleroDriver, rotate_postgres
+from prodclone.drivers.velero import VeleroDriver
 from support import ROOT
 
 BASE, VELERO = "prodclone-base", "velero"
@@ -90,7 +90,7 @@ def build(pg, s3_endpoint, tmp_path, monkeypatch, new_db):
                                  datastores=tuple(dataclasses.replace(d, port=int(p.get("port") or 5432))
                                                   for d in base_cfg.velero.datastores))
     cfg = dataclasses.replace(base_cfg, driver="velero", velero=velero)
-    driver = VeleroDriver(cfg, clients, ec2, MemorySecrets(), database=rotate_postgres, poll=0.05)
+    driver = VeleroDriver(cfg, clients, ec2, MemorySecrets(), poll=0.05)
 
     def close():
         fk.close()

@@ -1,7 +1,7 @@
 """A Velero simulator for the fake API server: a controller that moves
 velero.io Backups, Restores and DeleteBackupRequests through their phases
 the way Velero v1.18 does, as far as the velero driver can tell (see
-../shared/notes/velero.md, "API objects" and "Behaviours that bite"):
+Velero's own documentation and source; the driver's steps are in docs/velero.md):
 
 - Backup: New -> InProgress -> Completed (or a fault's PartiallyFailed /
   Failed / FailedValidation with failureReason and validationErrors);

@@ -298,13 +298,13 @@ def test_trigger_survives_dropped_polls_and_reports_the_phase(kube):
     """The deferrable wait's trigger, run as the triggerer would, through a dropped connection and a 500."""
     import asyncio
 
-    from prodclone.triggers import VeleroPhaseTrigger
+    from prodclone.airflow.triggers import VeleroPhaseTrigger
 
     snap = kube.driver.snapshot("r1")
     kube.cluster.faults.fail_next("GET", r"/backups/", 0, 500)
     trigger = VeleroPhaseTrigger(**kube.driver.wait_spec("snapshot", snap.id), poll_interval=0.05)
     cls, kwargs = trigger.serialize()
-    assert cls == "prodclone.triggers.VeleroPhaseTrigger"
+    assert cls == "prodclone.airflow.triggers.VeleroPhaseTrigger"
 
     async def first_event():
         async for event in VeleroPhaseTrigger(**kwargs).run():  # rebuilt from its serialised form

@@ -15,6 +15,6 @@ def get_driver(cfg: Config, base_dsn: str, secrets: SecretStore, *, kube=None, e
         from prodclone.drivers.postgres import PostgresDriver
 
         return PostgresDriver(base_dsn, cfg, secrets)
-    from prodclone.drivers.velero import VeleroDriver, rotate_postgres
+    from prodclone.drivers.velero import VeleroDriver
 
-    return VeleroDriver(cfg, kube, ec2, secrets, database=rotate_postgres)
+    return VeleroDriver(cfg, kube, ec2, secrets)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import quote
 
 from prodclone.errors import ProdcloneError
@@ -19,7 +19,6 @@ ENV_PREFIXES = ("preview", "loadtest")  # also the profile names
 ENV_PATTERN = r"^(preview|loadtest)-[a-z0-9-]+$"
 MAX_NAME = 63  # Postgres identifiers and Kubernetes namespace names
 SNAPSHOT_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"  # "latest" or any driver's id: a DNS-1123 label
-LABEL = "app.kubernetes.io/managed-by=prodclone"
 
 
 class CloneError(ProdcloneError):
@@ -57,6 +56,29 @@ def validate_env_name(name: str) -> str:
 def env_prefix(name: str) -> str:
     """The profile an env name's prefix names; call on validated names."""
     return name.split("-", 1)[0]
+
+
+def env_for_pr(profile: str, pr: int) -> str:
+    """The env of a pull request: ``preview-pr-42`` (the restore form, the API, `prodclone env --pr`, alerts)."""
+    return f"{profile}-pr-{pr}"
+
+
+def max_extend_hours(expires_at: datetime, max_ttl_hours: int, now: datetime) -> int:
+    """Whole hours an env may still be extended by: its new expiry stays within max_ttl_hours from now."""
+    return max(0, int((now + timedelta(hours=max_ttl_hours) - max(expires_at, now)).total_seconds() // 3600))
+
+
+def extended_expiry(env: Environment, hours: int, max_ttl_hours: int, now: datetime) -> datetime:
+    """``env``'s expiry ``hours`` later (counted from now when it is already past), refused beyond its
+    profile's max_ttl_hours from now."""
+    if hours < 1:
+        raise CloneError("extend by at least 1 hour")
+    wanted = max(env.expires_at, now) + timedelta(hours=hours)
+    if wanted > now + timedelta(hours=max_ttl_hours):
+        raise CloneError(f"{env.name} would expire {wanted:%Y-%m-%d %H:%M} UTC, beyond the {env.profile} profile's "
+                         f"maximum of {max_ttl_hours}h from now; extend by at most "
+                         f"{max_extend_hours(env.expires_at, max_ttl_hours, now)}h")
+    return wanted
 
 
 @dataclass

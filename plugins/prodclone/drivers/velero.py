@@ -7,7 +7,7 @@ Backups in the Velero namespace with prodclone's labels. Every object it
 creates carries ``app.kubernetes.io/managed-by=prodclone``; teardown refuses
 any namespace without it, and any protected one.
 
-The traps this code steps around are in ../shared/notes/velero.md: Velero
+The traps this code steps around (docs/velero.md has the steps): Velero
 copies the base namespace's metadata unless the target exists; modifier
 conditions match the *source* namespace; clone PVs inherit the base PVs'
 reclaim policy; restores leave Retain VolumeSnapshotContents behind (never
@@ -44,14 +44,15 @@ from prodclone.drivers.base import (
     RestoreRequest,
     SecretStore,
     Snapshot,
+    extended_expiry,
     run_post_restore_sql,
     validate_env_name,
 )
+from prodclone.marker import K8S_LABEL as MANAGED
 
 log = logging.getLogger(__name__)
 
 GROUP, VERSION = "velero.io", "v1"
-MANAGED = ("app.kubernetes.io/managed-by", "prodclone")
 P = "prodclone.io/"
 DONE = ("Completed", "PartiallyFailed", "Failed", "FailedValidation")
 VERIFIED = P + "verified"  # on a Completed Backup: "true" once every datastore's volumes and hooks are in it
@@ -118,14 +119,13 @@ def rotate_postgres(env: str, host: str, port: int, secret: dict, password: str,
 
 class VeleroDriver(CloneDriver):
     """``kube`` offers ``core`` (CoreV1Api), ``custom`` (CustomObjectsApi) and ``storage`` (StorageV1Api);
-    ``ec2`` is a boto3 EC2 client (orphaned volumes); ``database`` rotates a Postgres password."""
+    ``ec2`` is a boto3 EC2 client (orphaned volumes)."""
 
-    def __init__(self, cfg: Config, kube, ec2, secrets: SecretStore, *, database, poll: float = 2.0):
+    def __init__(self, cfg: Config, kube, ec2, secrets: SecretStore, *, poll: float = 2.0):
         self.cfg, self.v = cfg, cfg.velero
         self.core, self.custom, self.storage = kube.core, kube.custom, kube.storage
         self.ec2 = ec2
         self.secrets = secrets
-        self.database = database  # callable(env, host, port, secret_data, new_password, hooks): rotate_postgres
         self.poll = poll
 
     # -- helpers ----------------------------------------------------------------
@@ -557,12 +557,12 @@ class VeleroDriver(CloneDriver):
             data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
             password = pysecrets.token_urlsafe(24)
             host = self.v.host_template.format(service=ds.service, namespace=env)
-            self.database(env, host, ds.port, data, password, hooks)
+            rotate_postgres(env, host, ds.port, data, password, hooks)
             try:
                 self.core.patch_namespaced_secret(ds.secret, env, {"data": {
                     "password": base64.b64encode(password.encode()).decode()}})
             except BaseException:
-                self.database(env, host, ds.port, {**data, "password": password}, data.get("password", ""), ())
+                rotate_postgres(env, host, ds.port, {**data, "password": password}, data.get("password", ""), ())
                 raise
             url = url or f"postgresql://{quote(data['username'])}:{quote(password, safe='')}@{host}:{ds.port}/" \
                          f"{quote(data.get('database', 'postgres'))}"
@@ -590,11 +590,7 @@ class VeleroDriver(CloneDriver):
         self._refuse(env, ns)
         if ns is None or self._env(ns).status != "ready":
             raise CloneError(f"{env} is not a ready environment; nothing to extend")
-        e, now = self._env(ns), _now()
-        wanted = max(e.expires_at, now) + timedelta(hours=hours)
-        if wanted > now + timedelta(hours=max_hours):
-            raise CloneError(f"{env} would expire {wanted:%Y-%m-%d %H:%M} UTC, beyond the {e.profile} profile's "
-                             f"maximum of {max_hours}h from now")
+        wanted = extended_expiry(self._env(ns), hours, max_hours, _now())
         self._annotate(env, **{"expires-at": _rfc3339(wanted)})
         return self._env(self._namespace(env))
 
@@ -613,7 +609,7 @@ class VeleroDriver(CloneDriver):
     # -- teardown -----------------------------------------------------------------
 
     def teardown(self, env: str, reason: str = "requested") -> Removed:
-        """In the order notes/velero.md gives; every step is safe to repeat."""
+        """In the order docs/velero.md gives (its teardown row); every step is safe to repeat."""
         from kubernetes.client import ApiException
 
         validate_env_name(env)

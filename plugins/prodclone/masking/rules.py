@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jsonschema
-import yaml
 
+from prodclone import yamlsource
 from prodclone.catalog import QUALIFIED_PATTERN, qualified_name, split_qualified
 from prodclone.errors import RulesError
 from prodclone.masking import where as where_clause
@@ -138,47 +138,6 @@ class Rules:
         return Context(key=key, locale=self.locale, pool_size=self.pool_size)
 
 
-def _marks(node, path=()) -> dict[tuple, tuple[int, int]]:
-    """Map each YAML path to its (line, column), 1-based."""
-    out = {path: (node.start_mark.line + 1, node.start_mark.column + 1)}
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            out[(*path, k.value)] = (k.start_mark.line + 1, k.start_mark.column + 1)
-            out.update({p: m for p, m in _marks(v, (*path, k.value)).items() if p != (*path, k.value)})
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            out.update(_marks(v, (*path, i)))
-    return out
-
-
-def _duplicate_key(node) -> str | None:
-    """The first key a YAML mapping repeats, with its position: YAML loaders keep the last one silently,
-    so a second ``email: keep`` under ``email: email`` would turn masking off."""
-    if isinstance(node, yaml.MappingNode):
-        seen = set()
-        for k, _ in node.value:
-            if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
-                if k.value in seen:
-                    return f"{k.start_mark.line + 1}:{k.start_mark.column + 1}: {k.value!r} appears twice in one mapping"
-                seen.add(k.value)
-        children = [n for pair in node.value for n in pair]
-    elif isinstance(node, yaml.SequenceNode):
-        children = node.value
-    else:
-        return None
-    return next(filter(None, map(_duplicate_key, children)), None)
-
-
-def _best_error(err: jsonschema.ValidationError) -> jsonschema.ValidationError:
-    # anyOf/if-then errors nest; the deepest one names the real problem.
-    # Prefer the branch that matched the value's shape (an object rule's own
-    # errors over "is not one of the shorthands").
-    while err.context:
-        err = max(err.context, key=lambda e: (e.validator not in ("enum", "type"), len(e.absolute_path),
-                                              len(e.relative_schema_path)))
-    return err
-
-
 def _normalize_nulls(data) -> None:
     """In YAML a bare `null` is None; as a rule it means the `null` transform."""
     def fix(rule):
@@ -217,32 +176,13 @@ def _canonical_keys(tables: dict, marks: dict, source: str) -> dict:
 
 
 def parse_rules(text: str, source: str = "<rules>") -> Rules:
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RulesError(_yaml_message(exc, source)) from None
+    data, marks = yamlsource.parse(text, source, RulesError)
     if data is None:
         raise RulesError(f"{source}: the rules file is empty")
-    duplicate = _duplicate_key(node)
-    if duplicate:
-        raise RulesError(f"{source}:{duplicate}; keep one")
     _normalize_nulls(data)
-    marks = _marks(node) if node is not None else {}
-    validator = jsonschema.Draft202012Validator(json_schema())
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    errors = yamlsource.schema_errors(json_schema(), data, marks, source, explain=_unknown_transform)
     if errors:
-        lines = []
-        for err in errors[:10]:
-            best = _best_error(err)
-            at, message = _unknown_transform(err) or (tuple(best.absolute_path), best.message)
-            path = at
-            while path not in marks and path:
-                path = path[:-1]
-            line, col = marks.get(path, (1, 1))
-            dotted = ".".join(map(str, at)) or "(top level)"
-            lines.append(f"{source}:{line}:{col}: {dotted}: {message}")
-        raise RulesError("invalid masking rules:\n  " + "\n  ".join(lines))
+        raise RulesError("invalid masking rules:\n  " + "\n  ".join(errors))
     wheres = _normalized_wheres(data, marks, source)
     defaults = data.get("defaults") or {}
     _check_parameters(data, marks, source, defaults.get("locale", "en_US"))
@@ -260,20 +200,6 @@ def parse_rules(text: str, source: str = "<rules>") -> Rules:
         source=source,
         schema=_schema_rules(data.get("schema") or {}),
     )
-
-
-def _yaml_message(exc: yaml.YAMLError, source: str) -> str:
-    """Where the YAML went wrong. An unclosed `{` or `[` is only noticed on a later line: name the bracket's
-    own line, where the fix is."""
-    mark, ctx = getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    context = getattr(exc, "context", None) or ""
-    if ctx and mark and "flow" in context and ctx.line != mark.line:
-        bracket = "{" if "mapping" in context else "["
-        return (f"{source}:{ctx.line + 1}:{ctx.column + 1}: malformed YAML: this '{bracket}' is not closed "
-                f"({problem} on line {mark.line + 1}); close it, or quote a value that starts with '{bracket}'")
-    where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-    return f"{where}: malformed YAML: {problem}"
 
 
 def _unknown_transform(err: jsonschema.ValidationError) -> tuple[tuple, str] | None:

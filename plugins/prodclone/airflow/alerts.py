@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from prodclone.airflow_api import ALERT_LOGGER
 from prodclone.config import Config, load_config
+from prodclone.drivers.base import env_for_pr
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(ALERT_LOGGER)
 
 WHAT_TO_DO = {
     "freeze_source": "check the source connection and that its replica/snapshot can be frozen",
@@ -47,7 +49,7 @@ def failure_message(context) -> str:
     task_id = getattr(ti, "task_id", "?")
     run_id = getattr(dag_run, "run_id", None) or context.get("run_id", "?")
     params = context.get("params") or {}
-    env = params.get("env") or (f"{params.get('profile', 'preview')}-pr-{params['pr']}" if params.get("pr") else None)
+    env = params.get("env") or (env_for_pr(params.get("profile") or "preview", params["pr"]) if params.get("pr") else None)
     what = WHAT_TO_DO.get(task_id, "see the task log")
     return (f"prodclone: {dag_id} failed at {task_id}" + (f" for {env}" if env else "")
             + f" (run {run_id}): {_first_line(context.get('exception'))}. What to do: {what}.")

@@ -19,9 +19,9 @@ class WaitForClone(BaseOperator):
         self.what, self.name, self.poll_interval = what, name, poll_interval
 
     def execute(self, context):
-        from prodclone import airflow_support as af
+        from prodclone.airflow import support as af
+        from prodclone.airflow.triggers import VeleroPhaseTrigger
         from prodclone.config import load_config
-        from prodclone.triggers import VeleroPhaseTrigger
 
         cfg = load_config()
         spec = af.clone_driver(cfg).wait_spec(self.what, self.name)

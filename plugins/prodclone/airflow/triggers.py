@@ -10,7 +10,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-TERMINAL = ("Completed", "PartiallyFailed", "Failed", "FailedValidation")
+from prodclone.drivers.velero import DONE as TERMINAL
 
 
 class VeleroPhaseTrigger(BaseTrigger):
@@ -26,7 +26,7 @@ class VeleroPhaseTrigger(BaseTrigger):
         self.deadline = deadline or time.time() + timeout  # fixed at first defer: a re-run trigger keeps it
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return ("prodclone.triggers.VeleroPhaseTrigger", {
+        return ("prodclone.airflow.triggers.VeleroPhaseTrigger", {
             "group": self.group, "version": self.version, "namespace": self.namespace, "plural": self.plural,
             "name": self.name, "timeout": self.timeout, "kubernetes_conn_id": self.kubernetes_conn_id,
             "poll_interval": self.poll_interval, "deadline": self.deadline})

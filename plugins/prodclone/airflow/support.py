@@ -13,6 +13,7 @@ from airflow.sdk import Asset, BaseHook, Variable
 from prodclone.config import Config
 from prodclone.drivers.base import CloneBusy, CloneError, SecretStore
 from prodclone.errors import CoverageError, LeakError, RulesError, SeedError
+from prodclone.marker import ADMIN_DB
 from prodclone.masking import keys
 
 # Emitted by prodclone_export when a new snapshot of the base is ready; its
@@ -27,7 +28,7 @@ def dsn_for(conn_id: str) -> str:
 
 def dsn_from_connection(c) -> str:
     params = {"host": c.host, "port": str(c.port) if c.port else None, "user": c.login,
-              "password": c.password, "dbname": c.schema or "postgres"}
+              "password": c.password, "dbname": c.schema or ADMIN_DB}
     extra = c.extra_dejson or {}
     for k in ("sslmode", "sslrootcert", "sslcert", "sslkey", "application_name"):
         if k in extra:

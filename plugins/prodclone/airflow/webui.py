@@ -10,7 +10,7 @@ access to prodclone_restore, acting needs permission to trigger the DAG.
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from prodclone.config import load_config
-from prodclone.drivers.base import CloneError, validate_env_name
+from prodclone.drivers.base import CloneError, max_extend_hours, validate_env_name
 from prodclone.freshness import freshness
 
 app = FastAPI(title="prodclone", description="Clones: environments and snapshots from prodclone's registry")
@@ -30,7 +30,7 @@ PAGE = Path(__file__).with_name("clones.html")
 def _driver():
     from airflow.models.connection import Connection
 
-    from prodclone.airflow_support import clone_driver, dsn_from_connection
+    from prodclone.airflow.support import clone_driver, dsn_from_connection
 
     cfg = load_config()
     if cfg.driver == "velero":  # its record is the namespaces: no base DSN needed
@@ -80,11 +80,6 @@ def _in_progress() -> dict[str, str]:
         runs = session.execute(select(DagRun.dag_id, DagRun.conf).where(
             DagRun.dag_id.in_(ACTIONS), DagRun.state.in_([DagRunState.QUEUED, DagRunState.RUNNING]))).all()
     return {conf["env"]: ACTIONS[dag_id] for dag_id, conf in runs if isinstance(conf, dict) and conf.get("env")}
-
-
-def max_extend_hours(expires_at: datetime, max_ttl_hours: int, now: datetime) -> int:
-    """Whole hours an env may still be extended by: the driver caps the new expiry at max_ttl_hours from now."""
-    return max(0, int((now + timedelta(hours=max_ttl_hours) - max(expires_at, now)).total_seconds() // 3600))
 
 
 def _max_ttl(cfg, profile_name: str) -> int:
@@ -254,7 +249,7 @@ def credentials(env: str, user: GetUserDep, response: Response) -> dict:
     from airflow.api_fastapi.auth.managers.models.resource_details import VariableDetails
     from airflow.models.variable import Variable
 
-    from prodclone.airflow_support import VariableSecrets
+    from prodclone.airflow.support import VariableSecrets
 
     key = VariableSecrets.key(_checked(env))
     if not get_auth_manager().is_authorized_variable(method="GET", details=VariableDetails(key=key), user=user):
