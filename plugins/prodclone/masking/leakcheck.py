@@ -97,6 +97,7 @@ def verify_export(storage, manifest: dict, source_dsn: str | None, rules: Rules,
                 raise ExportError(f"{f['path']}: does not match the manifest (checksum or row count); re-run the export")
             report.files += 1
             report.rows += rows
+    _coincidences(samples, manifest, report)
     if report.leaks:
         raise LeakError(
             "original values found in masked output: "
@@ -106,15 +107,43 @@ def verify_export(storage, manifest: dict, source_dsn: str | None, rules: Rules,
     return report
 
 
-class _Whole(set):
-    """Originals an output value is compared with as a whole."""
+class _Whole(dict):
+    """Originals an output value is compared with as a whole, each with its own masked value. A masked
+    value that equals an original is a coincidence, not a leak, when that original's own masked value
+    is in the output too (its rows were masked) and differs from it: a 5-digit postcode or a spliced
+    name masks to another real-looking one, and another row's may be this one."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[bytes] = set()  # masked values of sampled originals found in the output
+        self.pending: dict[bytes, int] = {}  # hits, until the whole output has been read
+
+    def add(self, original: bytes, rule) -> None:
+        self[original] = rule(original)
+        self.rule = rule
 
     def hits(self, value: bytes) -> list[bytes]:
-        return [value] if value in self else []
+        """None now: a hit is pending until ``leaks()`` knows whether the original's own rows were masked."""
+        if value in self.masked_values:
+            self.seen.add(value)
+        if value in self:
+            self.pending[value] = self.pending.get(value, 0) + 1
+        return []
+
+    @functools.cached_property
+    def masked_values(self) -> frozenset[bytes]:
+        return frozenset(self.values())
+
+    def leaks(self) -> int:
+        return sum(n for o, n in self.pending.items()
+                   if not self.rule.could_emit(o) and (self[o] == o or self[o] not in self.seen))
 
 
 class _Inside(set):
     """Originals found anywhere inside an output (identifiers in free text): one regex for them all."""
+
+    def add(self, original: bytes, rule) -> None:
+        set.add(self, original)
 
     @functools.cached_property
     def _pattern(self) -> re.Pattern:
@@ -122,6 +151,9 @@ class _Inside(set):
 
     def hits(self, value: bytes) -> list[bytes]:
         return self._pattern.findall(value)
+
+    def leaks(self) -> int:
+        return 0  # counted as they are found
 
 
 def _originals(tr, fields: set[bytes]) -> dict[str, _Whole | _Inside]:
@@ -131,7 +163,7 @@ def _originals(tr, fields: set[bytes]) -> dict[str, _Whole | _Inside]:
     for f in fields:
         for where, rule, v in tr.leak_values(f):
             for part in filter(None, rule.embedded(v)):
-                out.setdefault(where, _Inside() if rule.embeds else _Whole()).add(part)
+                out.setdefault(where, _Inside() if rule.embeds else _Whole()).add(part, rule)
     return out
 
 
@@ -150,3 +182,14 @@ def _scan(lines: list[bytes], cols: dict[int, dict[str, _Whole | _Inside]], mask
                 for _ in filter(lambda hit: not rule.could_emit(hit), originals.get(where, _NOTHING).hits(v)):
                     key = column_name(t["name"], name) + (f" at {where}" if where else "")
                     report.leaks[key] = report.leaks.get(key, 0) + 1
+
+
+def _coincidences(samples, manifest: dict, report: VerifyReport) -> None:
+    """Whole-value hits, once all the output is read: leaks unless they were coincidences."""
+    for t in manifest["tables"]:
+        for idx, by_where in samples.get(t["name"], {}).items():
+            for where, originals in by_where.items():
+                n = originals.leaks()
+                if n:
+                    key = column_name(t["name"], t["columns"][idx]) + (f" at {where}" if where else "")
+                    report.leaks[key] = report.leaks.get(key, 0) + n
