@@ -11,7 +11,7 @@ from psycopg import sql
 
 from prodclone.catalog import load_catalog
 from prodclone.db import dbname_of
-from prodclone.export import run_export
+from prodclone.export import run_export, verify_and_record
 from prodclone.masking.coverage import check
 from prodclone.masking.leakcheck import verify_export
 from prodclone.masking.rewriter import TableMasker
@@ -67,6 +67,7 @@ def test_scaffold_check_export_seed_arrays_and_remarks(own_db, new_db, tmp_path)
     manifest = run_export(own_db, rules, KEY, url)
     report = verify_export(open_storage(url), manifest, own_db, rules, KEY)
     assert not report.leaks and report.columns_checked == 3  # emails, remarks, codes
+    assert verify_and_record(open_storage(url), own_db, rules, KEY)  # what makes it seedable
     target = new_db("pct_arrbase")
     seed(url, target)
 

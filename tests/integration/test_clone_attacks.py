@@ -15,9 +15,10 @@ from prodclone import devpg, faults
 from prodclone.db import dbname_of, with_dbname
 from prodclone.drivers import postgres
 from prodclone.drivers.base import CloneError
-from prodclone.export import run_export
+from prodclone.export import run_export, verify_and_record
 from prodclone.masking.rules import load_rules
 from prodclone.seed import seed
+from prodclone.storage import open_storage
 from support import KEY, RULES, clone_env, clone_request, clone_url, drop_role, restore, role_flags, rows, server_state
 
 # The clone user's stand-in for a built-in the base role's sessions call unqualified: where it may create in a
@@ -145,6 +146,7 @@ def hostile_export(pg, sample_source, tmp_path_factory):
             c.execute(HOSTILE_SCHEMA)
         url = f"file://{tmp_path_factory.mktemp('hostile')}/exp"
         run_export(with_dbname(pg, name), load_rules(RULES), KEY.encode(), url)
+        assert verify_and_record(open_storage(url), with_dbname(pg, name), load_rules(RULES), KEY.encode())
         yield url
     finally:
         _as_superuser(pg, "DROP DATABASE {} WITH (FORCE)", name)

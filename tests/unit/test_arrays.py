@@ -149,7 +149,7 @@ def test_element_column_is_the_element_type_with_the_arrays_typmod():
 def test_scaffold_suggests_element_rules_from_sampled_elements():
     emails = Column("contacts", "text[]", False, base_type="text[]")
     assert suggest(emails, ["ann@corp.com", "bob@corp.com"]) == \
-        ({"transform": "elements", "rule": "email"}, "each element: values look like email addresses")
+        ({"transform": "elements", "rule": "email"}, "each element: values look like email addresses (2 of 2 sampled)")
     assert suggest(emails, ["red", "green"]) == ({"transform": "keep"}, "array, not personal by name or sampled elements")
     assert suggest(Column("grid", "integer[]", False, base_type="integer[]"), None)[0] == {"transform": "keep"}
     unique_words = Column("phones", "text[]", False, True, base_type="text[]")

@@ -71,3 +71,16 @@ def test_rules_check_refuses_templates_that_would_see_an_original():
     ):
         report = check(_catalog(), _rules(users, orders))
         assert not report.ok and expected in report.text(), report.text()
+
+
+def test_scaffolded_json_paths_are_independent_rules_not_yaml_aliases():
+    """Two personal keys of one kind must not share one rule object: the YAML writer would emit an anchor and
+    an alias, and editing one path's rule would silently change the other's."""
+    import yaml
+
+    from prodclone.masking.detect import suggest_json
+
+    rule, _why = suggest_json(["owner.email", "billing.email", "note"])
+    assert rule["paths"]["owner.email"] == rule["paths"]["billing.email"]
+    assert rule["paths"]["owner.email"] is not rule["paths"]["billing.email"]
+    assert "&" not in yaml.safe_dump(rule)

@@ -11,7 +11,8 @@ import yaml
 from psycopg import sql
 
 from prodclone.catalog import Catalog, Column, Table, column_name
-from prodclone.masking.detect import element_column, suggest, suggest_json
+from prodclone.masking.detect import element_column, identifies, suggest, suggest_json
+from prodclone.masking.evidence import IMAGE_HEAD, TableRole
 from prodclone.masking.transforms import trait
 
 HEADER = """\
@@ -88,17 +89,83 @@ def _sample_elements(conn, table: Table, column: str, n: int) -> list[str]:
     return [r[0] for r in conn.execute(query)]
 
 
-def scaffold(conn, catalog: Catalog, sample: int = 200, json_survey_rows: int = 100_000) -> str:
-    chosen: dict[tuple[str, str], tuple[dict, str]] = {}
+def _sample_heads(conn, table: Table, column: str, n: int) -> list[bytes]:
+    """The first IMAGE_HEAD bytes of up to ``n`` non-NULL bytea values: enough to see an image's magic number."""
+    col = sql.Identifier(column)
+    query = sql.SQL("SELECT substring({} FROM 1 FOR {}) FROM {} WHERE {} IS NOT NULL LIMIT {}").format(
+        col, sql.Literal(IMAGE_HEAD), table.scan, col, sql.Literal(int(n)))
+    return [bytes(r[0]) for r in conn.execute(query)]
+
+
+def _samples(conn, table: Table, col: Column, n: int) -> list | None:
+    """What scaffold reads of a column to judge it: text (dates as text too), the elements of a text array,
+    the first bytes of a bytea; None for other types or when sampling is off."""
+    if not n:
+        return None
+    if col.category in ("text", "temporal"):
+        return _sample_text(conn, table, col.name, n)
+    if col.category == "array" and element_column(col).category == "text":
+        return _sample_elements(conn, table, col.name, n)
+    if (col.base_type or col.type) == "bytea":
+        return _sample_heads(conn, table, col.name, n)
+    return None
+
+
+def _roles(catalog: Catalog, samples: dict[tuple[str, str], list | None]) -> dict[str, TableRole]:
+    """Each table's role: about people if it holds a direct identifier or contact (by name or values), or if a
+    foreign key makes each row belong to a table that does; otherwise catalogue."""
+    roles = {}
     for name, table in catalog.tables.items():
-        if table.reaches_out:  # never sampled: reading it would reach the other server
+        found = next(filter(None, (identifies(c, samples.get((name, c.name))) for c in table.columns)), None)
+        roles[name] = TableRole(people=f"table holds {found}", direct=True) if found else TableRole()
+    for name, table in catalog.tables.items():
+        owner = next((fk.ref_table for fk in table.foreign_keys
+                      if fk.ref_table != name and roles.get(fk.ref_table, TableRole()).direct), None)
+        if owner and not roles[name].people:
+            roles[name] = TableRole(people=f"rows refer to {owner}, which {roles[owner].people.removeprefix('table ')}")
+    return roles
+
+
+# An email built from the masked names needs room: the names, the domain, and the uniqueness tag.
+TEMPLATE_ROOM = 80
+
+
+def _coherent_emails(catalog: Catalog, chosen: dict[tuple[str, str], tuple[dict, str]]) -> None:
+    """Where a table masks a first name, a last name and an email, the email is built from the masked names
+    (unique, lower-case), so a masked row reads as one person. Not for an email that foreign keys reference
+    (they would have to repeat the template) or one too short to hold it."""
+    referenced = {(fk.ref_table, rc) for t in catalog.tables.values() for fk in t.foreign_keys for rc in fk.ref_columns}
+    for name, table in catalog.tables.items():
+        by_provider = {}
+        for col in table.columns:
+            rule = chosen.get((name, col.name), ({}, ""))[0]
+            if rule.get("transform") == "faker" and re.fullmatch(r"[A-Za-z_]\w*", col.name):
+                by_provider.setdefault(rule["provider"], col.name)
+        first, last = by_provider.get("first_name"), by_provider.get("last_name")
+        if not (first and last):
             continue
+        fks = {c for fk in table.foreign_keys for c in fk.columns}
+        for col in table.columns:
+            rule, why = chosen.get((name, col.name), ({}, ""))
+            roomy = col.typmod < 0 or col.typmod - 4 >= TEMPLATE_ROOM
+            if rule.get("transform") == "email" and roomy and col.name not in fks and (name, col.name) not in referenced:
+                chosen[(name, col.name)] = (
+                    {"transform": "template", "template": f"{{{first}}}.{{{last}}}@example.com", "lower": True,
+                     "unique": True},
+                    f"{why}; built from the masked {first} and {last} so a masked row stays one person")
+
+
+def scaffold(conn, catalog: Catalog, sample: int = 200, json_survey_rows: int = 100_000) -> str:
+    """The rules file: each column's rule from its name, its sampled values and its table's role, with why."""
+    readable = {name: table for name, table in catalog.tables.items() if not table.reaches_out}  # never sampled:
+    samples = {(name, col.name): _samples(conn, table, col, sample)  # reading it would reach the other server
+               for name, table in readable.items() for col in table.columns}
+    roles = _roles(catalog, samples)
+    chosen: dict[tuple[str, str], tuple[dict, str]] = {}
+    for name, table in readable.items():
         keys = set(table.primary_key) | {c for fk in table.foreign_keys for c in fk.columns}
         for col in table.columns:
-            samples = _sample_text(conn, table, col.name, sample) if col.category == "text" and sample else None
-            if col.category == "array" and element_column(col).category == "text" and sample:
-                samples = _sample_elements(conn, table, col.name, sample)
-            rule, why = suggest(col, samples, is_key=col.name in keys)
+            rule, why = suggest(col, samples[(name, col.name)], is_key=col.name in keys, role=roles[name])
             if col.category == "json" and json_survey_rows:
                 found, note = _survey_json(conn, table, col, json_survey_rows)
                 rule, why = found or (rule, why)
@@ -111,6 +178,7 @@ def scaffold(conn, catalog: Catalog, sample: int = 200, json_survey_rows: int = 
                 ref = chosen.get((fk.ref_table, rc))
                 if ref and trait(ref[0], "masks"):
                     chosen[(name, c)] = (ref[0], f"references {column_name(fk.ref_table, rc)}: same rule keeps the join")
+    _coherent_emails(catalog, chosen)
     out = [HEADER]
     for name, table in catalog.tables.items():
         if table.reaches_out:

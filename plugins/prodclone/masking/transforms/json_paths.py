@@ -11,6 +11,7 @@ from prodclone.errors import RulesError, UncoveredValue
 from prodclone.masking.copytext import NULL, decode, encode
 from prodclone.masking.transforms.base import Transform, register
 from prodclone.masking.transforms.outputs import Output
+from prodclone.masking.transforms.scrub import identifiers
 
 ITEM = None  # a path step into any element of an array: the '[*]' of 'items[*].email'
 
@@ -36,8 +37,15 @@ def _parse(path: str) -> tuple:
 
 def _show(path: tuple) -> str:
     """A document path as rules write it, shortened if a deep document makes it long."""
-    text = "".join("[*]" if p is ITEM else f".{p}" for p in path).lstrip(".") or "(the document itself)"
+    text = "".join("[*]" if p is ITEM else f".{_key(p)}" for p in path).lstrip(".") or "(the document itself)"
     return text if len(text) <= 200 else f"{text[:80]}...{text[-80:]} (depth {len(path)})"
+
+
+def _key(key: str) -> str:
+    """A key as reports show it. A key can be row data (a map from email addresses to roles): one holding an
+    identifier scrub finds is shown by its kinds only, so errors and alerts never carry it."""
+    kinds = sorted({kind for kind, _, _ in identifiers(key)})
+    return f"<a key holding {', '.join(kinds)}>" if kinds else key
 
 
 def _leaf_text(masked: str, was_string: bool) -> str:

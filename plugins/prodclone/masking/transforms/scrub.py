@@ -1,7 +1,7 @@
 """Mask the identifiers embedded in free text and nothing else: emails, phone numbers, card
-numbers, IBANs, IP addresses, secrets and tokens, and token-carrying URL parameters are each
-replaced by a keyed, deterministic value of the same shape; every other character of the text
-stays byte for byte. The detectors here are also scaffold's and the leak check's."""
+numbers, IBANs, IP addresses, secrets and tokens, token-carrying URL parameters and passwords in
+URLs are each replaced by a keyed, deterministic value of the same shape; every other character
+of the text stays byte for byte. The detectors here are also scaffold's and the leak check's."""
 
 from __future__ import annotations
 
@@ -104,6 +104,8 @@ _SECRET_PREFIXES = ("_live_", "_test_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", 
 # In priority order: where two overlap, the earlier wins (a token inside a URL is the URL parameter's).
 DETECTORS = (
     Detector("url_token", re.compile(rf"(?i)(?<=[?&;])(?:{_TOKEN_PARAMS})=(?P<v>[^&#;\s\"'<>]+)"), _always, _holds("=")),
+    Detector("url_password", re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s/:@\"'<>]*:(?P<v>[^\s/@\"'<>]+)@"), _always,
+             _holds("://")),
     Detector("jwt", re.compile(r"(?<![\w-])eyJ(?P<v>[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]{8,})"), _always, _holds("eyJ")),
     Detector("bearer", re.compile(r"(?i)\bbearer\s+(?P<v>[\w.~+/-]{16,}=*)"), _always, lambda text: "bearer" in text.lower()),
     Detector("secret", re.compile(r"\b(?:(?:sk|rk|pk)_(?:live|test)_|gh[pousr]_|github_pat_|xox[abposr]-)(?P<v>[\w-]{10,})"
@@ -117,7 +119,7 @@ DETECTORS = (
              re.compile(r":[0-9A-Fa-f]{0,4}:").search),
     Detector("ipv4", re.compile(r"(?<![\d.])(?P<v>(?:\d{1,3}\.){3}\d{1,3})(?!\.?\d)"), _parses(ipaddress.IPv4Address),
              re.compile(r"\d\.\d").search),
-    Detector("phone", re.compile(r"(?<![\w+-])(?P<v>\+\d{7,15}|(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,5}(?:[ .-]\d{1,5}){1,5})"
+    Detector("phone", re.compile(r"(?<![\w+-])(?P<v>\+\d{7,15}|(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,8}(?:[ .-]\d{1,8}){1,5})"
                                  r"(?![\w:-])"), _phone, _DIGIT),
     Detector("token", re.compile(r"(?<![\w+/=-])(?P<v>[\w+/-]{32,}={0,2})(?![\w+/=-])"), _high_entropy, _DIGIT),
 )
@@ -172,8 +174,8 @@ def _regroup(digits: str, like: str) -> str:
 class Scrub(Transform):
     name = "scrub"
     description = ("Free text: rewrite only the identifiers inside it (emails, phones, card numbers, IBANs, IP "
-                   "addresses, secrets and tokens, token URL parameters), each to a keyed value of the same shape; "
-                   "the rest of the text stays byte for byte. An email becomes what the email rule makes of it.")
+                   "addresses, secrets and tokens, token URL parameters, passwords in URLs), each to a keyed value of "
+                   "the same shape; the rest of the text stays byte for byte. An email becomes what the email rule makes of it.")
     examples = ({"transform": "scrub"},)
     categories = frozenset({"text"})
     can_be_unique = False  # text around two different identifiers may become equal
