@@ -1,7 +1,8 @@
 """After an export: prove that sampled original values of masked columns do
 not appear in the masked output, and that every file matches the manifest.
 
-Samples come straight from the source and stay in memory; reports name the
+Samples come straight from the source, from the rows the export's subset
+filter kept, and stay in memory; reports name the
 column and a count, never a value. Coincidences a transform can produce
 without seeing the input (a Faker pool that happens to hold "John") are not
 leaks. Which columns are compared, and which parts of their values, is each
@@ -24,11 +25,12 @@ from dataclasses import dataclass, field
 from psycopg import sql
 
 from prodclone.catalog import Table, column_name, load_catalog
-from prodclone.db import connect_source
+from prodclone.db import connect_source, pin_search_path
 from prodclone.errors import ExportError, LeakError
 from prodclone.masking.copytext import NULL
 from prodclone.masking.rewriter import TableMasker
 from prodclone.masking.rules import Rules
+from prodclone.subset import Subsetter
 
 
 @dataclass
@@ -45,11 +47,15 @@ class VerifyReport:
         return s + (f"; LEAKS: {self.leaks}" if self.leaks else "; no leaks")
 
 
-def _sample(conn, table: Table, column: str, n: int) -> set[bytes]:
-    pct = min(100.0, max(0.01, 100.0 * n * 5 / max(table.est_rows, 1)))
-    col = sql.Identifier(column)
-    query = sql.SQL("COPY (SELECT {} FROM {} TABLESAMPLE BERNOULLI ({}) WHERE {} IS NOT NULL LIMIT {}) TO STDOUT").format(
-        col, table.scan, sql.Literal(pct), col, sql.Literal(int(n)))
+def _sample(conn, table: Table, column: str, n: int, where: sql.Composable | None, exported: int) -> set[bytes]:
+    """Up to ``n`` originals from the rows the export wrote: ``where`` is the export's subset filter on ``t0``
+    (a filtered-out original has no masked twin to prove it was masked), and the sampling rate is set from the
+    ``exported`` row count, so a small subset of a big table still yields its share of samples."""
+    pct = min(100.0, max(0.01, 100.0 * n * 5 / max(exported, 1)))
+    col = sql.Identifier("t0", column)
+    conds = [sql.SQL("{} IS NOT NULL").format(col)] + ([] if where is None else [where])
+    query = sql.SQL("COPY (SELECT {} FROM {} t0 TABLESAMPLE BERNOULLI ({}) WHERE {} LIMIT {}) TO STDOUT").format(
+        col, table.scan, sql.Literal(pct), sql.SQL(" AND ").join(conds), sql.Literal(int(n)))
     with conn.cursor().copy(query) as copy:
         return {bytes(row)[:-1] for row in copy}
 
@@ -63,16 +69,20 @@ def verify_export(storage, manifest: dict, source_dsn: str | None, rules: Rules,
     if source_dsn:
         with connect_source(source_dsn) as conn:
             catalog = load_catalog(conn)
+            subsetter = Subsetter(catalog, rules)
+            pin_search_path(conn)  # the subset filter resolves names as it did in the export
             for t in manifest["tables"]:
                 table = catalog.tables.get(t["name"])
                 if table is None or not t["files"]:
                     continue
                 masker = maskers[t["name"]] = TableMasker(table, rules, key)
+                where = subsetter.filter_sql(t["name"])
+                exported = sum(f["rows"] for f in t["files"])
                 cols = {}
                 for idx, name in enumerate(t["columns"]):
                     tr = masker.transforms.get(name)
                     if tr is not None and tr.leak_checked:
-                        cols[idx] = _originals(tr, _sample(conn, table, name, sample_size))
+                        cols[idx] = _originals(tr, _sample(conn, table, name, sample_size, where, exported))
                         report.samples += sum(map(len, cols[idx].values()))
                 if cols:
                     samples[t["name"]] = cols
