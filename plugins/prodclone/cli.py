@@ -81,9 +81,30 @@ def _rules_check(a) -> int:
 
     rules = load_rules(a.rules)
     with connect_source(a.source) as conn:
-        report = check(load_catalog(conn), rules)
-    print(report.text())
-    return EXIT_OK if report.ok else EXIT_FAILED
+        catalog = load_catalog(conn)
+        report = check(catalog, rules)
+        print(report.text())
+        if not report.ok or not a.stats:
+            return EXIT_OK if report.ok else EXIT_FAILED
+        return _stats_check(conn, catalog, rules, a.stats_rows)
+
+
+def _stats_check(conn, catalog, rules, rows: int) -> int:
+    """Source and masked statistics per masked column, from one sample; exit 1 if any is out of bounds.
+    Without $PRODCLONE_MASKING_KEY a throwaway key masks: the shape does not depend on which key."""
+    import secrets
+
+    from prodclone.masking import keys
+    from prodclone.masking.stats import check_shapes
+
+    key = keys.load_key() if os.environ.get(keys.KEY_ENV) else secrets.token_urlsafe(32).encode()
+    reports = check_shapes(conn, catalog, rules, key, rows)
+    for r in reports:
+        print(r.line())
+    bad = [r for r in reports if r.problems]
+    print(f"statistics: {len(reports) - len(bad)} of {len(reports)} masked columns within bounds (distinct ±10%, "
+          f"nulls exact, width ±20%, most common value ±10%; sample of up to {rows} rows per table)")
+    return EXIT_FAILED if bad else EXIT_OK
 
 
 def _rules_preview(a) -> int:
@@ -238,6 +259,9 @@ def parser() -> argparse.ArgumentParser:
     s = rules.add_parser("check", help="fail (exit 1) if any column has no rule or a rule names nothing")
     s.add_argument("--source", required=True)
     s.add_argument("--rules", required=True)
+    s.add_argument("--stats", action="store_true", help="also mask a sample of each table and fail (exit 1) if a "
+                   "masked column's distinct values, nulls, width or most common value move out of bounds")
+    s.add_argument("--stats-rows", type=int, default=30_000, metavar="N", help="rows sampled per table (default 30000)")
     s.set_defaults(fn=_rules_check)
     s = rules.add_parser("preview", help="original and masked values side by side for real rows")
     s.add_argument("--source", required=True)

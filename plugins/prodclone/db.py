@@ -50,6 +50,12 @@ def connect(dsn: str, *, role: str, autocommit: bool = False, **kwargs) -> psyco
         ) from None
 
 
+def pin_search_path(conn) -> None:
+    """For the rest of the (snapshot) transaction, unqualified names in a rules ``where`` resolve
+    to built-ins only: the source schema cannot shadow lower() or = with its own."""
+    conn.execute("SET LOCAL search_path = pg_catalog")
+
+
 # Settings no source can change for prodclone's sessions (a database or role default loses to these):
 # row-level security off, so a policy can neither run its code as the exporter nor hide rows without
 # an error; standard strings, so a `where` means what pglast parsed (a backslash is not an escape).

@@ -35,7 +35,7 @@ from psycopg import sql
 
 from prodclone import __version__
 from prodclone.catalog import Catalog, Table, load_catalog, split_qualified
-from prodclone.db import connect_source
+from prodclone.db import connect_source, pin_search_path
 from prodclone.errors import ExportError, LeakError
 from prodclone.masking import keys
 from prodclone.masking.coverage import ensure_covered
@@ -117,12 +117,6 @@ def point_in_time(conn, mode: str = "live", export_snapshot: bool = True) -> Sou
 
 def open_snapshot_tx(conn) -> None:
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-
-
-def pin_search_path(conn) -> None:
-    """For the rest of the snapshot transaction, unqualified names in a rules ``where`` resolve
-    to built-ins only: the source schema cannot shadow lower() or = with its own."""
-    conn.execute("SET LOCAL search_path = pg_catalog")
 
 
 def plan_units(conn, catalog: Catalog, rules: Rules, split_rows: int = SPLIT_ROWS) -> list[Unit]:

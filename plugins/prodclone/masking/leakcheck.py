@@ -1,7 +1,8 @@
 """After an export: prove that sampled original values of masked columns do
 not appear in the masked output, and that every file matches the manifest.
 
-Samples come straight from the source and stay in memory; reports name the
+Samples come straight from the source, from the rows the export's subset
+filter kept, and stay in memory; reports name the
 column and a count, never a value. Coincidences a transform can produce
 without seeing the input (a Faker pool that happens to hold "John") are not
 leaks. Which columns are compared, and which parts of their values, is each
@@ -24,11 +25,12 @@ from dataclasses import dataclass, field
 from psycopg import sql
 
 from prodclone.catalog import Table, column_name, load_catalog
-from prodclone.db import connect_source
+from prodclone.db import connect_source, pin_search_path
 from prodclone.errors import ExportError, LeakError
 from prodclone.masking.copytext import NULL
 from prodclone.masking.rewriter import TableMasker
 from prodclone.masking.rules import Rules
+from prodclone.subset import Subsetter
 
 
 @dataclass
@@ -45,11 +47,15 @@ class VerifyReport:
         return s + (f"; LEAKS: {self.leaks}" if self.leaks else "; no leaks")
 
 
-def _sample(conn, table: Table, column: str, n: int) -> set[bytes]:
-    pct = min(100.0, max(0.01, 100.0 * n * 5 / max(table.est_rows, 1)))
-    col = sql.Identifier(column)
-    query = sql.SQL("COPY (SELECT {} FROM {} TABLESAMPLE BERNOULLI ({}) WHERE {} IS NOT NULL LIMIT {}) TO STDOUT").format(
-        col, table.scan, sql.Literal(pct), col, sql.Literal(int(n)))
+def _sample(conn, table: Table, column: str, n: int, where: sql.Composable | None, exported: int) -> set[bytes]:
+    """Up to ``n`` originals from the rows the export wrote: ``where`` is the export's subset filter on ``t0``
+    (a filtered-out original has no masked twin to prove it was masked), and the sampling rate is set from the
+    ``exported`` row count, so a small subset of a big table still yields its share of samples."""
+    pct = min(100.0, max(0.01, 100.0 * n * 5 / max(exported, 1)))
+    col = sql.Identifier("t0", column)
+    conds = [sql.SQL("{} IS NOT NULL").format(col)] + ([] if where is None else [where])
+    query = sql.SQL("COPY (SELECT {} FROM {} t0 TABLESAMPLE BERNOULLI ({}) WHERE {} LIMIT {}) TO STDOUT").format(
+        col, table.scan, sql.Literal(pct), sql.SQL(" AND ").join(conds), sql.Literal(int(n)))
     with conn.cursor().copy(query) as copy:
         return {bytes(row)[:-1] for row in copy}
 
@@ -63,16 +69,20 @@ def verify_export(storage, manifest: dict, source_dsn: str | None, rules: Rules,
     if source_dsn:
         with connect_source(source_dsn) as conn:
             catalog = load_catalog(conn)
+            subsetter = Subsetter(catalog, rules)
+            pin_search_path(conn)  # the subset filter resolves names as it did in the export
             for t in manifest["tables"]:
                 table = catalog.tables.get(t["name"])
                 if table is None or not t["files"]:
                     continue
                 masker = maskers[t["name"]] = TableMasker(table, rules, key)
+                where = subsetter.filter_sql(t["name"])
+                exported = sum(f["rows"] for f in t["files"])
                 cols = {}
                 for idx, name in enumerate(t["columns"]):
                     tr = masker.transforms.get(name)
                     if tr is not None and tr.leak_checked:
-                        cols[idx] = _originals(tr, _sample(conn, table, name, sample_size))
+                        cols[idx] = _originals(tr, _sample(conn, table, name, sample_size, where, exported))
                         report.samples += sum(map(len, cols[idx].values()))
                 if cols:
                     samples[t["name"]] = cols
@@ -97,6 +107,7 @@ def verify_export(storage, manifest: dict, source_dsn: str | None, rules: Rules,
                 raise ExportError(f"{f['path']}: does not match the manifest (checksum or row count); re-run the export")
             report.files += 1
             report.rows += rows
+    _coincidences(samples, manifest, report)
     if report.leaks:
         raise LeakError(
             "original values found in masked output: "
@@ -106,15 +117,43 @@ def verify_export(storage, manifest: dict, source_dsn: str | None, rules: Rules,
     return report
 
 
-class _Whole(set):
-    """Originals an output value is compared with as a whole."""
+class _Whole(dict):
+    """Originals an output value is compared with as a whole, each with its own masked value. A masked
+    value that equals an original is a coincidence, not a leak, when that original's own masked value
+    is in the output too (its rows were masked) and differs from it: a 5-digit postcode or a spliced
+    name masks to another real-looking one, and another row's may be this one."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[bytes] = set()  # masked values of sampled originals found in the output
+        self.pending: dict[bytes, int] = {}  # hits, until the whole output has been read
+
+    def add(self, original: bytes, rule) -> None:
+        self[original] = rule(original)
+        self.rule = rule
 
     def hits(self, value: bytes) -> list[bytes]:
-        return [value] if value in self else []
+        """None now: a hit is pending until ``leaks()`` knows whether the original's own rows were masked."""
+        if value in self.masked_values:
+            self.seen.add(value)
+        if value in self:
+            self.pending[value] = self.pending.get(value, 0) + 1
+        return []
+
+    @functools.cached_property
+    def masked_values(self) -> frozenset[bytes]:
+        return frozenset(self.values())
+
+    def leaks(self) -> int:
+        return sum(n for o, n in self.pending.items()
+                   if not self.rule.could_emit(o) and (self[o] == o or self[o] not in self.seen))
 
 
 class _Inside(set):
     """Originals found anywhere inside an output (identifiers in free text): one regex for them all."""
+
+    def add(self, original: bytes, rule) -> None:
+        set.add(self, original)
 
     @functools.cached_property
     def _pattern(self) -> re.Pattern:
@@ -122,6 +161,9 @@ class _Inside(set):
 
     def hits(self, value: bytes) -> list[bytes]:
         return self._pattern.findall(value)
+
+    def leaks(self) -> int:
+        return 0  # counted as they are found
 
 
 def _originals(tr, fields: set[bytes]) -> dict[str, _Whole | _Inside]:
@@ -131,7 +173,7 @@ def _originals(tr, fields: set[bytes]) -> dict[str, _Whole | _Inside]:
     for f in fields:
         for where, rule, v in tr.leak_values(f):
             for part in filter(None, rule.embedded(v)):
-                out.setdefault(where, _Inside() if rule.embeds else _Whole()).add(part)
+                out.setdefault(where, _Inside() if rule.embeds else _Whole()).add(part, rule)
     return out
 
 
@@ -150,3 +192,14 @@ def _scan(lines: list[bytes], cols: dict[int, dict[str, _Whole | _Inside]], mask
                 for _ in filter(lambda hit: not rule.could_emit(hit), originals.get(where, _NOTHING).hits(v)):
                     key = column_name(t["name"], name) + (f" at {where}" if where else "")
                     report.leaks[key] = report.leaks.get(key, 0) + 1
+
+
+def _coincidences(samples, manifest: dict, report: VerifyReport) -> None:
+    """Whole-value hits, once all the output is read: leaks unless they were coincidences."""
+    for t in manifest["tables"]:
+        for idx, by_where in samples.get(t["name"], {}).items():
+            for where, originals in by_where.items():
+                n = originals.leaks()
+                if n:
+                    key = column_name(t["name"], t["columns"][idx]) + (f" at {where}" if where else "")
+                    report.leaks[key] = report.leaks.get(key, 0) + n
