@@ -231,7 +231,10 @@ def test_hostile_pii_through_scaffold_check_export_seed_and_clone(source, base_r
         "contactEmail": {"transform": "email"}, "dob": {"transform": "date_shift", "days": 180},
         "nested.deep.email": {"transform": "email"}, "newsletter": {"transform": "keep"},
         "plan": {"transform": "keep"}, "ssn": {"transform": "hash", "length": 24}, "tags[*]": {"transform": "keep"}}
-    assert (chosen["login_email"], chosen["tier"], chosen["id"]) == ("email", "keep", "keep")
+    # first name, last name and email in one table: the email is built from the masked names, so rows stay coherent
+    assert chosen["login_email"] == {"transform": "template", "template": "{first_name}.{last_name}@example.com",
+                                     "lower": True, "unique": True}
+    assert (chosen["tier"], chosen["id"]) == ("keep", "keep")
     rules.write_text(_edit_draft(draft, KEEP_COMMENTS, []))
     assert _run(capsys, "rules", "check", "--source", source, "--rules", str(rules))[0] == 0
 

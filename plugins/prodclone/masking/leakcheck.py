@@ -129,7 +129,8 @@ class _Whole(dict):
         self.pending: dict[bytes, int] = {}  # hits, until the whole output has been read
 
     def add(self, original: bytes, rule) -> None:
-        self[original] = rule(original)
+        # A row-level rule (template) has no masked value of its own input: every hit of it counts.
+        self[original] = None if rule.row_level else rule(original)
         self.rule = rule
 
     def hits(self, value: bytes) -> list[bytes]:
@@ -142,7 +143,7 @@ class _Whole(dict):
 
     @functools.cached_property
     def masked_values(self) -> frozenset[bytes]:
-        return frozenset(self.values())
+        return frozenset(v for v in self.values() if v is not None)
 
     def leaks(self) -> int:
         return sum(n for o, n in self.pending.items()
