@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from prodclone import faults, marker, roles
@@ -381,14 +381,19 @@ def _give_public(dsn: str, owner: str) -> None:
             conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(owner)))
 
 
+_NO_PARALLEL = "-c max_parallel_maintenance_workers=0 -c max_parallel_workers_per_gather=0"
+
+
 def _connect_as_owner(admin, dsn: str, owner: str):
     """A session in staging as ``owner``, which can log in only for the moment it takes to open it."""
     _give_public(dsn, owner)
     with roles.login_once(admin, owner) as once:
         faults.fault_point("seed.owner_login")
         try:
-            return connect(catalog_only(make_conninfo(dsn, user=owner, password=once)), role="staging",
-                           autocommit=True)
+            # No parallel workers: on PostgreSQL < 17 they re-check rolcanlogin and refuse a NOLOGIN role.
+            options = " ".join(filter(None, [conninfo_to_dict(dsn).get("options"), _NO_PARALLEL]))
+            return connect(catalog_only(make_conninfo(dsn, user=owner, password=once, options=options)),
+                           role="staging", autocommit=True)
         except ConnectionFailed as exc:
             raise SeedError(f"{exc} Seed loads the export as the base's owner role {owner!r}, logging in with a "
                             f"one-time password: pg_hba.conf must let it log in with a password from this host, "
