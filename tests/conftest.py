@@ -94,6 +94,15 @@ def new_db(pg):
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name + suffix)))
 
 
+@pytest.fixture
+def own_db(base_role, new_db):
+    """A database the base role (CREATEDB only, password auth) created and owns: its DSN."""
+    name = dbname_of(new_db("pct_own"))
+    with psycopg.connect(base_role(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return base_role(name)
+
+
 @pytest.fixture(scope="session")
 def sample_source(pg):
     """The sample production database (read-only for tests: copy it to change it)."""

@@ -6,11 +6,8 @@ arrays of every shape load."""
 import re
 
 import psycopg
-import pytest
-from psycopg import sql
 
 from prodclone.catalog import load_catalog
-from prodclone.db import dbname_of
 from prodclone.export import run_export, verify_and_record
 from prodclone.masking.coverage import check
 from prodclone.masking.leakcheck import verify_export
@@ -24,14 +21,6 @@ from support import rows
 
 KEY = b"r" * 40
 AWKWARD = ["a,b", 'q"x', "back\\slash", "{", "}", " lead", "tab\there", "line\nbreak", "NULL", "", "ünï€", "semi;colon"]
-
-
-@pytest.fixture
-def own_db(base_role, new_db):
-    name = dbname_of(new_db("pct_arr"))
-    with psycopg.connect(base_role(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return base_role(name)
 
 
 def _remark(i: int) -> str:

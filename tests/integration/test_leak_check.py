@@ -5,9 +5,7 @@ are sampled."""
 
 import psycopg
 import pytest
-from psycopg import sql
 
-from prodclone.db import dbname_of
 from prodclone.errors import LeakError
 from prodclone.export import run_export
 from prodclone.masking.leakcheck import verify_export
@@ -16,14 +14,6 @@ from prodclone.masking.transforms import REGISTRY, Transform
 from prodclone.storage import open_storage
 
 KEY = b"l" * 40
-
-
-@pytest.fixture
-def own_db(base_role, new_db):
-    name = dbname_of(new_db("pct_leak"))
-    with psycopg.connect(base_role(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return base_role(name)
 
 
 class _Identity(Transform):

@@ -18,15 +18,6 @@ from prodclone.masking.rules import parse_rules
 KEY = b"k" * 40
 
 
-@pytest.fixture
-def own_db(base_role, new_db):
-    """A database the base role (CREATEDB only, password auth) created and owns: its DSN."""
-    name = dbname_of(new_db("pct_pii"))
-    with psycopg.connect(base_role(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return base_role(name)
-
-
 def round_trip(dsn: str, ddl: str, values: list[tuple], rules_columns: str) -> tuple[list[tuple], list[tuple]]:
     """Create public.src from ``ddl`` (its first column orders rows) holding ``values``; mask it with
     ``rules_columns`` (a YAML flow mapping) into an identical table; return (source rows, masked rows),
