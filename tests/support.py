@@ -128,3 +128,13 @@ def server_state(pg: str) -> dict:
                    "pg_catalog.shobj_description(d.oid, 'pg_database'), (SELECT setconfig::text FROM pg_db_role_setting s "
                    "WHERE s.setdatabase = d.oid AND s.setrole = 0) FROM pg_database d ORDER BY 1")
     return {"roles": roles, "members": members, "databases": dbs}
+
+
+def assert_refused(conn, statements: list[str], **names: str) -> None:
+    """Each statement (``{name}`` placeholders filled with quoted identifiers) fails with permission denied."""
+    import pytest
+
+    idents = {k: sql.Identifier(v) for k, v in names.items()}
+    for stmt in statements:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(sql.SQL(stmt).format(**idents))

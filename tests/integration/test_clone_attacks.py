@@ -21,7 +21,19 @@ from prodclone.marker import marked_as
 from prodclone.masking.rules import load_rules
 from prodclone.seed import owner_role, seed
 from prodclone.storage import open_storage
-from support import KEY, RULES, clone_env, clone_request, clone_url, drop_role, restore, role_flags, rows, server_state
+from support import (
+    KEY,
+    RULES,
+    assert_refused,
+    clone_env,
+    clone_request,
+    clone_url,
+    drop_role,
+    restore,
+    role_flags,
+    rows,
+    server_state,
+)
 
 # The clone user's stand-in for a built-in the base role's sessions call unqualified: where it may create in a
 # schema on their search_path, a better-matching overload wins over pg_catalog's. It records who ran it, tries
@@ -352,12 +364,9 @@ def test_a_clone_user_gets_no_server_side_power(clones, pg):
         "CREATE EVENT TRIGGER e ON ddl_command_start EXECUTE FUNCTION pg_catalog.pg_backup_stop()",
         "SET session_replication_role = replica", "CREATE DATABASE pct_x", "CREATE ROLE pct_x",
     ]
-    idents = {"base": sql.Identifier(base_user), "env": sql.Identifier(env)}
     for db in (env, "postgres"):
         with psycopg.connect(psycopg.conninfo.make_conninfo(url, dbname=db), autocommit=True) as c:
-            for stmt in refused:
-                with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                    c.execute(sql.SQL(stmt).format(**idents))
+            assert_refused(c, refused, base=base_user, env=env)
             # Another role's query text (a hook's or a password change's) is hidden from it.
             with psycopg.connect(clones.base_dsn) as other:
                 other.execute("SELECT 'prodclone-base-session'")
@@ -366,7 +375,7 @@ def test_a_clone_user_gets_no_server_side_power(clones, pg):
     # Role-level settings naming the base role are stored, but a login only warns and stays the clone role.
     with psycopg.connect(url, autocommit=True) as c:
         for setting in ("role", "session_authorization"):
-            c.execute(sql.SQL("ALTER ROLE CURRENT_USER SET {} = {}").format(sql.Identifier(setting), idents["base"]))
+            c.execute(sql.SQL("ALTER ROLE CURRENT_USER SET {} = {}").format(sql.Identifier(setting), sql.Identifier(base_user)))
     assert rows(url, "SELECT current_user, session_user") == [(env, env)]
     clones.teardown(env)
 
