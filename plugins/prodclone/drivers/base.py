@@ -7,13 +7,23 @@ from Velero backups). Everything driver-specific stays behind these methods.
 
 from __future__ import annotations
 
+import logging
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote
 
 from prodclone.errors import ProdcloneError
+
+if TYPE_CHECKING:
+    from prodclone.config import Config
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIXES = ("preview", "loadtest")  # also the profile names
 ENV_PATTERN = r"^(preview|loadtest)-[a-z0-9-]+$"
@@ -81,10 +91,36 @@ def extended_expiry(env: Environment, hours: int, max_ttl_hours: int, now: datet
     return wanted
 
 
+class Status(StrEnum):
+    """A snapshot's or an environment's state. Its values are what registries, XCom, JSON and the Clones page
+    carry, so ``Status.READY == "ready"`` and ``json.dumps`` writes ``"ready"``."""
+
+    CREATING = "creating"
+    READY = "ready"
+    FAILED = "failed"
+    DELETING = "deleting"  # environments only: a teardown has started
+
+
+@dataclass(frozen=True)
+class WaitSpec:
+    """What a deferrable wait polls before ``finish_snapshot``/``finish_restore``: a Velero Backup or Restore
+    (``resource`` "backups" or "restores") in ``namespace``, until it reaches a terminal phase or ``timeout``
+    seconds have passed."""
+
+    resource: Literal["backups", "restores"]
+    namespace: str
+    name: str
+    timeout: float
+
+    @property
+    def what(self) -> str:
+        return f"Velero {self.resource[:-1]} {self.namespace}/{self.name}"
+
+
 @dataclass
 class Snapshot:
     id: str
-    status: str  # creating | ready | failed
+    status: Status
     created_at: datetime
     run_id: str = ""
     export: str = ""
@@ -92,8 +128,12 @@ class Snapshot:
     rules_sha256: str = ""
     used_by: list[str] = field(default_factory=list)
 
+    def __post_init__(self):
+        self.status = Status(self.status)
+
     def as_dict(self) -> dict:
         d = asdict(self)
+        d["status"] = self.status.value
         d["created_at"] = self.created_at.isoformat()
         return d
 
@@ -103,7 +143,7 @@ class Environment:
     name: str
     profile: str
     snapshot: str
-    status: str  # creating | ready | failed | deleting
+    status: Status
     requested_by: str
     pr: int | None
     created_at: datetime
@@ -112,8 +152,23 @@ class Environment:
     updated_at: datetime | None = None
     clone_seconds: float | None = None
 
+    def __post_init__(self):
+        self.status = Status(self.status)
+
+    def made_by(self, run_id: str) -> bool:
+        """Whether run ``run_id`` created this env (else that run found it already there, healthy)."""
+        return self.run_id == run_id
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Environment:
+        """The inverse of ``as_dict`` (what XCom carries between tasks)."""
+        times = {k: datetime.fromisoformat(d[k]) if d.get(k) else None
+                 for k in ("created_at", "expires_at", "updated_at")}
+        return cls(**{**d, **times})
+
     def as_dict(self) -> dict:
         d = asdict(self)
+        d["status"] = self.status.value
         for k in ("created_at", "expires_at", "updated_at"):
             d[k] = d[k].isoformat() if d[k] else None
         return d
@@ -205,31 +260,81 @@ class MemorySecrets(SecretStore):
         return "this process's memory (tests and CLI only)"
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 class CloneDriver(ABC):
-    """What the DAGs call. Every method is safe to retry."""
+    """What the DAGs call. Every method is safe to retry.
+
+    The policy both drivers share lives here, with one set of messages: which snapshot ``latest`` is, the
+    extend cap (read from the env's own profile), when a half-made env counts as stale, what is due for
+    teardown, and marking a step failed when it raises. The drivers implement the mechanics below them.
+    """
+
+    cfg: Config
+
+    # -- snapshots ------------------------------------------------------------------
 
     @abstractmethod
-    def snapshot(self, run_id: str, export: str = "", rows: int = 0, rules_sha256: str = "") -> Snapshot:
-        """Snapshot the freshly seeded base; a retry of the same run reuses its snapshot."""
-
     def begin_snapshot(self, run_id: str, export: str = "", rows: int = 0, rules_sha256: str = "") -> str:
-        """Start the snapshot and return its id; drivers whose snapshot is slow return before it is done."""
-        return self.snapshot(run_id, export, rows, rules_sha256).id
+        """Start snapshotting the freshly seeded base and return the snapshot's id; a retry of the same run
+        returns the same id. A driver whose snapshot is slow returns before it is done (see ``wait_spec``)."""
 
-    def wait_spec(self, what: str, name: str) -> dict | None:
-        """What a deferrable wait should poll before `snapshot`/`finish_restore` ("snapshot" or "restore");
-        None when there is nothing to wait for."""
+    @abstractmethod
+    def finish_snapshot(self, run_id: str) -> Snapshot:
+        """The run's snapshot, checked and ready; raises CloneError when it failed or holds no usable data."""
+
+    def snapshot(self, run_id: str, export: str = "", rows: int = 0, rules_sha256: str = "") -> Snapshot:
+        """Both steps in one call, waiting in this process (the CLI, the demo and tests)."""
+        self.begin_snapshot(run_id, export, rows, rules_sha256)
+        return self.finish_snapshot(run_id)
+
+    def wait_spec(self, what: Literal["snapshot", "restore"], name: str) -> WaitSpec | None:
+        """What a deferrable wait should poll before ``finish_snapshot`` (``name``: the snapshot id) or
+        ``finish_restore`` (``name``: the env); None when there is nothing to wait for."""
         return None
 
     @abstractmethod
     def snapshots(self) -> list[Snapshot]:
         """Every snapshot, newest first."""
 
+    def _unusable(self, snap: Snapshot) -> str | None:
+        """Why ``snap`` cannot be restored, said after its id ("is PartiallyFailed ..."), when the driver knows
+        more than its status (None: nothing more). Drivers that check a snapshot late do it here."""
+        return None
+
     def latest_snapshot(self) -> Snapshot:
-        for s in self.snapshots():
-            if s.status == "ready":
-                return s
-        raise CloneError("there is no ready snapshot yet: run prodclone_export first")
+        """The newest ready snapshot: what ``latest`` restores."""
+        return self.resolve_snapshot("latest")
+
+    def resolve_snapshot(self, wanted: str) -> Snapshot:
+        """``latest`` (the newest ready, usable snapshot) or the snapshot of that id, if it can be restored."""
+        snaps = self.snapshots()
+        if wanted == "latest":
+            for s in snaps:
+                if s.status == Status.READY and self._unusable(s) is None:
+                    return s
+            raise CloneError("there is no ready snapshot yet: run prodclone_export first")
+        snap = next((s for s in snaps if s.id == wanted), None)
+        if snap is None:
+            ready = [s.id for s in snaps if s.status == Status.READY][:5]
+            raise CloneError(f"snapshot {wanted!r} does not exist; ready snapshots: {', '.join(ready) or 'none'} "
+                             f"(or use 'latest')")
+        if snap.status == Status.CREATING:
+            raise CloneBusy(f"snapshot {wanted!r} is still being created by export run {snap.run_id}; "
+                            f"retry when it is ready, or use 'latest'")
+        why = self._unusable(snap)
+        if why or snap.status != Status.READY:
+            raise CloneError(f"snapshot {wanted!r} {why or 'failed during the export and cannot be restored'}; "
+                             f"use 'latest'")
+        return snap
+
+    @abstractmethod
+    def prune_snapshots(self, keep: int) -> list[str]:
+        """Delete snapshots beyond the newest ``keep`` ready ones, except any a live env uses."""
+
+    # -- environments -----------------------------------------------------------------
 
     @abstractmethod
     def begin_restore(self, req: RestoreRequest, run_id: str) -> Environment:
@@ -237,8 +342,11 @@ class CloneDriver(ABC):
         already healthy is returned as is (idempotent) unless ``req.replace``."""
 
     @abstractmethod
-    def finish_restore(self, env: str, run_id: str, hooks: tuple[str, ...] = ()) -> Environment:
-        """Run the profile's post-restore hooks, then mark the env ready."""
+    def finish_restore(self, env: str, run_id: str, hooks: tuple[str, ...] | None = None) -> Environment:
+        """Run the post-restore hooks (None: the env's profile's post_restore_sql), then mark the env ready."""
+
+    def _post_restore_sql(self, env: Environment, hooks: tuple[str, ...] | None) -> tuple[str, ...]:
+        return self.cfg.profile(env.profile).post_restore_sql if hooks is None else hooks
 
     @abstractmethod
     def connection(self, env: str) -> Connection:
@@ -248,18 +356,72 @@ class CloneDriver(ABC):
     def environments(self) -> list[Environment]:
         """Every environment the driver created, newest first."""
 
-    @abstractmethod
-    def extend(self, env: str, hours: int, max_hours: int) -> Environment:
-        ...
+    def environment(self, name: str) -> Environment | None:
+        """The environment of that name, or None when prodclone has none (it never made one, or it is gone)."""
+        return next((e for e in self.environments() if e.name == name), None)
+
+    def require(self, name: str, doing: str) -> Environment:
+        """The environment of that name; CloneError naming what could not be done when prodclone has none."""
+        env = self.environment(name)
+        if env is None:
+            raise CloneError(f"{name} is not in prodclone's registry; nothing to {doing} "
+                             f"(prodclone acts only on what it created)")
+        return env
+
+    def _env_lock(self, env: str):
+        """Held while one env is read and changed (extend); drivers with concurrent writers override it."""
+        return nullcontext()
+
+    def extend(self, env: str, hours: int) -> Environment:
+        """Push ``env``'s expiry ``hours`` later, within its profile's max_ttl_hours from now."""
+        with self._env_lock(env):
+            current = self.require(env, "extend")
+            if current.status != Status.READY:
+                raise CloneError(f"{env} is {current.status}, not ready; nothing to extend")
+            wanted = extended_expiry(current, hours, self.cfg.profile(current.profile).max_ttl_hours, _now())
+            return self._set_expiry(current, wanted)
 
     @abstractmethod
+    def _set_expiry(self, env: Environment, expires_at: datetime) -> Environment:
+        """Record the new expiry (and, where the clone enforces it, apply it); returns the env as it is now."""
+
+    def stale(self, env: Environment, now: datetime | None = None) -> bool:
+        """Half-made or half-removed for longer than clones.stale_minutes: a dead run's leftover."""
+        now = now or _now()
+        return env.status in (Status.CREATING, Status.DELETING) and \
+            (env.updated_at or env.created_at) < now - timedelta(minutes=self.cfg.stale_minutes)
+
+    def teardown_reason(self, env: Environment, now: datetime | None = None) -> str | None:
+        """Why ``env`` is due for teardown ("failed", "stuck creating", "expired"), or None."""
+        now = now or _now()
+        if env.status == Status.FAILED:
+            return "failed"
+        if self.stale(env, now):
+            return f"stuck {env.status}"
+        if env.expires_at < now:
+            return "expired"
+        return None
+
     def due_for_teardown(self) -> list[tuple[str, str]]:
-        """(env, reason) for every environment past its expiry, failed, or stuck half-made."""
+        """(env, reason) for every environment past its expiry, failed, or stuck half-made; soonest expiry first."""
+        now = _now()
+        due = [(e, self.teardown_reason(e, now)) for e in sorted(self.environments(), key=lambda e: e.expires_at)]
+        return [(e.name, reason) for e, reason in due if reason]
 
     @abstractmethod
     def teardown(self, env: str, reason: str = "requested") -> Removed:
         """Remove everything the env left behind; refuse anything prodclone did not create."""
 
-    @abstractmethod
-    def prune_snapshots(self, keep: int) -> list[str]:
-        """Delete snapshots beyond the newest ``keep`` ready ones, except any a live env uses."""
+    @staticmethod
+    @contextmanager
+    def _failing(what: str, mark_failed: Callable[[], None]):
+        """Run a step; if it raises (a kill included), mark ``what`` failed so teardown or prune removes it, and
+        re-raise the step's own error (a failure to mark is logged, never hides it)."""
+        try:
+            yield
+        except BaseException:
+            try:
+                mark_failed()
+            except Exception as exc:
+                log.warning("could not mark %s failed (%s); the next teardown finds it stale instead", what, exc)
+            raise

@@ -77,12 +77,14 @@ from prodclone.drivers.base import (
     RestoreRequest,
     SecretStore,
     Snapshot,
+    Status,
     connection_url,
     run_post_restore_sql,
     validate_env_name,
 )
 from prodclone.faults import fault_point
 from prodclone.marker import ADMIN_DB, SYSTEM_DBS, format_marker, marked_as, parse_marker
+from prodclone.poll import Poll, WaitTimeout
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +266,7 @@ class PostgresDriver(CloneDriver):
         one that passes; an operator's database of that name fails the ownership or the comment test.
         """
         found = self._database(admin, db)
-        return (found is not None and row is not None and row["status"] != "ready" and found["comment"] is None
+        return (found is not None and row is not None and row["status"] != Status.READY and found["comment"] is None
                 and found["mine"])
 
     @staticmethod
@@ -289,13 +291,14 @@ class PostgresDriver(CloneDriver):
 
     # -- snapshots ----------------------------------------------------------
 
-    def snapshot(self, run_id: str, export: str = "", rows: int = 0, rules_sha256: str = "") -> Snapshot:
+    def begin_snapshot(self, run_id: str, export: str = "", rows: int = 0, rules_sha256: str = "") -> str:
+        """The whole copy happens here (it takes seconds to minutes, never long enough to defer)."""
         with self._registry() as reg, self._lock(reg, f"base:{self.base}"):
             row = reg.execute("SELECT * FROM snapshots WHERE run_id = %s", (run_id,)).fetchone()
             sid = row["id"] if row else snapshot_id(run_id, _now())
             with self._lock(reg, f"snap:{sid}"), self._admin() as admin:  # prune skips it meanwhile
-                if row and row["status"] == "ready" and self._marked(admin, sid, role="snapshot"):
-                    return self._snap(row)  # a retry after success
+                if row and row["status"] == Status.READY and self._marked(admin, sid, role="snapshot"):
+                    return sid  # a retry after success
                 self._recover_snapshots(reg, admin)
                 if not self._is_base(admin):
                     raise CloneError(f"base database {self.base!r} does not exist or was not seeded by prodclone; "
@@ -305,7 +308,8 @@ class PostgresDriver(CloneDriver):
                                ON CONFLICT (id) DO UPDATE SET status = 'creating', updated_at = now()""",
                             (sid, self.base, run_id, export, rows, rules_sha256))
                 fault_point("snapshot.registered")
-                try:
+                with self._failing(f"snapshot {sid}", lambda: reg.execute(
+                        "UPDATE snapshots SET status = 'failed', updated_at = now() WHERE id = %s", (sid,))):
                     leftover = self._marked(admin, sid, role="snapshot")
                     if leftover is False and not self._crash_leftover(admin, sid, row):
                         raise CloneError(f"database {sid!r} exists but prodclone did not create it; refusing to touch it")
@@ -316,12 +320,17 @@ class PostgresDriver(CloneDriver):
                     fault_point("snapshot.database_created")
                     self._mark(admin, sid, role="snapshot", base=self.base, run=run_id)
                     admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(_ident(sid)))
-                except BaseException:
-                    reg.execute("UPDATE snapshots SET status = 'failed', updated_at = now() WHERE id = %s", (sid,))
-                    raise
-            row = reg.execute("UPDATE snapshots SET status = 'ready', updated_at = now() WHERE id = %s RETURNING *",
-                              (sid,)).fetchone()
-            return self._snap(row)
+            reg.execute("UPDATE snapshots SET status = 'ready', updated_at = now() WHERE id = %s", (sid,))
+            return sid
+
+    def finish_snapshot(self, run_id: str) -> Snapshot:
+        with self._registry() as reg:
+            row = reg.execute("SELECT * FROM snapshots WHERE run_id = %s", (run_id,)).fetchone()
+        if row is None:
+            raise CloneError(f"run {run_id} started no snapshot (or it was pruned); begin_snapshot comes first")
+        if row["status"] != Status.READY:
+            raise CloneError(f"snapshot {row['id']} of run {run_id} is {row['status']}; retry the snapshot task")
+        return self._snap(row)
 
     def _is_base(self, admin) -> bool:
         """The base is marked by seed as the base of exactly this name (older marks carry no name: the role suffices)."""
@@ -359,14 +368,13 @@ class PostgresDriver(CloneDriver):
             # Autovacuum workers are not ours to end (only a superuser may); CREATE DATABASE cancels them itself.
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
                           "AND backend_type <> 'autovacuum worker'", (template,))
-            for attempt in range(20):  # terminated backends take a moment to go
-                try:
-                    admin.execute(create)
-                    break
-                except psycopg.errors.ObjectInUse:
-                    if attempt == 19:
-                        raise CloneError(f"database {template!r} still has sessions; cannot copy it") from None
-                    time.sleep(0.25)
+            # Terminated backends take a moment to go.
+            copying = Poll(f"copying database {template!r}", timeout=5, every=0.25,
+                           transient=lambda exc: isinstance(exc, psycopg.errors.ObjectInUse))
+            try:
+                copying.run(lambda: admin.execute(create))
+            except WaitTimeout:
+                raise CloneError(f"database {template!r} still has sessions; cannot copy it") from None
         finally:
             self._open(admin, template)
 
@@ -381,26 +389,6 @@ class PostgresDriver(CloneDriver):
                                     FROM snapshots s LEFT JOIN environments e ON e.snapshot_id = s.id
                                    GROUP BY s.id ORDER BY s.created_at DESC, s.id DESC""").fetchall()
         return [self._snap(r, list(r["used_by"])) for r in rows]
-
-    def _resolve_snapshot(self, reg, wanted: str) -> dict:
-        if wanted == "latest":
-            row = reg.execute("SELECT * FROM snapshots WHERE status = 'ready' ORDER BY created_at DESC, id DESC "
-                              "LIMIT 1").fetchone()
-            if row is None:
-                raise CloneError("there is no ready snapshot yet: run prodclone_export first")
-            return row
-        row = reg.execute("SELECT * FROM snapshots WHERE id = %s", (wanted,)).fetchone()
-        if row is None:
-            known = [r["id"] for r in reg.execute("SELECT id FROM snapshots WHERE status = 'ready' "
-                                                   "ORDER BY created_at DESC LIMIT 5")]
-            raise CloneError(f"snapshot {wanted!r} does not exist; ready snapshots: {', '.join(known) or 'none'} "
-                             f"(or use 'latest')")
-        if row["status"] == "creating":
-            raise CloneBusy(f"snapshot {wanted!r} is still being created by export run {row['run_id']}; "
-                            f"retry when it is ready, or use 'latest'")
-        if row["status"] != "ready":
-            raise CloneError(f"snapshot {wanted!r} failed during the export and cannot be restored; use 'latest'")
-        return row
 
     def prune_snapshots(self, keep: int) -> list[str]:
         keep = max(1, keep)  # the newest ready snapshot is what restores use: never pruned
@@ -449,65 +437,75 @@ class PostgresDriver(CloneDriver):
         with self._registry() as reg:
             return [self._env(r) for r in reg.execute("SELECT * FROM environments ORDER BY created_at DESC")]
 
+    def environment(self, name: str) -> Environment | None:
+        with self._registry() as reg:
+            row = reg.execute("SELECT * FROM environments WHERE name = %s", (name,)).fetchone()
+        return self._env(row) if row else None
+
     def begin_restore(self, req: RestoreRequest, run_id: str) -> Environment:
         env = validate_env_name(req.env)
         self._refuse_foreign_name(env)
-        deadline = time.monotonic() + self.busy_wait
-        while True:
+        holder = ["another prodclone run"]
+
+        def attempt() -> Environment | None:
             with self._registry() as reg, self._try_lock(reg, f"env:{env}") as mine:
                 row = reg.execute("SELECT * FROM environments WHERE name = %s", (env,)).fetchone()
-                if mine and row and row["status"] == "ready" and not req.replace:
+                if mine and row and row["status"] == Status.READY and not req.replace:
                     with self._admin() as admin:
                         healthy = self._marked(admin, env, env=env)
                     if healthy:
                         log.info("%s already exists and is healthy; nothing to do (replace=true re-clones)", env)
                         return self._env(row)
-                busy = not mine or (row and row["run_id"] != run_id and row["status"] in ("creating", "deleting")
-                                    and row["updated_at"] > _now() - timedelta(minutes=self.cfg.stale_minutes))
+                busy = not mine or (row and row["run_id"] != run_id and row["status"] in (Status.CREATING, Status.DELETING)
+                                    and not self.stale(self._env(row)))
                 if not busy:
                     if row:  # failed, stale, our own earlier attempt, unhealthy, or replace
                         self._remove(reg, row)
                     return self._clone(reg, req, run_id)
-            holder = f"run {row['run_id']} ({row['status']})" if row else "another prodclone run"
-            if time.monotonic() > deadline:
-                raise CloneBusy(f"{env} is being worked on by {holder} and it did not finish within "
-                                f"{self.busy_wait:.0f}s; retry later")
-            log.info("%s is being worked on by %s; waiting", env, holder)
-            time.sleep(2)
+            holder[0] = f"run {row['run_id']} ({row['status']})" if row else "another prodclone run"
+            log.info("%s is being worked on by %s; waiting", env, holder[0])
+            return None
+
+        try:
+            return Poll(f"the claim on {env}", timeout=self.busy_wait, every=2).run(attempt)
+        except WaitTimeout:
+            raise CloneBusy(f"{env} is being worked on by {holder[0]} and it did not finish within "
+                            f"{self.busy_wait:.0f}s; retry later") from None
 
     def _clone(self, reg, req: RestoreRequest, run_id: str) -> Environment:
         env, started = req.env, time.perf_counter()
-        snap = self._resolve_snapshot(reg, req.snapshot)
-        with self._lock(reg, f"snap:{snap['id']}", shared=True), self._admin() as admin:
+        snap = self.resolve_snapshot(req.snapshot)
+        with self._lock(reg, f"snap:{snap.id}", shared=True), self._admin() as admin:
             if self._marked(admin, env) is not None:
                 raise CloneError(f"database {env!r} exists but prodclone's registry did not create it; "
                                  f"refusing to touch it. Choose another name or remove it yourself.")
             if self._role_marked(admin, env) is not None:
                 raise CloneError(f"role {env!r} exists but prodclone's registry did not create it; "
                                  f"refusing to touch it. Choose another name or remove it yourself.")
-            if not reg.execute("SELECT 1 FROM snapshots WHERE id = %s AND status = 'ready'", (snap["id"],)).fetchone():
-                raise CloneError(f"snapshot {snap['id']} was pruned meanwhile; retry to use the latest")
+            if not reg.execute("SELECT 1 FROM snapshots WHERE id = %s AND status = 'ready'", (snap.id,)).fetchone():
+                raise CloneError(f"snapshot {snap.id} was pruned meanwhile; retry to use the latest")
             expires = _now() + timedelta(hours=req.ttl_hours)
             # The row comes first: whatever exists below is then something teardown knows about.
             reg.execute("""INSERT INTO environments (name, profile, snapshot_id, status, requested_by, pr, run_id,
                                                      expires_at)
                            VALUES (%s, %s, %s, 'creating', %s, %s, %s, %s)""",
-                        (env, req.profile, snap["id"], req.requested_by, req.pr, run_id, expires))
+                        (env, req.profile, snap.id, req.requested_by, req.pr, run_id, expires))
             fault_point("restore.registered")
-            try:
+            with self._failing(env, lambda: self._mark_failed(reg, env)):
                 self._create_role(admin, env)
                 fault_point("restore.role_created")
-                self._copy_database(admin, snap["id"], env, close_template=False)
+                self._copy_database(admin, snap.id, env, close_template=False)
                 fault_point("restore.database_created")
-                self._mark(admin, env, role="clone", env=env, snapshot=snap["id"])
+                self._mark(admin, env, role="clone", env=env, snapshot=snap.id)
                 self._configure(admin, env, req.profile)
                 fault_point("restore.configured")
-            except BaseException:
-                reg.execute("UPDATE environments SET status = 'failed', updated_at = now() WHERE name = %s", (env,))
-                raise
         row = reg.execute("UPDATE environments SET clone_seconds = %s, updated_at = now() WHERE name = %s RETURNING *",
                           (round(time.perf_counter() - started, 3), env)).fetchone()
         return self._env(row)
+
+    @staticmethod
+    def _mark_failed(reg, env: str) -> None:
+        reg.execute("UPDATE environments SET status = 'failed', updated_at = now() WHERE name = %s", (env,))
 
     @staticmethod
     def _create_role(admin, env: str) -> None:
@@ -537,18 +535,19 @@ class PostgresDriver(CloneDriver):
     def _url(self, env: str, password: str) -> str:
         return connection_url(*self._host(), env, env, password)
 
-    def finish_restore(self, env: str, run_id: str, hooks: tuple[str, ...] = ()) -> Environment:
+    def finish_restore(self, env: str, run_id: str, hooks: tuple[str, ...] | None = None) -> Environment:
         with self._registry() as reg, self._lock(reg, f"env:{env}"):
             row = reg.execute("SELECT * FROM environments WHERE name = %s", (env,)).fetchone()
             if row is None:
                 raise CloneError(f"{env} is not in the registry; its restore did not start or it was torn down")
-            if row["status"] == "ready":
+            if row["status"] == Status.READY:
                 return self._env(row)  # the idempotent path, or a retry after success
             if row["run_id"] != run_id:
                 raise CloneBusy(f"{env} was taken over by run {row['run_id']}")
-            if row["status"] != "creating":
+            if row["status"] != Status.CREATING:
                 raise CloneError(f"{env} is {row['status']}; re-run the restore to start over")
-            try:
+            hooks = self._post_restore_sql(self._env(row), hooks)
+            with self._failing(env, lambda: self._mark_failed(reg, env)):
                 if hooks:
                     self._run_hooks(env, hooks)
                 fault_point("restore.hooks_done")
@@ -559,9 +558,6 @@ class PostgresDriver(CloneDriver):
                         sql.Literal(row["expires_at"].isoformat())))
                 fault_point("restore.login_granted")
                 self.secrets.put(env, self._url(env, password))
-            except BaseException:
-                reg.execute("UPDATE environments SET status = 'failed', updated_at = now() WHERE name = %s", (env,))
-                raise
             row = reg.execute("UPDATE environments SET status = 'ready', updated_at = now() WHERE name = %s RETURNING *",
                               (env,)).fetchone()
             return self._env(row)
@@ -578,44 +574,26 @@ class PostgresDriver(CloneDriver):
     def connection(self, env: str) -> Connection:
         with self._registry() as reg:
             row = reg.execute("SELECT * FROM environments WHERE name = %s", (env,)).fetchone()
-        if row is None or row["status"] != "ready":
+        if row is None or row["status"] != Status.READY:
             raise CloneError(f"{env} is not a ready environment")
         host, port = self._host()
         return Connection(env=env, host=host, port=port, database=env, user=env, secret=self.secrets.location(env),
                           expires_at=row["expires_at"].isoformat(timespec="seconds"), snapshot=row["snapshot_id"])
 
-    def extend(self, env: str, hours: int, max_hours: int) -> Environment:
-        if hours < 1:
-            raise CloneError("extend by at least 1 hour")
+    @contextmanager
+    def _env_lock(self, env: str):
         with self._registry() as reg, self._lock(reg, f"env:{env}"):
-            row = reg.execute("SELECT * FROM environments WHERE name = %s", (env,)).fetchone()
-            if row is None or row["status"] != "ready":
-                raise CloneError(f"{env} is not a ready environment; nothing to extend")
-            now = _now()
-            wanted = max(row["expires_at"], now) + timedelta(hours=hours)
-            cap = now + timedelta(hours=max_hours)
-            if wanted > cap:
-                raise CloneError(f"{env} would expire {wanted:%Y-%m-%d %H:%M} UTC, beyond the {row['profile']} "
-                                 f"profile's maximum of {max_hours}h from now; extend by at most "
-                                 f"{max(0, int((cap - max(row['expires_at'], now)).total_seconds() // 3600))}h")
-            with self._admin() as admin:
-                admin.execute(sql.SQL("ALTER ROLE {} VALID UNTIL {}").format(_ident(env), sql.Literal(wanted.isoformat())))
-            row = reg.execute("UPDATE environments SET expires_at = %s, updated_at = now() WHERE name = %s RETURNING *",
-                              (wanted, env)).fetchone()
-            return self._env(row)
+            yield
 
-    def due_for_teardown(self) -> list[tuple[str, str]]:
-        """(env, reason) for every environment past its expiry, failed, or stuck half-made."""
+    def _set_expiry(self, env: Environment, expires_at: datetime) -> Environment:
+        """The role's VALID UNTIL too: the clone's password stops working when the env expires."""
+        with self._admin() as admin:
+            admin.execute(sql.SQL("ALTER ROLE {} VALID UNTIL {}").format(_ident(env.name),
+                                                                        sql.Literal(expires_at.isoformat())))
         with self._registry() as reg:
-            rows = reg.execute("""SELECT name, CASE WHEN status = 'failed' THEN 'failed'
-                                                    WHEN status IN ('creating', 'deleting') THEN 'stuck ' || status
-                                                    ELSE 'expired' END AS reason
-                                    FROM environments
-                                   WHERE expires_at < now() OR status = 'failed'
-                                      OR (status IN ('creating', 'deleting')
-                                          AND updated_at < now() - make_interval(mins => %s))
-                                   ORDER BY expires_at""", (self.cfg.stale_minutes,)).fetchall()
-        return [(r["name"], r["reason"]) for r in rows]
+            row = reg.execute("UPDATE environments SET expires_at = %s, updated_at = now() WHERE name = %s RETURNING *",
+                              (expires_at, env.name)).fetchone()
+        return self._env(row)
 
     def teardown(self, env: str, reason: str = "requested") -> Removed:
         validate_env_name(env)

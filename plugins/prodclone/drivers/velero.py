@@ -26,10 +26,8 @@ import json
 import logging
 import re
 import secrets as pysecrets
-import time
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
-from urllib.parse import quote
 
 import yaml
 
@@ -44,11 +42,14 @@ from prodclone.drivers.base import (
     RestoreRequest,
     SecretStore,
     Snapshot,
-    extended_expiry,
+    Status,
+    WaitSpec,
+    connection_url,
     run_post_restore_sql,
     validate_env_name,
 )
 from prodclone.marker import K8S_LABEL as MANAGED
+from prodclone.poll import Poll, WaitTimeout
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,14 @@ def _usable(backup: dict) -> bool:
     """Completed, and not found lacking a datastore's data (a backup made before prodclone checked is trusted)."""
     return backup.get("status", {}).get("phase") == "Completed" \
         and backup["metadata"].get("labels", {}).get(VERIFIED) != "false"
+
+
+def transient(exc: BaseException) -> bool:
+    """A dropped poll or a 5xx from the API server: ask again. A 4xx (a 404 included) stops the wait."""
+    from kubernetes.client import ApiException
+    from urllib3.exceptions import HTTPError
+
+    return isinstance(exc, HTTPError) or (isinstance(exc, ApiException) and (exc.status or 500) >= 500)
 
 
 def _sequence(backup: dict) -> int:
@@ -161,29 +170,25 @@ class VeleroDriver(CloneDriver):
     def _labels(self, **extra) -> dict:
         return {MANAGED[0]: MANAGED[1], **{P + k: str(v) for k, v in extra.items() if v is not None}}
 
+    def _poll(self, what: str) -> Poll:
+        return Poll(what, timeout=self.v.wait_minutes * 60, every=self.poll, transient=transient)
+
     def _wait_phase(self, plural: str, name: str) -> dict:
         """Poll until the CR reaches a terminal phase (the DAGs wait in the triggerer first; then this returns at once)."""
-        from kubernetes.client import ApiException
-        from urllib3.exceptions import HTTPError
-
-        deadline = time.monotonic() + self.v.wait_minutes * 60
-        while True:
-            try:
-                obj = self._cr(plural, name)
-            except (HTTPError, ApiException) as exc:  # a dropped poll or a 5xx: poll again
-                if isinstance(exc, ApiException) and (exc.status or 500) < 500:
-                    raise
-                log.warning("polling %s %s failed (%s); retrying", plural, name, exc)
-                obj = {"status": {"phase": "unknown"}}
+        def done() -> dict | None:
+            obj = self._cr(plural, name)
             if obj is None:
                 raise CloneError(f"Velero {plural[:-1]} {name} disappeared while waiting for it")
-            if obj.get("status", {}).get("phase") in DONE:
-                return obj
-            if time.monotonic() > deadline:
-                raise CloneError(f"Velero {plural[:-1]} {name} is still {obj.get('status', {}).get('phase') or 'New'} "
-                                 f"after {self.v.wait_minutes} minutes; Velero runs restores one at a time, so check "
-                                 f"its queue (`velero restore get`) and its logs")
-            time.sleep(self.poll)
+            last[0] = obj.get("status", {}).get("phase") or "New"
+            return obj if last[0] in DONE else None
+
+        last = ["New"]
+        try:
+            return self._poll(f"Velero {plural[:-1]} {name}").run(done)
+        except WaitTimeout:
+            raise CloneError(f"Velero {plural[:-1]} {name} is still {last[0]} after {self.v.wait_minutes} minutes; "
+                             f"Velero runs restores one at a time, so check its queue (`velero restore get`) and its "
+                             f"logs") from None
 
     @staticmethod
     def _failure(kind: str, name: str, obj: dict) -> CloneError:
@@ -197,17 +202,12 @@ class VeleroDriver(CloneDriver):
             details.append(f"{st['errors']} error(s) (see `velero {kind} logs {name}`)")
         return CloneError(f"Velero {kind} {name} did not complete: " + ", ".join(details))
 
-    def wait_spec(self, what: str, name: str) -> dict | None:
-        """What the DAG's deferrable wait polls: a Velero CR and its terminal phases."""
+    def wait_spec(self, what: str, name: str) -> WaitSpec | None:
+        """The Backup (``name``: the snapshot id) or the env's Restore (``name``: the env) to wait for."""
         if what == "snapshot":
-            return {"group": GROUP, "version": VERSION, "namespace": self.v.namespace, "plural": "backups",
-                    "name": name, "timeout": self.v.wait_minutes * 60}
-        ns = self._namespace(name)
-        restore = (ns or {}).get("metadata", {}).get("annotations", {}).get(P + "restore")
-        if not restore:
-            return None
-        return {"group": GROUP, "version": VERSION, "namespace": self.v.namespace, "plural": "restores",
-                "name": restore, "timeout": self.v.wait_minutes * 60}
+            return WaitSpec("backups", self.v.namespace, name, self.v.wait_minutes * 60)
+        restore = ((self._namespace(name) or {}).get("metadata", {}).get("annotations", {})).get(P + "restore")
+        return WaitSpec("restores", self.v.namespace, restore, self.v.wait_minutes * 60) if restore else None
 
     # -- snapshots --------------------------------------------------------------
 
@@ -235,9 +235,9 @@ class VeleroDriver(CloneDriver):
 
     def begin_snapshot(self, run_id: str, export: str = "", rows: int = 0, rules_sha256: str = "") -> str:
         backups = self._backups()
-        existing = [b for b in backups if b["metadata"].get("annotations", {}).get(P + "run-id") == run_id]
+        existing = self._backup_of(run_id, backups)
         if existing:
-            return existing[0]["metadata"]["name"]  # a retried task
+            return existing["metadata"]["name"]  # a retried task
         sequence = 1 + max((_sequence(b) for b in backups), default=0)
         name = k8s_name("prodclone", self.v.base_namespace[:20], f"{_now():%Y%m%d%H%M}",
                         sha256(run_id.encode()).hexdigest()[:6])
@@ -254,8 +254,16 @@ class VeleroDriver(CloneDriver):
             "spec": spec})
         return name
 
-    def snapshot(self, run_id: str, export: str = "", rows: int = 0, rules_sha256: str = "") -> Snapshot:
-        name = self.begin_snapshot(run_id, export, rows, rules_sha256)
+    def _backup_of(self, run_id: str, backups: list[dict] | None = None) -> dict | None:
+        return next((b for b in (self._backups() if backups is None else backups)
+                     if b["metadata"].get("annotations", {}).get(P + "run-id") == run_id), None)
+
+    def finish_snapshot(self, run_id: str) -> Snapshot:
+        """The run's Backup, waited for, Completed and checked for every datastore's data."""
+        started = self._backup_of(run_id)
+        if started is None:
+            raise CloneError(f"run {run_id} started no Velero backup (or it was pruned); begin_snapshot comes first")
+        name = started["metadata"]["name"]
         backup = self._wait_phase("backups", name)
         if backup["status"]["phase"] != "Completed":
             raise self._failure("backup", name, backup)
@@ -335,7 +343,7 @@ class VeleroDriver(CloneDriver):
     def _snap(self, b: dict, used_by: list[str] | None = None) -> Snapshot:
         phase = b.get("status", {}).get("phase") or "New"
         ann = b["metadata"].get("annotations", {})
-        status = "ready" if _usable(b) else "creating" if phase not in DONE else "failed"
+        status = Status.READY if _usable(b) else Status.CREATING if phase not in DONE else Status.FAILED
         return Snapshot(id=b["metadata"]["name"], status=status,
                         created_at=_parse(b.get("status", {}).get("startTimestamp") or b["metadata"].get("creationTimestamp"))
                         or _now(), run_id=ann.get(P + "run-id", ""), export=ann.get(P + "export", ""),
@@ -381,9 +389,9 @@ class VeleroDriver(CloneDriver):
     def _env(self, ns: dict) -> Environment:
         meta = ns["metadata"]
         labels, ann = meta.get("labels", {}), meta.get("annotations", {})
-        status = ann.get(P + "status", "creating")
+        status = ann.get(P + "status", Status.CREATING)
         if ns.get("status", {}).get("phase") == "Terminating":
-            status = "deleting"
+            status = Status.DELETING
         created = _parse(ann.get(P + "created-at")) or _parse(meta.get("creationTimestamp")) or _now()
         return Environment(name=meta["name"], profile=labels.get(P + "profile", ""), snapshot=ann.get(P + "snapshot", ""),
                            status=status, requested_by=ann.get(P + "requested-by", ""),
@@ -407,29 +415,18 @@ class VeleroDriver(CloneDriver):
             raise CloneError(f"namespace {env!r} exists but is not labelled {MANAGED[0]}={MANAGED[1]}; "
                              f"prodclone did not create it and will not touch it")
 
-    def _resolve_snapshot(self, wanted: str) -> dict:
-        backups = self._backups()
-        if wanted == "latest":
-            for b in backups:  # never a PartiallyFailed one, nor one without a datastore's data
-                if _usable(b) and _usable(self._verified(b)):
-                    return b
-            raise CloneError("there is no Completed backup of the base that holds every datastore's data yet: "
-                             "run prodclone_export first")
-        b = next((b for b in backups if b["metadata"]["name"] == wanted), None)
-        if b is None:
-            ready = [x["metadata"]["name"] for x in backups if _usable(x)][:5]
-            raise CloneError(f"snapshot {wanted!r} does not exist; ready snapshots: {', '.join(ready) or 'none'} "
-                             f"(or use 'latest')")
-        phase = b.get("status", {}).get("phase") or "New"
-        if phase not in DONE:
-            raise CloneBusy(f"snapshot {wanted!r} is still {phase}; retry when it is Completed, or use 'latest'")
+    def _unusable(self, snap: Snapshot) -> str | None:
+        """Never a PartiallyFailed backup, nor one without a datastore's data (checked here the first time)."""
+        backup = self._cr("backups", snap.id)
+        phase = (backup or {}).get("status", {}).get("phase")
+        if backup is None or phase not in DONE:
+            return None
         if phase != "Completed":
-            raise CloneError(f"snapshot {wanted!r} is {phase} and cannot be restored; use 'latest'")
-        b = self._verified(b)
-        if not _usable(b):
-            raise CloneError(f"snapshot {wanted!r} does not hold the base's data "
-                             f"({b['metadata']['annotations'][P + 'missing']}); use 'latest'")
-        return b
+            return f"is {phase} and cannot be restored"
+        backup = self._verified(backup)
+        if not _usable(backup):
+            return f"does not hold the base's data ({backup['metadata']['annotations'][P + 'missing']})"
+        return None
 
     def begin_restore(self, req: RestoreRequest, run_id: str) -> Environment:
         """Steps 1-4: labelled namespace, StorageClass, resource-modifier ConfigMap, Restore. Each is idempotent."""
@@ -438,21 +435,19 @@ class VeleroDriver(CloneDriver):
         self._refuse(env, ns)
         if ns is not None:
             current = self._env(ns)
-            if current.status == "ready" and not req.replace and ns.get("status", {}).get("phase") == "Active":
+            if current.status == Status.READY and not req.replace and ns.get("status", {}).get("phase") == "Active":
                 return current  # idempotent: a healthy env is left as it is
-            if current.run_id != run_id or req.replace or current.status in ("failed", "deleting"):
-                if current.status == "creating" and current.run_id != run_id and not req.replace:
-                    age = _now() - (current.updated_at or current.created_at)
-                    if age < timedelta(minutes=self.cfg.stale_minutes):
-                        raise CloneBusy(f"{env} is being created by run {current.run_id}; retry when it finishes")
+            if current.run_id != run_id or req.replace or current.status in (Status.FAILED, Status.DELETING):
+                if current.status == Status.CREATING and current.run_id != run_id and not req.replace \
+                        and not self.stale(current):
+                    raise CloneBusy(f"{env} is being created by run {current.run_id}; retry when it finishes")
                 self.teardown(env, reason="replaced")
-        backup = self._resolve_snapshot(req.snapshot)
-        snap = backup["metadata"]["name"]
+        snap = self.resolve_snapshot(req.snapshot).id
         restore = k8s_name(env[:50], sha256(f"{env}/{run_id}".encode()).hexdigest()[:8])
         expires = _now() + timedelta(hours=req.ttl_hours)
         labels = self._labels(env=env, profile=req.profile, pr=req.pr)
         annotations = {P + "expires-at": _rfc3339(expires), P + "requested-by": req.requested_by,
-                       P + "snapshot": snap, P + "status": "creating", P + "run-id": run_id, P + "restore": restore,
+                       P + "snapshot": snap, P + "status": Status.CREATING.value, P + "run-id": run_id, P + "restore": restore,
                        P + "created-at": _rfc3339(_now()), P + "updated-at": _rfc3339(_now())}
         # 1. Our namespace first: Velero would otherwise copy the base namespace's labels and annotations.
         self._ensure(lambda: self.core.create_namespace({"metadata": {"name": env, "labels": labels,
@@ -500,49 +495,49 @@ class VeleroDriver(CloneDriver):
             if exc.status != 409:  # already there: a retried task
                 raise
 
-    def finish_restore(self, env: str, run_id: str, hooks: tuple[str, ...] = ()) -> Environment:
+    def finish_restore(self, env: str, run_id: str, hooks: tuple[str, ...] | None = None) -> Environment:
         """Steps 5-7 after the Restore: PVCs Bound and pods Ready, new credentials, the profile's hooks."""
         ns = self._namespace(env)
         if ns is None:
             raise CloneError(f"{env} does not exist; its restore did not start or it was torn down")
         self._refuse(env, ns)
         current = self._env(ns)
-        if current.status == "ready":
+        if current.status == Status.READY:
             return current
         if current.run_id != run_id:
             raise CloneBusy(f"{env} was taken over by run {current.run_id}")
         restore = ns["metadata"]["annotations"][P + "restore"]
+        hooks = self._post_restore_sql(current, hooks)
         if hooks and not any(ds.kind == "postgres" and ds.secret for ds in self.v.datastores):
             raise CloneError("the profile has post_restore_sql but velero.datastores has no postgres with a secret "
                              "to run it with; add one or remove the hooks")
-        try:
+        with self._failing(env, lambda: self._annotate(env, status=Status.FAILED)):
             obj = self._wait_phase("restores", restore)
             if obj["status"]["phase"] != "Completed":
                 raise self._failure("restore", restore, obj)
             self._wait_ready(env)
             self._rotate(env, hooks)
-        except BaseException:
-            self._annotate(env, status="failed")
-            raise
-        self._annotate(env, status="ready")
+        self._annotate(env, status=Status.READY)
         return self._env(self._namespace(env))
 
     def _wait_ready(self, env: str) -> None:
-        deadline = time.monotonic() + self.v.wait_minutes * 60
-        while True:
+        """Until every PVC is Bound and every datastore pod Ready."""
+        def ready() -> bool | None:
             pvcs = self.core.list_namespaced_persistent_volume_claim(env).items
             pods = [p for ds in self.v.datastores for p in self.core.list_namespaced_pod(
                 env, label_selector=",".join(f"{k}={v}" for k, v in ds.selector)).items]
-            pending = [f"PVC {p.metadata.name} is {p.status.phase if p.status else 'Pending'}" for p in pvcs
-                       if not p.status or p.status.phase != "Bound"]
-            pending += [f"pod {p.metadata.name} is not Ready" for p in pods
-                        if not any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))]
-            if not pending and (pods or not self.v.datastores):
-                return
-            if time.monotonic() > deadline:
-                raise CloneError(f"{env} is not ready after {self.v.wait_minutes} minutes: "
-                                 + ("; ".join(pending) or "no datastore pods found"))
-            time.sleep(self.poll)
+            pending[:] = [f"PVC {p.metadata.name} is {p.status.phase if p.status else 'Pending'}" for p in pvcs
+                          if not p.status or p.status.phase != "Bound"]
+            pending.extend(f"pod {p.metadata.name} is not Ready" for p in pods
+                           if not any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or [])))
+            return True if not pending and (pods or not self.v.datastores) else None
+
+        pending: list[str] = []
+        try:
+            self._poll(f"{env}'s datastores").run(ready)
+        except WaitTimeout:
+            raise CloneError(f"{env} is not ready after {self.v.wait_minutes} minutes: "
+                             + ("; ".join(pending) or "no datastore pods found")) from None
 
     def _rotate(self, env: str, hooks: tuple[str, ...]) -> None:
         """Steps 6-7, per Postgres datastore: the hooks and then a new password in its database (as the Secret's
@@ -564,14 +559,13 @@ class VeleroDriver(CloneDriver):
             except BaseException:
                 rotate_postgres(env, host, ds.port, {**data, "password": password}, data.get("password", ""), ())
                 raise
-            url = url or f"postgresql://{quote(data['username'])}:{quote(password, safe='')}@{host}:{ds.port}/" \
-                         f"{quote(data.get('database', 'postgres'))}"
+            url = url or connection_url(host, ds.port, data.get("database", "postgres"), data["username"], password)
         if url:
             self.secrets.put(env, url)
 
     def connection(self, env: str) -> Connection:
         ns = self._namespace(env)
-        if ns is None or self._env(ns).status != "ready":
+        if ns is None or self._env(ns).status != Status.READY:
             raise CloneError(f"{env} is not a ready environment")
         e = self._env(ns)
         pg = next((d for d in self.v.datastores if d.kind == "postgres"), None)
@@ -585,26 +579,15 @@ class VeleroDriver(CloneDriver):
                           secret=f"Kubernetes Secret {env}/{pg.secret if pg else ''}; {self.secrets.location(env)}",
                           expires_at=_rfc3339(e.expires_at), snapshot=e.snapshot)
 
-    def extend(self, env: str, hours: int, max_hours: int) -> Environment:
-        ns = self._namespace(env)
-        self._refuse(env, ns)
-        if ns is None or self._env(ns).status != "ready":
-            raise CloneError(f"{env} is not a ready environment; nothing to extend")
-        wanted = extended_expiry(self._env(ns), hours, max_hours, _now())
-        self._annotate(env, **{"expires-at": _rfc3339(wanted)})
-        return self._env(self._namespace(env))
+    def environment(self, name: str) -> Environment | None:
+        ns = self._namespace(name)
+        labels = (ns or {}).get("metadata", {}).get("labels", {})
+        return self._env(ns) if labels.get(MANAGED[0]) == MANAGED[1] and P + "env" in labels else None
 
-    def due_for_teardown(self) -> list[tuple[str, str]]:
-        out, now = [], _now()
-        for e in self.environments():
-            if e.status == "failed":
-                out.append((e.name, "failed"))
-            elif e.expires_at < now:
-                out.append((e.name, "expired"))
-            elif e.status in ("creating", "deleting") and (e.updated_at or e.created_at) < now - timedelta(
-                    minutes=self.cfg.stale_minutes):
-                out.append((e.name, f"stuck {e.status}"))
-        return out
+    def _set_expiry(self, env: Environment, expires_at: datetime) -> Environment:
+        self._refuse(env.name, self._namespace(env.name))
+        self._annotate(env.name, **{"expires-at": _rfc3339(expires_at)})
+        return self._env(self._namespace(env.name))
 
     # -- teardown -----------------------------------------------------------------
 
@@ -678,14 +661,18 @@ class VeleroDriver(CloneDriver):
             raise
 
     def _wait_gone(self, env: str) -> str | None:
-        deadline = time.monotonic() + self.v.wait_minutes * 60
-        while True:
-            ns = self._namespace(env)
-            if ns is None:
-                return None
-            if time.monotonic() > deadline:
-                # The namespace controller keeps five conditions; only the True ones say what holds it.
-                blocking = [c for c in ns.get("status", {}).get("conditions") or [] if c.get("status") == "True"]
-                return "; ".join(f"{c.get('type')}: {c.get('message')}" for c in blocking) \
-                    or "no condition is True (see `kubectl get namespace -o yaml` and the namespace controller's logs)"
-            time.sleep(self.poll)
+        """None once the namespace is gone; else, at the deadline, what holds it."""
+        last: list[dict] = [{}]
+
+        def gone() -> bool | None:
+            last[0] = self._namespace(env) or {}
+            return True if not last[0] else None
+
+        try:
+            self._poll(f"deletion of namespace {env}").run(gone)
+            return None
+        except WaitTimeout:
+            # The namespace controller keeps five conditions; only the True ones say what holds it.
+            blocking = [c for c in last[0].get("status", {}).get("conditions") or [] if c.get("status") == "True"]
+            return "; ".join(f"{c.get('type')}: {c.get('message')}" for c in blocking) \
+                or "no condition is True (see `kubectl get namespace -o yaml` and the namespace controller's logs)"
