@@ -184,7 +184,7 @@ def prodclone_export():
 
         _, driver = af.config_and_driver()
         with af.fail_fast():
-            return driver.snapshot(get_current_context()["run_id"]).as_dict()
+            return driver.finish_snapshot(get_current_context()["run_id"]).as_dict()
 
     @task(multiple_outputs=False, outlets=[BASE_SNAPSHOT])
     def publish(totals: dict, seeded: dict, snap: dict) -> dict:

@@ -15,14 +15,16 @@ snapshot. The password is never printed: it is in the Airflow Variable
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from prodclone import clone_tasks
 from prodclone.airflow.alerts import on_failure
 from prodclone.airflow.operators import WaitForClone
 from prodclone.config import load_config
-from prodclone.drivers.base import ENV_PATTERN, MAX_NAME, SNAPSHOT_PATTERN
+from prodclone.drivers.base import ENV_PATTERN, MAX_NAME, SNAPSHOT_PATTERN, Environment, RestoreRequest
 
 CFG = load_config()  # the form's bounds come from the profiles
 
@@ -70,77 +72,56 @@ def prodclone_restore():
     @task(multiple_outputs=False)
     def resolve() -> dict:
         """Check the request against the profile (TTL bounds, name) before anything is touched."""
-        import dataclasses
-
         from prodclone.airflow import support as af
         from prodclone.restore_request import resolve_request
 
         ctx = get_current_context()
         with af.fail_fast():
-            req = resolve_request(dict(ctx["params"]), load_config(),
-                                  getattr(ctx["dag_run"], "triggering_user_name", None))
-        return dataclasses.asdict(req)
+            user = getattr(ctx["dag_run"], "triggering_user_name", None)
+            return dataclasses.asdict(resolve_request(dict(ctx["params"]), load_config(), user))
 
     @task(multiple_outputs=True)  # wait_clone takes its "name"; the next tasks take the whole env
     def clone(request: dict) -> dict:
         from prodclone.airflow import support as af
-        from prodclone.drivers.base import RestoreRequest
 
         _, driver = af.config_and_driver()
         with af.fail_fast():
-            env = driver.begin_restore(RestoreRequest(**request), get_current_context()["run_id"])
-        return env.as_dict()
+            return driver.begin_restore(RestoreRequest(**request), get_current_context()["run_id"]).as_dict()
 
     @task(multiple_outputs=False)
-    def post_restore(request: dict, env: dict) -> dict:
-        """The profile's hooks (e.g. disable non-test logins), then the env is marked ready."""
+    def post_restore(env: dict) -> dict:
+        """The profile's post_restore_sql (e.g. disable non-test logins), then the env is marked ready."""
         from prodclone.airflow import support as af
 
-        cfg, driver = af.config_and_driver()
+        _, driver = af.config_and_driver()
         with af.fail_fast():
-            done = driver.finish_restore(request["env"], env["run_id"], cfg.profile(request["profile"]).post_restore_sql)
-        return done.as_dict()
+            return driver.finish_restore(env["name"], env["run_id"]).as_dict()
 
     @task(multiple_outputs=False)
     def lifecycle_hooks(env: dict) -> int:
         """The profile's on_restored commands (e.g. comment on the PR); skipped when the env already existed."""
-        import dataclasses
-
         from prodclone.airflow import support as af
-        from prodclone.lifecycle import hook_env, run_hooks
 
         cfg, driver = af.config_and_driver()
-        if env["run_id"] != get_current_context()["run_id"]:
-            return 0
         with af.fail_fast():
-            info = dataclasses.asdict(driver.connection(env["name"]))
-            return run_hooks("on_restored", cfg.profile(env["profile"]).on_restored, hook_env(info, env))
+            return clone_tasks.on_restored(cfg, driver, Environment.from_dict(env), get_current_context()["run_id"])
 
     @task(multiple_outputs=False)
     def connection_info(env: dict) -> dict:
         """Where the clone answers, and how old its data is; never the password (see the secret's location)."""
-        import dataclasses
-
         from prodclone.airflow import support as af
-        from prodclone.freshness import freshness
 
         cfg, driver = af.config_and_driver()
         with af.fail_fast():
-            info = driver.connection(env["name"])
-        info.existing = env["run_id"] != get_current_context()["run_id"]
-        snap = next((s for s in driver.snapshots() if s.id == info.snapshot), None)
-        fresh = freshness(snap.created_at if snap else None, cfg.schedule)
-        print(("already existed, unchanged: " if info.existing else "ready: ") + info.text())
-        print(("WARNING: " if fresh["stale"] else "") + f"data: {fresh['message']}")
-        return {**dataclasses.asdict(info), "snapshot_age_hours": fresh["age_hours"], "snapshot_stale": fresh["stale"],
-                "clone_seconds": env.get("clone_seconds")}
+            return clone_tasks.connection_report(cfg, driver, Environment.from_dict(env),
+                                                 get_current_context()["run_id"])
 
     request = resolve()
     cloned = clone(request)
     # Velero restores run one at a time: the pool (1 slot, counting deferred tasks) makes that queue visible.
     wait = WaitForClone(task_id="wait_clone", what="restore", name=cloned["name"],
                         **({"pool": CFG.velero.pool} if CFG.driver == "velero" else {}))
-    ready = post_restore(request, cloned)
+    ready = post_restore(cloned)
     wait >> ready
     hooks = lifecycle_hooks(ready)
     hooks >> connection_info(ready)

@@ -10,10 +10,12 @@ removed.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from prodclone import clone_tasks
 from prodclone.airflow.alerts import on_failure
 from prodclone.config import load_config
 from prodclone.drivers.base import ENV_PATTERN, MAX_NAME
@@ -41,42 +43,19 @@ def prodclone_teardown():
     @task
     def due() -> list[dict]:
         from prodclone.airflow import support as af
-        from prodclone.drivers.base import CloneError
 
         _, driver = af.config_and_driver()
         params = get_current_context()["params"]
-        env = params.get("env")
         with af.fail_fast():
-            if env:
-                if env not in {e.name for e in driver.environments()}:
-                    if params.get("missing_ok"):
-                        print(f"{env} is already gone; nothing to do")
-                        return []
-                    raise CloneError(f"{env} is not in prodclone's registry; nothing to tear down "
-                                     f"(prodclone removes only what it created)")
-                return [{"env": env, "reason": "requested"}]
-            return [{"env": name, "reason": reason} for name, reason in driver.due_for_teardown()]
+            return clone_tasks.teardown_targets(driver, params.get("env"), params.get("missing_ok"))
 
     @task(multiple_outputs=False, max_active_tis_per_dagrun=4)
     def teardown_env(item: dict) -> dict:
-        import dataclasses
-
         from prodclone.airflow import support as af
-        from prodclone.lifecycle import hook_env, run_hooks
 
         cfg, driver = af.config_and_driver()
-        env = {e.name: e for e in driver.environments()}.get(item["env"])
-        profile = cfg.profiles.get(env.profile) if env else None  # a profile may have left the config since
-        if env and env.status == "ready" and profile and profile.pre_teardown:
-            try:  # a failing hook must not keep an expired env alive
-                run_hooks("pre_teardown", profile.pre_teardown,
-                          hook_env(dataclasses.asdict(driver.connection(env.name)), env.as_dict()))
-            except Exception as exc:
-                print(f"WARNING: {exc}; tearing down anyway")
         with af.fail_fast():
-            removed = driver.teardown(item["env"], reason=item["reason"])
-        print(f"{removed.env} ({removed.reason}): removed " + ", ".join(removed.objects))
-        return dataclasses.asdict(removed)
+            return dataclasses.asdict(clone_tasks.teardown(cfg, driver, item["env"], item["reason"]))
 
     @task(trigger_rule="all_done")  # prune even if one teardown failed: pruning is safe on its own
     def prune_snapshots() -> list[str]:
@@ -88,17 +67,13 @@ def prodclone_teardown():
         return pruned
 
     @task(multiple_outputs=False, trigger_rule="none_failed")  # fails the run (upstream_failed) when any teardown failed
-    def summary(pruned: list[str]) -> dict:
-        removed = get_current_context()["ti"].xcom_pull(task_ids="teardown_env") or []
-        removed = [r for r in ([removed] if isinstance(removed, dict) else removed) if r]
-        print(f"removed {len(removed)} environment(s): {', '.join(r['env'] for r in removed) or 'none'}; "
-              f"pruned {len(pruned)} snapshot(s)")
-        return {"environments": [r["env"] for r in removed], "snapshots": pruned}
+    def summary(removed: list[dict], pruned: list[str]) -> dict:
+        return clone_tasks.teardown_summary(removed, pruned)
 
     removed = teardown_env.expand(item=due())
     pruned = prune_snapshots()
     removed >> pruned
-    removed >> summary(pruned)
+    summary(removed, pruned)
 
 
 prodclone_teardown()

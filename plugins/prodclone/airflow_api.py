@@ -5,13 +5,13 @@ but Python to use it."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
 from prodclone.errors import ProdcloneError
+from prodclone.poll import Poll, WaitTimeout
 
 # Exit codes of `prodclone env` (documented in the README).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_PAUSED, EXIT_TIMEOUT, EXIT_UNREACHABLE = 0, 1, 2, 3, 4, 5, 6
@@ -130,15 +130,16 @@ class AirflowAPI:
                             {"dry_run": False, "only_failed": True}), f"retrying run {run_id}")
 
     def wait(self, dag_id: str, run_id: str, timeout: float, poll: float = 2.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            run = self.run(dag_id, run_id)
-            if run["state"] in ("success", "failed"):
-                return run
-            if time.monotonic() > deadline:
-                raise ApiError(f"run {run_id} of {dag_id} is still {run['state']} after {timeout:.0f}s; it goes on in "
-                               f"Airflow: {self.url}/dags/{dag_id}/runs/{_q(run_id)}", EXIT_TIMEOUT)
-            time.sleep(poll)
+        def finished() -> dict | None:
+            last[0] = self.run(dag_id, run_id)
+            return last[0] if last[0]["state"] in ("success", "failed") else None
+
+        last = [{"state": "queued"}]
+        try:
+            return Poll(f"run {run_id} of {dag_id}", timeout=timeout, every=poll).run(finished)
+        except WaitTimeout:
+            raise ApiError(f"run {run_id} of {dag_id} is still {last[0]['state']} after {timeout:.0f}s; it goes on in "
+                           f"Airflow: {self.url}/dags/{dag_id}/runs/{_q(run_id)}", EXIT_TIMEOUT) from None
 
     def xcom(self, dag_id: str, run_id: str, task_id: str):
         r = self._send("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/xcomEntries/"

@@ -94,7 +94,7 @@ def test_a_builtin_planted_in_the_maintenance_database_never_runs_as_the_base_ro
     restore(clones, other)
     clones.snapshot("r2")
     clones.prune_snapshots(keep=1)
-    clones.extend(env, 1, max_hours=72)
+    clones.extend(env, 1)
     assert rows(maintenance, "SELECT by FROM public.hijacked") == [(env,)]  # only the clone user's own call
     assert role_flags(pg, env) == (False, True, False, False)
     for db in (clones.base, clones.cfg.registry_database, other):
@@ -448,7 +448,7 @@ def test_a_teardown_between_the_copy_and_the_hooks_leaves_nothing_to_finish(clon
     before = server_state(pg)
     clones.begin_restore(clone_request(env), "run-1")
     with pytest.raises(CloneError, match="not a ready environment"):
-        clones.extend(env, 1, max_hours=72)
+        clones.extend(env, 1)
     clones.teardown(env)
     with pytest.raises(CloneError, match="not in the registry"):
         clones.finish_restore(env, "run-1", ())

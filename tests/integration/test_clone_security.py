@@ -79,7 +79,7 @@ def test_a_planted_escalation_trigger_never_runs_with_more_than_the_clone_role(c
     # Everything prodclone does afterwards: re-runs, extend, the teardown scan.
     assert clones.finish_restore(env, "run-1", (HOOK,)).status == "ready"
     assert clones.begin_restore(_req(env), "run-2").run_id == "run-1"
-    clones.extend(env, 1, max_hours=72)
+    clones.extend(env, 1)
     assert clones.due_for_teardown() == []
     assert sorted(set(rows(url, "SELECT fired_by, session_user_name FROM attempts"))) == [(env, env)]
     assert len(rows(url, "SELECT 1 FROM attempts")) == len(fired)  # none of it fired the trap

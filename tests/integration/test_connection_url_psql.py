@@ -35,7 +35,7 @@ def test_psql_connects_with_the_printed_url(clones):
     env = f"preview-u{uuid.uuid4().hex[:8]}"
     clones.begin_restore(RestoreRequest(env=env, profile="preview", ttl_hours=1, snapshot="latest",
                                         requested_by="pytest"), "r")
-    clones.finish_restore(env, "r")
+    clones.finish_restore(env, "r", ())
     stored = clones.secrets.values[env]  # what `prodclone env credentials` prints
     printed = clones.connection(env).text().split(": ", 1)[1].split(" ", 1)[0]  # the URL in connection_info's line
     assert printed.startswith("postgresql://") and stored.startswith("postgresql://")

@@ -110,7 +110,7 @@ def test_nothing_reaching_out_leaves_the_source(fdw_source, sample_export, clone
     env = f"preview-t{uuid.uuid4().hex[:8]}"
     clones.begin_restore(RestoreRequest(env=env, profile="preview", ttl_hours=1, snapshot="latest",
                                         requested_by="pytest"), "r1")
-    clones.finish_restore(env, "r1")
+    clones.finish_restore(env, "r1", ())
     for dsn in (clones.base_dsn, with_dbname(clones.admin_dsn, env)):
         assert rows(dsn, REACHING_OUT) == [(0, 0, 0, 0, 0)]
         assert rows(dsn, "SELECT relkind FROM pg_class WHERE oid = 'public.remote_accounts'::regclass") == [("r",)]

@@ -242,7 +242,7 @@ def test_seed_and_clone_keep_every_row_of_every_hostile_table(exported, pg, base
         env = f"preview-h{uuid.uuid4().hex[:8]}"
         driver.begin_restore(RestoreRequest(env=env, profile="preview", ttl_hours=1, snapshot="latest",
                                             requested_by="pytest"), "run-1")
-        driver.finish_restore(env, "run-1")
+        driver.finish_restore(env, "run-1", ())
         for dsn in (with_dbname(pg, dbname_of(base)), with_dbname(pg, env)):
             with psycopg.connect(dsn) as conn:
                 got = {name: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(t.ident)).fetchone()[0]

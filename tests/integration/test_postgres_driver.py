@@ -176,7 +176,7 @@ def test_crash_mid_clone_is_retried_by_the_same_run(clones, pg):
     # A different run waits for the first, then gives up with a clear message.
     with pytest.raises(CloneBusy, match="run run-1 .creating."):
         clones.begin_restore(_req(env), "run-2")
-    assert clones.finish_restore(env, "run-1").status == "ready"
+    assert clones.finish_restore(env, "run-1", ()).status == "ready"
 
 
 def test_concurrent_restores_of_one_env_clone_once(clones):
@@ -186,7 +186,7 @@ def test_concurrent_restores_of_one_env_clone_once(clones):
     def go(run):
         try:
             clones_env = clones.begin_restore(_req(env), run)
-            results.append(clones.finish_restore(env, run) if clones_env.run_id == run else clones_env)
+            results.append(clones.finish_restore(env, run, ()) if clones_env.run_id == run else clones_env)
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -203,10 +203,10 @@ def test_extend_within_profile_maximum(clones):
     clones.snapshot("r1")
     env = _env()
     made = _restore(clones, env, ttl_hours=24)
-    longer = clones.extend(env, 24, max_hours=72)
+    longer = clones.extend(env, 24)
     assert timedelta(hours=23.9) < longer.expires_at - made.expires_at < timedelta(hours=24.1)
     with pytest.raises(CloneError, match="beyond the preview profile's maximum of 72h"):
-        clones.extend(env, 48, max_hours=72)
+        clones.extend(env, 48)
     assert clones.environments()[0].expires_at == longer.expires_at
 
 

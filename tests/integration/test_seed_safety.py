@@ -66,7 +66,7 @@ def test_overwrite_refuses_the_registry_a_snapshot_and_a_clone(clones, pg, sampl
     env = "preview-seedsafety"
     clones.begin_restore(RestoreRequest(env=env, profile="preview", ttl_hours=1, snapshot="latest",
                                         requested_by="pytest"), "run-1")
-    clones.finish_restore(env, "run-1")
+    clones.finish_restore(env, "run-1", ())
     registry = clones.cfg.registry_database
     before = _server_state(pg)
     counts = {db: rows(with_dbname(pg, db), "SELECT count(*) FROM pg_class")[0][0] for db in (registry, env)}

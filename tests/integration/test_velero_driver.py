@@ -116,7 +116,7 @@ def test_failed_restore_leaves_no_healthy_env_and_teardown_cleans_up(kube, fault
     kube.driver.begin_restore(_req(env), "run-1")
     kube.sim.faults.restore_result = fault
     with pytest.raises(CloneError, match=message):
-        kube.driver.finish_restore(env, "run-1")
+        kube.driver.finish_restore(env, "run-1", ())
     assert [e.status for e in kube.driver.environments()] == ["failed"]
     assert kube.driver.due_for_teardown() == [(env, "failed")]
     kube.driver.teardown(env, reason="failed")
@@ -188,7 +188,7 @@ def test_steps_are_retry_safe_under_api_errors_and_dropped_polls(kube):
         kube.driver.begin_restore(_req(env), "run-1")
     kube.driver.begin_restore(_req(env), "run-1")  # the task's retry: namespace, SC and ConfigMap already there
     kube.cluster.faults.fail_next("GET", r"/restores/", 0, 500)  # a dropped connection, then a 500, while polling
-    assert kube.driver.finish_restore(env, "run-1").status == "ready"
+    assert kube.driver.finish_restore(env, "run-1", ()).status == "ready"
 
 
 def test_prune_uses_delete_backup_requests_and_keeps_what_is_in_use(kube):
@@ -302,7 +302,7 @@ def test_trigger_survives_dropped_polls_and_reports_the_phase(kube):
 
     snap = kube.driver.snapshot("r1")
     kube.cluster.faults.fail_next("GET", r"/backups/", 0, 500)
-    trigger = VeleroPhaseTrigger(**kube.driver.wait_spec("snapshot", snap.id), poll_interval=0.05)
+    trigger = VeleroPhaseTrigger.for_spec(kube.driver.wait_spec("snapshot", snap.id), poll_interval=0.05)
     cls, kwargs = trigger.serialize()
     assert cls == "prodclone.airflow.triggers.VeleroPhaseTrigger"
 
@@ -360,10 +360,10 @@ def test_a_failed_secret_update_gives_the_database_its_password_back_and_the_ret
 
     kube.cluster.faults.fail_next("PATCH", r"/secrets/postgres-credentials$", 500)
     with pytest.raises(ApiException):
-        kube.driver.finish_restore(env, "run-1")
+        kube.driver.finish_restore(env, "run-1", ())
     assert env not in kube.driver.secrets.values and [e.status for e in kube.driver.environments()] == ["failed"]
     assert _password(kube, env) == kube.secret["password"] and _logs_in(kube, kube.secret["password"])
-    assert kube.driver.finish_restore(env, "run-1").status == "ready"
+    assert kube.driver.finish_restore(env, "run-1", ()).status == "ready"
     assert _logs_in(kube, _password(kube, env)) and env in kube.driver.secrets.values
 
 
@@ -373,5 +373,5 @@ def test_a_secret_without_a_username_is_refused_not_defaulted_to_a_superuser(kub
     env = "preview-nouser"
     kube.driver.begin_restore(_req(env), "run-1")
     with pytest.raises(CloneError, match="Secret has no 'username'"):
-        kube.driver.finish_restore(env, "run-1")
+        kube.driver.finish_restore(env, "run-1", ())
     assert env not in kube.driver.secrets.values

@@ -27,9 +27,9 @@ class WaitForClone(BaseOperator):
         spec = af.clone_driver(cfg).wait_spec(self.what, self.name)
         if spec is None:
             return None
-        self.defer(trigger=VeleroPhaseTrigger(**spec, kubernetes_conn_id=cfg.velero.kubernetes_conn_id,
-                                              poll_interval=self.poll_interval),
-                   method_name="execute_complete", timeout=timedelta(seconds=spec["timeout"] + 60))
+        self.defer(trigger=VeleroPhaseTrigger.for_spec(spec, kubernetes_conn_id=cfg.velero.kubernetes_conn_id,
+                                                       poll_interval=self.poll_interval),
+                   method_name="execute_complete", timeout=timedelta(seconds=spec.timeout + 60))
 
     def execute_complete(self, context, event: dict):
         from airflow.sdk.exceptions import AirflowException, AirflowFailException

@@ -228,6 +228,9 @@ class Removed:
     objects: list[str] = field(default_factory=list)
     reason: str = ""
 
+    def text(self) -> str:
+        return f"{self.env} ({self.reason}): removed " + ", ".join(self.objects)
+
 
 class SecretStore(ABC):
     """Where a clone's connection URL, password included, goes for users to
