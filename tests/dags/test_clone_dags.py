@@ -165,3 +165,31 @@ def test_hourly_teardown_removes_only_expired_envs_and_prunes(stack):
     assert rows(stack["pg"], "SELECT 1 FROM pg_database WHERE datname = %s", (keep,))
     unknown = _bag()["prodclone_teardown"].test(run_conf={"env": "preview-never-made"}, use_executor=False)
     assert unknown.state == "failed"
+
+
+def test_teardown_summary_and_missing_ok(stack):
+    """The summary lists what the mapped teardowns removed; a sweep with nothing to do (no mapped instance)
+    and `missing_ok` for an env that is gone both succeed and say so."""
+    env = f"preview-s{uuid.uuid4().hex[:6]}"
+    assert _restore(env=env)[0].state == "success"
+    run = _bag()["prodclone_teardown"].test(run_conf={"env": env}, use_executor=False)
+    assert run.state == "success"
+    assert _xcom({ti.task_id: ti for ti in run.get_task_instances()}["summary"])["environments"] == [env]
+    again = _bag()["prodclone_teardown"].test(run_conf={"env": env, "missing_ok": True}, use_executor=False)
+    assert again.state == "success"
+    assert _xcom({ti.task_id: ti for ti in again.get_task_instances()}["summary"]) == {
+        "environments": [], "snapshots": []}
+
+
+def test_extend_dag_caps_at_the_profile_maximum(stack):
+    """The extend DAG passes no cap: the driver reads the env's profile (preview: 72h from now)."""
+    env = f"preview-x{uuid.uuid4().hex[:6]}"
+    assert _restore(env=env, ttl_hours=24)[0].state == "success"
+    run = _bag()["prodclone_extend"].test(run_conf={"env": env, "hours": 24}, use_executor=False)
+    assert run.state == "success"
+    (expires,) = rows(stack["registry"], "SELECT expires_at FROM environments WHERE name = %s", (env,))[0]
+    assert timedelta(hours=47) < expires - datetime.now(UTC) <= timedelta(hours=48)
+    refused = _bag()["prodclone_extend"].test(run_conf={"env": env, "hours": 48}, use_executor=False)
+    assert refused.state == "failed"
+    assert rows(stack["registry"], "SELECT expires_at FROM environments WHERE name = %s", (env,))[0][0] == expires
+    assert _bag()["prodclone_teardown"].test(run_conf={"env": env}, use_executor=False).state == "success"
