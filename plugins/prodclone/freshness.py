@@ -25,9 +25,19 @@ def freshness(created_at: datetime | None, schedule: str | None, now: datetime |
         max_age = now - expected
     stale = max_age is not None and age > max_age
     hours = age.total_seconds() / 3600
-    message = f"snapshot is {hours:.1f}h old"
+    message = f"snapshot {_age(age)}"
     if stale:
         message += (f", older than the export schedule ({schedule}) allows: the last exports failed or did not "
                     f"run. Restores keep using this snapshot; check prodclone_export.")
     return {"age_hours": round(hours, 2), "max_age_hours": round(max_age.total_seconds() / 3600, 2) if max_age else None,
             "stale": stale, "message": message}
+
+
+def _age(age: timedelta) -> str:
+    """Minutes while hours would read "0.0h"."""
+    minutes = int(age.total_seconds() // 60)
+    if minutes < 1:
+        return "was made just now"
+    if minutes < 60:
+        return f"is {minutes} minute{'s' if minutes != 1 else ''} old"
+    return f"is {age.total_seconds() / 3600:.1f}h old"

@@ -19,3 +19,10 @@ def test_a_run_in_progress_is_not_late_yet():
 def test_no_snapshot_and_no_schedule():
     assert freshness(None, "0 2 * * *", NOW)["stale"]
     assert not freshness(NOW - timedelta(days=30), None, NOW)["stale"]
+
+
+def test_a_fresh_snapshots_age_reads_in_minutes_never_0_0h():
+    assert freshness(NOW - timedelta(seconds=20), None, NOW)["message"] == "snapshot was made just now"
+    assert freshness(NOW - timedelta(minutes=1), None, NOW)["message"] == "snapshot is 1 minute old"
+    assert freshness(NOW - timedelta(minutes=25), None, NOW)["message"] == "snapshot is 25 minutes old"
+    assert freshness(NOW - timedelta(hours=3, minutes=30), None, NOW)["message"] == "snapshot is 3.5h old"
