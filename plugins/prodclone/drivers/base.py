@@ -380,7 +380,7 @@ class CloneDriver(ABC):
         with self._env_lock(env):
             current = self.require(env, "extend")
             if current.status != Status.READY:
-                raise CloneError(f"{env} is {current.status}, not ready; nothing to extend")
+                raise CloneError(f"{env} is {current.status}, not a ready environment; nothing to extend")
             wanted = extended_expiry(current, hours, self.cfg.profile(current.profile).max_ttl_hours, _now())
             return self._set_expiry(current, wanted)
 
