@@ -154,7 +154,7 @@ def _refuse_extend(env: str, hours: int) -> None:
     """The run's own checks, made before triggering it, so a mistake is a refusal (422), not a failed run."""
     _checked(env)
     cfg, driver = _driver()
-    current = next((e for e in driver.environments() if e.name == env), None)
+    current = driver.environment(env)
     if current is None:
         raise HTTPException(422, f"{env} does not exist (it may have expired or been torn down); nothing to extend")
     if current.status != "ready":

@@ -288,6 +288,10 @@ class CloneDriver(ABC):
     def finish_snapshot(self, run_id: str) -> Snapshot:
         """The run's snapshot, checked and ready; raises CloneError when it failed or holds no usable data."""
 
+    @staticmethod
+    def _not_started(run_id: str) -> CloneError:
+        return CloneError(f"run {run_id} started no snapshot (or it was pruned since); begin_snapshot comes first")
+
     def snapshot(self, run_id: str, export: str = "", rows: int = 0, rules_sha256: str = "") -> Snapshot:
         """Both steps in one call, waiting in this process (the CLI, the demo and tests)."""
         self.begin_snapshot(run_id, export, rows, rules_sha256)

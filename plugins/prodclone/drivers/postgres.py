@@ -327,7 +327,7 @@ class PostgresDriver(CloneDriver):
         with self._registry() as reg:
             row = reg.execute("SELECT * FROM snapshots WHERE run_id = %s", (run_id,)).fetchone()
         if row is None:
-            raise CloneError(f"run {run_id} started no snapshot (or it was pruned); begin_snapshot comes first")
+            raise self._not_started(run_id)
         if row["status"] != Status.READY:
             raise CloneError(f"snapshot {row['id']} of run {run_id} is {row['status']}; retry the snapshot task")
         return self._snap(row)

@@ -262,7 +262,7 @@ class VeleroDriver(CloneDriver):
         """The run's Backup, waited for, Completed and checked for every datastore's data."""
         started = self._backup_of(run_id)
         if started is None:
-            raise CloneError(f"run {run_id} started no Velero backup (or it was pruned); begin_snapshot comes first")
+            raise self._not_started(run_id)
         name = started["metadata"]["name"]
         backup = self._wait_phase("backups", name)
         if backup["status"]["phase"] != "Completed":
