@@ -52,7 +52,8 @@ def test_up_is_idempotent_then_list_extend_down(airflow_server, unpaused, cli):
     assert "now expires" in out
     runs = _runs(unpaused, "prodclone_extend")
     code, out, err = cli("extend", "--pr", pr, "--hours", "100")
-    assert code == 2 and "refused before triggering" in err and "at most" in err and "max_ttl_hours is 72h" in err
+    assert code == 2 and "refused before triggering" in err and "extend by at most" in err \
+        and "beyond the preview profile's maximum of 72h from now" in err
     assert _runs(unpaused, "prodclone_extend") == runs  # refused: no red run, no alert
 
     code, out, err = cli("down", "--pr", pr)

@@ -132,7 +132,8 @@ def test_restore_is_idempotent_and_environment_finds_it_by_name(h):
     assert (found.name, found.profile, found.snapshot, found.requested_by) == (env, "preview", made.snapshot, "pytest")
     assert [e.name for e in d.environments()] == [env]
     assert d.environment("preview-never-made") is None
-    with pytest.raises(CloneError, match="preview-never-made is not in prodclone's registry; nothing to extend"):
+    with pytest.raises(CloneError, match=r"preview-never-made does not exist \(it is not in prodclone's registry: "
+                                         r".*\); nothing to extend"):
         d.extend("preview-never-made", 1)
 
 

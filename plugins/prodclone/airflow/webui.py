@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from prodclone.config import load_config
 from prodclone.drivers.base import CloneError, max_extend_hours, validate_env_name
+from prodclone.errors import ProdcloneError
 from prodclone.freshness import freshness
 
 app = FastAPI(title="prodclone", description="Clones: environments and snapshots from prodclone's registry")
@@ -153,17 +154,11 @@ def _checked(env: str) -> str:
 def _refuse_extend(env: str, hours: int) -> None:
     """The run's own checks, made before triggering it, so a mistake is a refusal (422), not a failed run."""
     _checked(env)
-    cfg, driver = _driver()
-    current = driver.environment(env)
-    if current is None:
-        raise HTTPException(422, f"{env} does not exist (it may have expired or been torn down); nothing to extend")
-    if current.status != "ready":
-        raise HTTPException(422, f"{env} is {current.status}, not ready; only a ready environment can be extended")
-    cap = _max_ttl(cfg, current.profile)
-    allowed = max_extend_hours(current.expires_at, cap, datetime.now(UTC))
-    if hours > allowed:
-        raise HTTPException(422, f"{env} can be extended by at most {allowed}h now: the {current.profile} profile's "
-                                 f"max_ttl_hours is {cap}h from now" + ("" if allowed else "; it is already there"))
+    _, driver = _driver()
+    try:
+        driver.check_extend(env, hours)
+    except ProdcloneError as exc:  # CloneError, or a profile that has left the config
+        raise HTTPException(422, str(exc)) from None
 
 
 def _refuse_restore(params: dict, user) -> dict:

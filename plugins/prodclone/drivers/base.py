@@ -371,22 +371,26 @@ class CloneDriver(ABC):
         """The environment of that name; CloneError naming what could not be done when prodclone has none."""
         env = self.environment(name)
         if env is None:
-            raise CloneError(f"{name} is not in prodclone's registry; nothing to {doing} "
-                             f"(prodclone acts only on what it created)")
+            raise CloneError(f"{name} does not exist (it is not in prodclone's registry: it expired, was torn down "
+                             f"or was never made); nothing to {doing}")
         return env
 
     def _env_lock(self, env: str):
         """Held while one env is read and changed (extend); drivers with concurrent writers override it."""
         return nullcontext()
 
+    def check_extend(self, env: str, hours: int) -> tuple[Environment, datetime]:
+        """The env and the expiry ``extend`` would give it, or the CloneError it would refuse with; changes
+        nothing (the Clones page asks before it triggers a run)."""
+        current = self.require(env, "extend")
+        if current.status != Status.READY:
+            raise CloneError(f"{env} is {current.status}, not a ready environment; nothing to extend")
+        return current, extended_expiry(current, hours, self.cfg.profile(current.profile).max_ttl_hours, _now())
+
     def extend(self, env: str, hours: int) -> Environment:
-        """Push ``env``'s expiry ``hours`` later, within its profile's max_ttl_hours from now."""
+        """Push ``env``'s expiry ``hours`` later, within its own profile's max_ttl_hours from now."""
         with self._env_lock(env):
-            current = self.require(env, "extend")
-            if current.status != Status.READY:
-                raise CloneError(f"{env} is {current.status}, not a ready environment; nothing to extend")
-            wanted = extended_expiry(current, hours, self.cfg.profile(current.profile).max_ttl_hours, _now())
-            return self._set_expiry(current, wanted)
+            return self._set_expiry(*self.check_extend(env, hours))
 
     @abstractmethod
     def _set_expiry(self, env: Environment, expires_at: datetime) -> Environment:
