@@ -316,6 +316,32 @@ def test_trigger_survives_dropped_polls_and_reports_the_phase(kube):
     assert asyncio.run(first_event())["status"] == "error"
 
 
+def test_trigger_times_out_at_its_deadline_and_a_4xx_ends_it(kube):
+    """The trigger's loop is prodclone.poll's: 5xx answers are retried until the deadline, then a timeout event;
+    a 4xx other than 404 ends the wait at once with its status."""
+    import asyncio
+
+    from prodclone.airflow.triggers import VeleroPhaseTrigger
+    from prodclone.drivers.base import WaitSpec
+
+    snap = kube.driver.snapshot("r1")
+
+    async def first_event(trigger):
+        async for event in trigger.run():
+            return event.payload
+
+    kube.cluster.faults.fail_next("GET", r"/backups/", *([503] * 1000))
+    spec = WaitSpec("backups", VELERO, snap.id, 1)
+    event = asyncio.run(first_event(VeleroPhaseTrigger.for_spec(spec, poll_interval=0.05)))
+    assert event == {"status": "timeout", "message": f"Velero backup {VELERO}/{snap.id} is not done after 1s; it may "
+                                                     f"still finish: look at it before retrying"}
+    kube.cluster.faults.responses.clear()
+    kube.cluster.faults.fail_next("GET", r"/backups/", 403)
+    event = asyncio.run(first_event(VeleroPhaseTrigger.for_spec(WaitSpec("backups", VELERO, snap.id, 60),
+                                                                poll_interval=0.05)))
+    assert event["status"] == "error" and event["message"].startswith(f"reading Velero backup {VELERO}/{snap.id}: 403")
+
+
 def _password(kube, env):
     return base64.b64decode(kube.cluster.get("secrets", "postgres-credentials", env)["data"]["password"]).decode()
 

@@ -1,5 +1,5 @@
-"""Thin operators the DAGs use. WaitForClone defers on the driver's wait
-spec (a Velero Backup/Restore); with the postgres driver there is nothing to
+"""Thin operators the DAGs use. WaitForClone defers on the driver's WaitSpec
+(a Velero Backup/Restore); with the postgres driver it is None, nothing to
 wait for and it returns at once."""
 
 from __future__ import annotations
