@@ -48,7 +48,7 @@ def test_uncovered_column_fails_the_run_before_any_data(airflow_db, source_copy,
     assert run.state == "failed"
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states["check_rules"] == "failed"
-    assert states["export_part"] != "success" and states["seed_base"] != "success"
+    assert states["export"] != "success" and states["seed_base"] != "success"
     assert not list((tmp_path / "store").rglob("*.copy"))
     with psycopg.connect(psycopg.conninfo.make_conninfo(base, dbname="postgres")) as c:
         assert c.execute("SELECT count(*) FROM pg_database WHERE datname = %s",

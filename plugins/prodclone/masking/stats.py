@@ -79,7 +79,8 @@ class ColumnReport:
         s, m = self.source, self.masked
         return {"distinct": [round(s.n_distinct), round(m.n_distinct)], "null_frac": [round(s.null_frac, 4),
                 round(m.null_frac, 4)], "avg_width": [round(s.avg_width, 1), round(m.avg_width, 1)],
-                "top_freq": [round(s.top_freq, 4), round(m.top_freq, 4)], "unique": self.unique}
+                "top_freq": [round(s.top_freq, 4), round(m.top_freq, 4)], "unique": self.unique,
+                "non_null_in_sample": s.non_null_in_sample}
 
 
 def _off(before: float, after: float, bound: float) -> bool:
