@@ -74,6 +74,17 @@ class FreezeRdsSource(BaseOperator):
 
         if event["status"] == "done":
             return event["frozen"]
-        if event["status"] == "timeout":  # a retry finds the same instance and waits again
+        self._remove_instance()
+        if event["status"] == "timeout":  # a retry restores again
             raise AirflowException(event["message"])
         raise AirflowFailException(event["message"])
+
+    def _remove_instance(self) -> None:
+        """thaw_source, a teardown, runs only after a freeze that succeeded: a failed one removes its own
+        instance (tagged; deletion refuses any other), so no temporary copy of production outlives the run."""
+        from prodclone.airflow import support as af
+
+        try:
+            af.export_run().thaw()
+        except Exception as exc:  # the wait's error is the one to report
+            self.log.warning("could not delete the temporary RDS instance: %s; delete it by hand", exc)
