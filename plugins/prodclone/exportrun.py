@@ -49,6 +49,8 @@ def _none() -> None:
 
 @dataclass
 class ExportRun:
+    """One export: where it reads and writes, how it masks, and each step of it as a method."""
+
     url: str  # this export: <storage.url>/exports/<run> in the DAG, --to in the CLI
     rules_path: Path
     source_dsn: Callable[[], str | None] = field(repr=False)  # the configured source, before any freeze
@@ -93,9 +95,13 @@ class ExportRun:
         return self.storage_options()
 
     @cached_property
+    def configured_source(self) -> str | None:
+        return self.source_dsn()
+
+    @cached_property
     def source(self) -> str | None:
-        """The DSN the export reads: the configured source, or the frozen copy of it."""
-        configured = self.source_dsn()
+        """The DSN the export reads: the configured source, or the frozen copy of it (a restored instance)."""
+        configured = self.configured_source
         return self.frozen.dsn(configured) if self.frozen and configured else configured
 
     @cached_property
@@ -112,7 +118,7 @@ class ExportRun:
     def freeze(self) -> Frozen:
         """Pause the replica, or restore the RDS snapshot and wait here (the DAG waits in the triggerer)."""
         if self.mode == "replica_paused":
-            return sources.pause_replica(self.source_dsn())
+            return sources.pause_replica(self.configured_source)
         if self.mode == "rds_snapshot":
             return sources.restore_rds_snapshot(self._rds, self.rds, self.run)
         return Frozen(mode="live")
@@ -120,13 +126,10 @@ class ExportRun:
     def start_rds_restore(self) -> str:
         return sources.start_rds_restore(self._rds, self.rds, self.run)
 
-    def rds_ready(self, name: str) -> Frozen | None:
-        return sources.rds_instance_ready(self._rds, name)
-
     def thaw(self) -> None:
         """Resume replay or delete the temporary instance (only one prodclone tagged); safe to repeat."""
         if self.mode == "replica_paused":
-            sources.resume_replica(self.source_dsn())
+            sources.resume_replica(self.configured_source)
         elif self.mode == "rds_snapshot":
             sources.delete_rds_instance(self._rds, self.frozen.instance if self.frozen
                                         else sources.temp_instance_name(self.run))
@@ -142,7 +145,7 @@ class ExportRun:
     def export(self) -> dict:
         """Live mode: the whole export in this task, its workers sharing one exported snapshot."""
         return run_export(self.source, self.rules, self.key, self.url, jobs=self.jobs, overwrite=self.overwrite,
-                          s3_options=self.s3, split_rows=self.split_rows)["totals"]
+                          s3_options=self.s3)["totals"]  # (split_rows is the frozen modes' key)
 
     def plan(self) -> list[dict]:
         """Frozen modes: schema and sequences written, the units to map over returned."""
