@@ -5,8 +5,10 @@ from collections import Counter
 
 import pytest
 
+from prodclone.db import dbname_of
 from prodclone.errors import ProdcloneError
 from prodclone.exportrun import ExportRun, run_key
+from prodclone.source import Frozen
 from support import RULES
 
 
@@ -52,3 +54,25 @@ def test_replica_paused_on_a_primary_is_refused(sample_source, tmp_path, masking
     run = _run(tmp_path, sample_source[0], masking_key, Counter(), mode="replica_paused")
     with pytest.raises(ProdcloneError, match="not a replica"):
         run.freeze()
+
+
+def test_frozen_steps_plan_parts_finalize_verify_seed(sample_source, tmp_path, masking_key, new_db):
+    """What the frozen shape's tasks call, in order, each on its own ExportRun as each task builds one (the
+    sample source is quiescent, which is what a paused replica guarantees)."""
+    src, counts = sample_source
+    base = new_db("pct_exportrun")
+    frozen = Frozen(mode="replica_paused", lsn="0/0").as_dict()
+
+    def task_run() -> ExportRun:
+        run = _run(tmp_path, src, masking_key, Counter(), mode="replica_paused", frozen=Frozen(**frozen),
+                   split_rows=300, stats_rows=100)
+        run.base_dsn = lambda: base
+        return run
+
+    units = task_run().plan()
+    assert len([u for u in units if u["table"] == "public.users"]) > 1  # key ranges, one mapped task each
+    totals = task_run().finalize([task_run().export_part(u) for u in units])
+    assert totals["rows"] == sum(counts.values())
+    assert task_run().verify()["leak_check"] == "passed"
+    seeded = task_run().seed()
+    assert seeded["rows"] == sum(counts.values()) and seeded["database"] == dbname_of(base)
