@@ -105,8 +105,10 @@ def _copy_query(table: Table, where: sql.Composable | None, unit: Unit) -> sql.C
 
 
 def point_in_time(conn, mode: str = "live", export_snapshot: bool = True) -> SourcePoint:
+    # A standby cannot assign a transaction id (replica_paused): its snapshot's xmin names the point there.
     row = conn.execute(
-        "SELECT now(), pg_current_xact_id()::text, current_setting('server_version_num')::int,"
+        "SELECT now(), CASE WHEN pg_is_in_recovery() THEN pg_snapshot_xmin(pg_current_snapshot())::text"
+        " ELSE pg_current_xact_id()::text END, current_setting('server_version_num')::int,"
         " CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text ELSE pg_current_wal_lsn()::text END"
     ).fetchone()
     snap = None
