@@ -158,10 +158,15 @@ class ExportRun:
     def finalize(self, results: list[dict]) -> dict:
         return finalize_frozen_export(self.source, self.rules, self.key, self.url, list(results), self.s3)["totals"]
 
-    def verify(self) -> dict | None:
-        """Checksums, the leak check and the statistics comparison; the record that makes the export seedable."""
-        return verify_and_record(self.storage(), self.source, self.rules, self.key, sample_size=self.leak_sample,
-                                 stats_rows=self.stats_rows)
+    def verify(self, summary: bool = False) -> dict | None:
+        """Checksums, the leak check and the statistics comparison; the record that makes the export seedable
+        (``summary``: its counts and the names of columns whose statistics are out of bounds, for XCom)."""
+        record = verify_and_record(self.storage(), self.source, self.rules, self.key, sample_size=self.leak_sample,
+                                   stats_rows=self.stats_rows)
+        if not summary or record is None:
+            return record
+        return {k: record[k] for k in ("files", "rows", "columns_checked", "samples")} | {
+            "statistics_warnings": sorted(record.get("statistics", {}).get("outside_bounds", {}))}
 
     # --- the base and its snapshot
 
