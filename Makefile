@@ -48,6 +48,7 @@ stop:
 bench: install
 	$(BIN)/python bench/export_throughput.py
 	$(BIN)/python bench/clone_vs_restore.py
+	$(BIN)/python bench/verify_statistics.py
 
 clean: stop
 	rm -rf .prodclone

@@ -170,34 +170,39 @@ def _rules_schema(a) -> int:
     return EXIT_OK
 
 
-def _export(a) -> int:
-    from prodclone.export import run_export
+def _export_run(a, url: str):
+    from prodclone.exportrun import ExportRun
     from prodclone.masking import keys
-    from prodclone.masking.rules import load_rules
 
-    rules = load_rules(a.rules)
-    key = keys.load_key()
-    manifest = run_export(a.source, rules, key, a.to, jobs=a.jobs, overwrite=a.overwrite)
-    t = manifest["totals"]
+    return ExportRun(url=url, rules_path=a.rules, source_dsn=lambda: a.source, masking_key=keys.load_key,
+                     jobs=getattr(a, "jobs", 1), overwrite=getattr(a, "overwrite", False), stats_rows=a.stats_rows)
+
+
+def _export(a) -> int:
+    run = _export_run(a, a.to)
+    t = run.export()
     print(f"exported {t['tables']} tables, {t['rows']} rows, {t['bytes']} bytes, "
           f"{t['masked_columns']} masked columns in {t['seconds']}s to {a.to}")
     if a.no_verify:
         print("not verified (--no-verify): seed refuses it until `prodclone verify --source ...` passes")
         return EXIT_OK
-    return _verify_step(a.to, a.source, rules, key)
+    return _verify_step(run)
 
 
-def _verify_step(url: str, source: str | None, rules, key: bytes) -> int:
+def _verify_step(run) -> int:
     """Checksums and the leak check, recorded in the manifest when they pass (what makes the export seedable)."""
-    from prodclone.export import verify_and_record
-    from prodclone.storage import open_storage
-
-    record = verify_and_record(open_storage(url), source, rules, key)
+    record = run.verify()
     if record is None:
-        print(f"checksums match; no leak check without --source, so {url} is still not verified for seeding")
+        print(f"checksums match; no leak check without --source, so {run.url} is still not verified for seeding")
         return EXIT_OK
     print(f"verified {record['files']} files / {record['rows']} rows; leak check on {record['columns_checked']} "
           f"columns with {record['samples']} sampled originals: no leaks; recorded in the manifest")
+    stats = record.get("statistics")
+    if stats:
+        for column, problems in stats["outside_bounds"].items():
+            print(f"warning: statistics of {column} outside bounds: {'; '.join(problems)}")
+        print(f"statistics: {stats['within_bounds']} of {stats['columns_compared']} masked columns within bounds "
+              f"(sample of up to {stats['sample_rows']} rows per table; see the manifest's verified.statistics)")
     return EXIT_OK
 
 
@@ -212,10 +217,7 @@ def _seed(a) -> int:
 
 
 def _verify(a) -> int:
-    from prodclone.masking import keys
-    from prodclone.masking.rules import load_rules
-
-    return _verify_step(a.from_url, a.source, load_rules(a.rules), keys.load_key())
+    return _verify_step(_export_run(a, a.from_url))
 
 
 def _sample(a) -> int:
@@ -239,6 +241,12 @@ def _config_check(a) -> int:
     cfg = load_config(a.config)
     print(f"config ok: driver {cfg.driver}, profiles {', '.join(cfg.profiles)}, storage {cfg.storage_url}")
     return EXIT_OK
+
+
+def _stats_rows_option(p) -> None:
+    p.add_argument("--stats-rows", type=int, default=30_000, metavar="N",
+                   help="verify also compares each masked column's statistics with the source's on a sample of N "
+                        "rows per table, recorded in the manifest (outside bounds: a warning; 0: off)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -291,6 +299,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace an existing export at --to")
     s.add_argument("--no-verify", action="store_true",
                    help="skip the checksum and leak check after export (seed refuses the export until it is verified)")
+    _stats_rows_option(s)
     s.set_defaults(fn=_export)
     s = sub.add_parser("seed", help="load an export into the base database (staging, then swap)")
     s.add_argument("--from", dest="from_url", required=True)
@@ -303,6 +312,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--from", dest="from_url", required=True)
     s.add_argument("--source", help="source DSN for the leak check (without it: checksums only, not seedable)")
     s.add_argument("--rules", required=True)
+    _stats_rows_option(s)
     s.set_defaults(fn=_verify)
     s = sub.add_parser("sample", help="create the sample 'production' database full of fake PII")
     s.add_argument("--target", required=True, help="DSN naming the database to create")

@@ -207,6 +207,9 @@ class Config:
                             "$PRODCLONE_MASKING_KEY.", NAME, "prodclone_masking_key", at="masking.key_variable")
     leak_sample: int = key("Original values sampled per masked column for the leak check.", COUNT, 500,
                            at="masking.leak_sample")
+    stats_rows: int = key("Rows sampled per table by verify to compare each masked column's distinct values, nulls "
+                          "and width with the source's (outside bounds: a warning in the record); 0: off.",
+                          {"type": "integer", "minimum": 0}, 30_000, at="masking.stats_rows")
     schedule: str | None = key("Cron for prodclone_export; null: manual runs only.", SCHEDULE, "0 2 * * *",
                                at="export.schedule", keep_null=True)
     export_deadline_minutes: int = key("Alert when an export is still not done this long after it was queued; 0: off.",

@@ -43,6 +43,7 @@ from prodclone.masking.leakcheck import VerifyReport, verify_export
 from prodclone.masking.rewriter import TableMasker
 from prodclone.masking.rules import Rules
 from prodclone.masking.schema_text import check_schema_text
+from prodclone.masking.stats import export_statistics
 from prodclone.masking.transforms import trait
 from prodclone.pgtools import dump_schema, stand_ins
 from prodclone.storage import open_storage
@@ -104,8 +105,10 @@ def _copy_query(table: Table, where: sql.Composable | None, unit: Unit) -> sql.C
 
 
 def point_in_time(conn, mode: str = "live", export_snapshot: bool = True) -> SourcePoint:
+    # A standby cannot assign a transaction id (replica_paused): its snapshot's xmin names the point there.
     row = conn.execute(
-        "SELECT now(), pg_current_xact_id()::text, current_setting('server_version_num')::int,"
+        "SELECT now(), CASE WHEN pg_is_in_recovery() THEN pg_snapshot_xmin(pg_current_snapshot())::text"
+        " ELSE pg_current_xact_id()::text END, current_setting('server_version_num')::int,"
         " CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text ELSE pg_current_wal_lsn()::text END"
     ).fetchone()
     snap = None
@@ -260,11 +263,13 @@ def manifest_digest(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def verify_and_record(storage, source_dsn: str | None, rules: Rules, key: bytes, sample_size: int = 500) -> dict | None:
+def verify_and_record(storage, source_dsn: str | None, rules: Rules, key: bytes, sample_size: int = 500,
+                      stats_rows: int = 0) -> dict | None:
     """The verify step: checksums and, with ``source_dsn``, the leak check; only when both passed, the
     manifest's ``verified`` record that makes the export seedable (returned; None without a source: a
     checksum check alone proves nothing about masking). A failed verification withdraws an earlier record.
-    The rules and key must be the export's own: a leak check with other rules proves nothing about it."""
+    The rules and key must be the export's own: a leak check with other rules proves nothing about it.
+    With ``stats_rows``, the record also holds masked columns' statistics against the source's (warnings only)."""
     manifest = read_manifest(storage)
     if rules.digest != manifest["rules_sha256"] or keys.fingerprint(key) != manifest["key_fingerprint"]:
         raise ExportError(f"{storage.url} was exported with other masking rules or another key than the ones "
@@ -278,6 +283,8 @@ def verify_and_record(storage, source_dsn: str | None, rules: Rules, key: bytes,
     if not source_dsn:
         return None
     manifest["verified"] = _verification_record(manifest, report)
+    if stats_rows:
+        manifest["verified"]["statistics"] = export_statistics(source_dsn, manifest, rules, key, stats_rows)
     _store_manifest(storage, manifest)
     return manifest["verified"]
 

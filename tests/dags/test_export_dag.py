@@ -34,7 +34,12 @@ def test_export_dag_fills_the_base(dag_env, sample_source):
         assert c.execute("SELECT count(*) FROM order_items").fetchone()[0] == counts["order_items"]
     latest = json.loads((store / "LATEST").read_text())
     assert latest["rows"] == sum(counts.values())
-    assert (store / "exports" / latest["run"] / "manifest.json").exists()
+    manifest = json.loads((store / "exports" / latest["run"] / "manifest.json").read_text())
+    # verify's statistics: warnings in the record and the XCom, never a failure of the run
+    stats = manifest["verified"]["statistics"]
+    assert stats["columns_compared"] > 10 and "public.users.password_hash" in stats["outside_bounds"]
+    tis = {ti.task_id: ti for ti in run.get_task_instances()}
+    assert tis["verify"].xcom_pull(task_ids="verify")["statistics_warnings"] == sorted(stats["outside_bounds"])
 
 
 def test_uncovered_column_fails_the_run_before_any_data(airflow_db, source_copy, new_db, tmp_path, monkeypatch):
@@ -48,7 +53,7 @@ def test_uncovered_column_fails_the_run_before_any_data(airflow_db, source_copy,
     assert run.state == "failed"
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states["check_rules"] == "failed"
-    assert states["export_part"] != "success" and states["seed_base"] != "success"
+    assert states["export"] != "success" and states["seed_base"] != "success"
     assert not list((tmp_path / "store").rglob("*.copy"))
     with psycopg.connect(psycopg.conninfo.make_conninfo(base, dbname="postgres")) as c:
         assert c.execute("SELECT count(*) FROM pg_database WHERE datname = %s",

@@ -3,8 +3,8 @@
 Each unit opens its own connection (as a mapped task on another worker
 would) and reads without a shared snapshot, so the source must be frozen.
 Here the source is quiescent, which is what a paused replica guarantees;
-`replica_paused` itself is exercised by test_replica_paused when a replica
-can be started (pg_basebackup from the embedded server)."""
+`replica_paused` itself runs against a real streaming replica in
+tests/dags/test_replica_export.py."""
 
 import json
 

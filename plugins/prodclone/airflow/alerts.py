@@ -20,9 +20,12 @@ WHAT_TO_DO = {
     "check_rules": "a column has no masking rule or a rule does not fit: run `prodclone rules check` and fix "
                    "include/masking/rules.yaml (the export fails closed)",
     "plan": "check the source connection and the rules' subsetting",
+    "export": "check the source and storage connections; the run retries I/O errors by itself",
     "export_part": "check the source and storage connections; the run retries I/O errors by itself",
     "finalize": "check the storage connection",
     "verify": "the leak check found original values or a file is corrupt: fix the rule it names, then re-run",
+    "thaw_source": "the replica may still be paused or the temporary RDS instance still running: resume or "
+                   "delete it (prodclone-export-<run>, tagged managed-by=prodclone)",
     "seed_base": "the base was left as it was; fix the error (often a rule lacking `unique: true`) and re-run",
     "snapshot_base": "check the base server; the previous snapshot still serves restores",
     "publish": "check the storage connection",

@@ -4,7 +4,6 @@ and S3 credentials. Imported only by DAGs and operators."""
 from __future__ import annotations
 
 import os
-import re
 from contextlib import contextmanager
 
 import psycopg
@@ -56,9 +55,31 @@ def s3_options(cfg: Config) -> dict | None:
     return {k: v for k, v in opts.items() if v}
 
 
-def run_key(run_id: str) -> str:
-    """A storage-safe name derived from the run, so retries reuse their own prefix."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_")
+def rds_client(cfg: Config):
+    """boto3 RDS client from the amazon provider's hook and source.rds.aws_conn_id (default: storage's)."""
+    from airflow.providers.amazon.aws.hooks.rds import RdsHook
+
+    return RdsHook(aws_conn_id=rds_conn_id(cfg)).conn
+
+
+def rds_conn_id(cfg: Config) -> str:
+    return cfg.rds.get("aws_conn_id") or cfg.aws_conn_id
+
+
+def export_run(frozen: dict | None = None):
+    """This run's export, as the config says now; ``frozen`` is what freeze_source returned. Connections,
+    the key Variable and credentials are read when a step first needs them."""
+    from airflow.sdk import get_current_context
+
+    from prodclone.config import load_config
+    from prodclone.exportrun import ExportRun  # here, not at the top: DAG files import this module at parse time
+
+    cfg = load_config()
+    return ExportRun.from_config(
+        cfg, get_current_context()["run_id"], frozen,
+        source_dsn=lambda: dsn_for(cfg.source_conn_id), masking_key=lambda: masking_key(cfg),
+        storage_options=lambda: s3_options(cfg), base_dsn=lambda: dsn_for(cfg.base_conn_id),
+        driver=lambda: clone_driver(cfg), rds_client=lambda: rds_client(cfg))
 
 
 @contextmanager
