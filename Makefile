@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 # Runtime only (Airflow, providers, the engine, the embedded Postgres): what demo and airflow need.
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
+$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml setup.py plugins/prodclone/masking/_kernel.c
 	@test -n "$(PY)" || { echo "prodclone needs Python >= 3.11 (set PY=/path/to/python3.11)"; exit 1; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip

@@ -128,6 +128,10 @@ def _cased(like: str, text: str) -> str:
     return text.upper() if like.isupper() and len(like) > 1 else text.capitalize() if like[:1].isupper() else text
 
 
+def _case(like: str) -> str:
+    return "upper" if like.isupper() and len(like) > 1 else "title" if like[:1].isupper() else "lower"
+
+
 def _by_length(parts) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {}
     for p in sorted(set(parts)):
@@ -191,6 +195,39 @@ class Variants:
                 h //= size
             out.append(text)
         return encode("".join(out))
+
+    def native(self) -> tuple | None:
+        """The frames as the kernel draws them (see _kernel.c, do_variants): (head, slots), each slot
+        ("d", digits, low, span, 10**digits, after) | ("ip", after) | ("w", size, blocks, after), the text
+        COPY-encoded and the words already cased. None if a slot needs more than 64-bit arithmetic."""
+        frames = []
+        for frame in self.frames:
+            slots = []
+            for (kind, what), text in zip(frame[1::2], frame[2::2], strict=True):
+                after = encode(text)
+                if kind == "d":
+                    n, low = len(what), 10 ** (len(what) - 1) if what[0] != "0" and len(what) > 1 else 0
+                    if 10 ** n >= 1 << 64:
+                        return None
+                    slots.append(("d", n, low, 10 ** n - low, 10 ** n, after))
+                elif kind == "ip":
+                    slots.append(("ip", after))
+                else:
+                    size = self.words.size(len(what))
+                    if not size or size >= 1 << 64:
+                        return None
+                    slots.append(("w", size, self._cased_space(len(what), _case(what)), after))
+            frames.append((encode(frame[0]), tuple(slots)))
+        return tuple(frames)
+
+    @functools.cache  # noqa: B019 (variants are cached for the process; so are their spaces)
+    def _cased_space(self, length: int, case: str) -> tuple:
+        """``words.space(length)`` cased as _cased would case a join: the head's first letter decides, so heads
+        take the case and tails follow (lower, or upper)."""
+        head = {"upper": str.upper, "title": str.capitalize, "lower": str}[case]
+        tail = str.upper if case == "upper" else str
+        return tuple((tuple(encode(head(h)) for h in heads), tuple(encode(tail(t)) for t in tails))
+                     for heads, tails in self.words.space(length))
 
     def longest(self) -> list[str]:
         """Each template at its longest and with its digits at their largest: what output() declares."""

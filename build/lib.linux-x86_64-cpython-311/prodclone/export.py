@@ -1,0 +1,448 @@
+"""Streaming, masked export of a source database at one point in time.
+
+Layout under the export URL::
+
+    schema/pre-data.sql   schema/post-data.sql
+    data/<schema>.<table>.<part>.copy       COPY text, masked (name percent-encoded, see Unit.path)
+    manifest.json                           written LAST: no manifest = not complete;
+                                            its ``verified`` record (added by the verify step, only
+                                            after it passed) is what makes the export seedable
+
+Parallel workers share the coordinator's exported snapshot (as ``pg_dump -j``
+does), so every table is read at the same point in time and FKs hold.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+
+from psycopg import sql
+
+from prodclone import __version__
+from prodclone.catalog import Catalog, Table, load_catalog, split_qualified
+from prodclone.db import connect_source, pin_search_path
+from prodclone.errors import ExportError, LeakError
+from prodclone.masking import keys
+from prodclone.masking.coverage import ensure_covered
+from prodclone.masking.leakcheck import VerifyReport, verify_export
+from prodclone.masking.rewriter import TableMasker
+from prodclone.masking.rules import Rules
+from prodclone.masking.schema_text import check_schema_text
+from prodclone.masking.transforms import trait
+from prodclone.pgtools import dump_schema, stand_ins
+from prodclone.storage import open_storage
+from prodclone.subset import Subsetter
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FORMAT = 2  # 2: schema files carry a SHA-256 (format-1 exports ran unchecked SQL at seed)
+FLUSH_BYTES = 1 << 20
+SPLIT_ROWS = 5_000_000  # tables larger than this are split into key ranges
+_PATH_SAFE = re.compile(r"[a-z0-9._-]")  # kept as is in data file names; anything else is %XX-encoded
+_PATH_MAX = 120  # longer encoded names are cut and made unique with a digest
+SCHEMA_SECTIONS = ("pre-data", "post-data")
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+@dataclass
+class Unit:
+    """One piece of export work: a table, or one key range of a big table."""
+
+    table: str
+    part: int = 0
+    lo: int | None = None
+    hi: int | None = None  # exclusive
+
+    @property
+    def path(self) -> str:
+        """Readable for ordinary names, and for any name safe (no ``/``, never ``..``), within file name limits,
+        and distinct for distinct tables even on case-insensitive storage (capitals are encoded too)."""
+        name = "".join(c if _PATH_SAFE.fullmatch(c) else "".join(f"%{b:02X}" for b in c.encode()) for c in self.table)
+        if len(name) > _PATH_MAX:  # '+' never appears in an encoded name, so cut names cannot meet uncut ones
+            name = f"{name[:_PATH_MAX - 33]}+{hashlib.sha256(self.table.encode()).hexdigest()[:32]}"
+        return f"data/{name}.{self.part:04d}.copy"
+
+
+@dataclass
+class SourcePoint:
+    """The point in time an export reads; recorded in the manifest."""
+
+    snapshot: str | None
+    taken_at: str
+    txid: str
+    lsn: str | None
+    server_version_num: int
+    mode: str = "live"
+
+
+def _copy_query(table: Table, where: sql.Composable | None, unit: Unit) -> sql.Composed:
+    cols = sql.SQL(", ").join(sql.Identifier("t0", c.name) for c in table.columns)
+    conds = [] if where is None else [where]
+    if unit.lo is not None:
+        pk = sql.Identifier("t0", table.primary_key[0])
+        conds.append(sql.SQL("{} >= {} AND {} < {}").format(pk, sql.Literal(int(unit.lo)), pk, sql.Literal(int(unit.hi))))
+    q = sql.SQL("SELECT {} FROM {} t0").format(cols, table.scan)
+    if conds:
+        q += sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conds)
+    return sql.SQL("COPY ({}) TO STDOUT").format(q)
+
+
+def point_in_time(conn, mode: str = "live", export_snapshot: bool = True) -> SourcePoint:
+    row = conn.execute(
+        "SELECT now(), pg_current_xact_id()::text, current_setting('server_version_num')::int,"
+        " CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text ELSE pg_current_wal_lsn()::text END"
+    ).fetchone()
+    snap = None
+    if export_snapshot:
+        snap = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+    return SourcePoint(snapshot=snap, taken_at=row[0].isoformat(), txid=row[1], lsn=row[3],
+                       server_version_num=row[2], mode=mode)
+
+
+def open_snapshot_tx(conn) -> None:
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+
+def plan_units(conn, catalog: Catalog, rules: Rules, split_rows: int = SPLIT_ROWS) -> list[Unit]:
+    """Units for every exported table; big tables with an integer PK are split into key ranges."""
+    units = []
+    for name, table in catalog.tables.items():
+        if rules.tables[name].skip:
+            continue
+        pk = table.primary_key
+        if table.est_rows > split_rows and len(pk) == 1 and table.column(pk[0]).category == "number":
+            key = sql.Identifier(pk[0])
+            lo, hi = conn.execute(
+                sql.SQL("SELECT min({})::bigint, max({})::bigint FROM {}").format(key, key, table.scan)
+            ).fetchone()
+            if lo is not None:
+                parts = math.ceil(table.est_rows / split_rows)
+                step = max(1, math.ceil((hi + 1 - lo) / parts))
+                units += [Unit(name, i, lo + i * step, min(lo + (i + 1) * step, hi + 1)) for i in range(parts)
+                          if lo + i * step <= hi]
+                continue
+        units.append(Unit(name))
+    # Biggest first: keeps parallel workers busy to the end.
+    return sorted(units, key=lambda u: -catalog.tables[u.table].est_rows)
+
+
+def export_unit(source_dsn: str, point: SourcePoint, catalog: Catalog, rules: Rules, key: bytes,
+                storage_url: str, unit: Unit, s3_options: dict | None = None, conn=None) -> dict:
+    """Export one unit. Reads the snapshot ``point.snapshot`` if given (live
+    mode), else the (frozen) source as it is. Returns stats, never row values."""
+    table = catalog.tables[unit.table]
+    masker = TableMasker(table, rules, key)
+    where = Subsetter(catalog, rules).filter_sql(unit.table)
+    storage = open_storage(storage_url, s3_options)
+    own_conn = conn is None
+    if own_conn:
+        conn = connect_source(source_dsn)
+        open_snapshot_tx(conn)
+        if point.snapshot:
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(point.snapshot)))
+    pin_search_path(conn)
+    started = time.perf_counter()
+    digest = hashlib.sha256()
+    rows = size = 0
+    buf: list[bytes] = []
+    buffered = 0
+    try:
+        with storage.writer(unit.path) as out, conn.cursor().copy(_copy_query(table, where, unit)) as copy:
+            mask = None if masker.passthrough else masker.mask_line
+            for data in copy:
+                line = bytes(data)
+                if mask is not None:
+                    line = mask(line[:-1]) + b"\n"
+                buf.append(line)
+                buffered += len(line)
+                rows += 1
+                if buffered >= FLUSH_BYTES:
+                    block = b"".join(buf)
+                    digest.update(block)
+                    out.write(block)
+                    size += len(block)
+                    buf.clear()
+                    buffered = 0
+            block = b"".join(buf)
+            digest.update(block)
+            out.write(block)
+            size += len(block)
+    finally:
+        if own_conn:
+            conn.close()
+    return {"table": unit.table, "part": unit.part, "path": unit.path, "rows": rows, "bytes": size,
+            "sha256": digest.hexdigest(), "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _ensure_writable(storage, overwrite: bool) -> None:
+    if storage.exists(MANIFEST):
+        if not overwrite:
+            raise ExportError(f"{storage.url} already holds an export; pass overwrite to replace it")
+        storage.delete([MANIFEST])  # first, so a half-replaced export never looks complete
+    stale = [n for n in storage.list() if n.startswith(("data/", "schema/")) or n == "plan.json"]
+    if stale:
+        storage.delete(stale)
+
+
+def _schema_entry(storage, section: str) -> dict:
+    """Path and SHA-256 of a schema file, so seed can refuse an edited one before running it."""
+    path = f"schema/{section}.sql"
+    return {"path": path, "sha256": hashlib.sha256(storage.read_bytes(path)).hexdigest()}
+
+
+def write_manifest(storage, catalog: Catalog, rules: Rules, key: bytes, point: SourcePoint,
+                   sequences: list[dict], results: list[dict], started: float, outside: dict) -> dict:
+    by_table: dict[str, list[dict]] = {}
+    for r in sorted(results, key=lambda r: (r["table"], r["part"])):
+        by_table.setdefault(r["table"], []).append(r)
+    tables = []
+    for name, table in catalog.tables.items():
+        rule = rules.tables[name]
+        files = [{k: f[k] for k in ("path", "rows", "bytes", "sha256")} for f in by_table.get(name, [])]
+        if not rule.skip and not files:
+            raise ExportError(f"no data written for {name}: the export is incomplete")
+        masked = [c for c, spec in rule.columns.items() if trait(spec, "masks")]
+        tables.append({
+            "name": name, "columns": [c.name for c in table.columns], "masked_columns": sorted(masked),
+            "skipped": rule.skip, "where": rule.where, "rows": sum(f["rows"] for f in files),
+            "bytes": sum(f["bytes"] for f in files), "files": files,
+            "seconds": round(sum(f["seconds"] for f in by_table.get(name, [])), 3),
+        })
+    manifest = {
+        "format": FORMAT,
+        "complete": True,
+        "tool": "prodclone",
+        "tool_version": __version__,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
+        "source": asdict(point),
+        "rules_sha256": rules.digest,
+        "key_fingerprint": keys.fingerprint(key),
+        "schema": {section.replace("-", "_"): _schema_entry(storage, section) for section in SCHEMA_SECTIONS},
+        "left_behind": outside,
+        "sequences": sequences,
+        "tables": tables,
+        "totals": {
+            "tables": len(tables),
+            "rows": sum(t["rows"] for t in tables),
+            "bytes": sum(t["bytes"] for t in tables),
+            "masked_columns": sum(len(t["masked_columns"]) for t in tables),
+            "seconds": round(time.perf_counter() - started, 3),
+        },
+    }
+    _store_manifest(storage, manifest)
+    return manifest
+
+
+def _store_manifest(storage, manifest: dict) -> None:
+    storage.write_bytes(MANIFEST, json.dumps(manifest, indent=2).encode())
+
+
+def manifest_digest(manifest: dict) -> str:
+    """SHA-256 of the manifest as the export wrote it (without its verification record): the record
+    carries it, so it vouches for exactly the manifest that was verified, and seed checks it."""
+    body = {k: v for k, v in manifest.items() if k != "verified"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def verify_and_record(storage, source_dsn: str | None, rules: Rules, key: bytes, sample_size: int = 500) -> dict | None:
+    """The verify step: checksums and, with ``source_dsn``, the leak check; only when both passed, the
+    manifest's ``verified`` record that makes the export seedable (returned; None without a source: a
+    checksum check alone proves nothing about masking). A failed verification withdraws an earlier record.
+    The rules and key must be the export's own: a leak check with other rules proves nothing about it."""
+    manifest = read_manifest(storage)
+    if rules.digest != manifest["rules_sha256"] or keys.fingerprint(key) != manifest["key_fingerprint"]:
+        raise ExportError(f"{storage.url} was exported with other masking rules or another key than the ones "
+                          "given; verify with the rules file and key it was exported with")
+    try:
+        report = verify_export(storage, manifest, source_dsn, rules, key, sample_size)
+    except (LeakError, ExportError):
+        if manifest.pop("verified", None) is not None:
+            _store_manifest(storage, manifest)
+        raise
+    if not source_dsn:
+        return None
+    manifest["verified"] = _verification_record(manifest, report)
+    _store_manifest(storage, manifest)
+    return manifest["verified"]
+
+
+def _verification_record(manifest: dict, report: VerifyReport) -> dict:
+    return {"at": dt.datetime.now(dt.UTC).isoformat(), "leak_check": "passed", "checksums": "passed",
+            "files": report.files, "rows": report.rows, "columns_checked": report.columns_checked,
+            "samples": report.samples, "manifest_sha256": manifest_digest(manifest)}
+
+
+def read_sequences(conn, catalog: Catalog) -> list[dict]:
+    """Sequence values for the manifest; ``name`` is regclass input (quote_ident form), which seed casts."""
+    out = []
+    for seq in catalog.sequences:
+        schema, rel = split_qualified(seq)
+        last, called, name = conn.execute(  # no parameters: a '%' in a composed name would read as one
+            sql.SQL("SELECT last_value, is_called, quote_ident({}) || '.' || quote_ident({}) FROM {}").format(
+                sql.Literal(schema), sql.Literal(rel), sql.Identifier(schema, rel))).fetchone()
+        out.append({"name": name, "last_value": last, "is_called": called})
+    return out
+
+
+def prepare(conn, source_dsn: str, rules: Rules, storage, point: SourcePoint, overwrite: bool,
+            key: bytes | None = None) -> tuple[Catalog, dict]:
+    """Inside the snapshot: catalog, coverage and schema text (fail closed), schema. No row data moves before
+    this passes. Also returns what of the schema was left behind because it reaches another server (see _outside)."""
+    catalog = load_catalog(conn)
+    pin_search_path(conn)  # from here on (sequences, key ranges): no overload the schema defined can match
+    ensure_covered(catalog, rules, key)
+    subsetter = Subsetter(catalog, rules)
+    for name in catalog.tables:  # a cycle through a filtered table fails here, before any data moves
+        subsetter.filter_sql(name)
+    kept_comments = check_schema_text(conn, rules.schema)
+    _ensure_writable(storage, overwrite)
+    local_tables = stand_ins(conn)
+    removed = Counter()
+    for section in SCHEMA_SECTIONS:
+        dump = dump_schema(source_dsn, section, point.snapshot, point.server_version_num, local_tables)
+        text = dump.sql + (kept_comments if section == "post-data" else "")  # (comments last: on anything)
+        storage.write_bytes(f"schema/{section}.sql", text.encode())
+        removed.update(dump.removed)
+    return catalog, _outside(catalog, removed)
+
+
+def _outside(catalog: Catalog, removed: Counter) -> dict:
+    """The manifest's account of what stayed behind: foreign tables (clones get them as empty local
+    tables) and how many servers, user mappings, foreign-data wrappers, subscriptions and event
+    triggers were left out. Names only, never options or credentials."""
+    report = {"foreign_tables_made_local": sorted(n for n, t in catalog.tables.items() if t.kind == "foreign")
+              + sorted(p for t in catalog.tables.values() for p in t.foreign_partitions),
+              **{what: removed[what] for what in ("servers", "user_mappings", "foreign_data_wrappers", "subscriptions",
+                                                  "event_triggers")}}
+    if any(report.values()):
+        log.info("left behind: foreign tables %s became empty local tables; dropped %d server(s), %d user "
+                 "mapping(s), %d foreign-data wrapper(s), %d subscription(s), %d event trigger(s)",
+                 ", ".join(report["foreign_tables_made_local"]) or "none", report["servers"],
+                 report["user_mappings"], report["foreign_data_wrappers"], report["subscriptions"],
+                 report["event_triggers"])
+    return report
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: a worker must not outlive its export. A SIGKILLed parent (OOM, a killed task) runs
+    no cleanup, and its workers would go on reading production and writing files nobody will use. On Linux
+    the kernel kills the worker when its parent goes (PR_SET_PDEATHSIG; workers are spawned by the thread
+    running the export, which waits for them, so that thread's exit is the parent's); everywhere, a thread
+    polls the parent pid as a backstop (its first look catches a parent gone before prctl took effect)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    threading.Thread(target=_watch_parent, args=(parent,), name="prodclone-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int, every: float = 0.5) -> None:
+    while os.getppid() == parent:
+        time.sleep(every)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, jobs: int = 1,
+               overwrite: bool = False, s3_options: dict | None = None, split_rows: int = SPLIT_ROWS) -> dict:
+    """The whole export in one process tree: what `prodclone export` and the DAG's live mode run."""
+    started = time.perf_counter()
+    storage = open_storage(storage_url, s3_options)
+    coord = connect_source(source_dsn)
+    try:
+        open_snapshot_tx(coord)
+        point = point_in_time(coord)
+        catalog, outside = prepare(coord, source_dsn, rules, storage, point, overwrite, key)
+        sequences = read_sequences(coord, catalog)
+        if jobs > 1:  # split big tables so every worker stays busy, not just the one on the biggest table
+            total = sum(t.est_rows for n, t in catalog.tables.items() if not rules.tables[n].skip)
+            split_rows = min(split_rows, max(50_000, total // (jobs * 4)))
+        units = plan_units(coord, catalog, rules, split_rows)
+        log.info("exporting %d tables in %d units with %d job(s) at %s", len(catalog.tables), len(units), jobs, point.taken_at)
+        if jobs <= 1:
+            results = [export_unit(source_dsn, point, catalog, rules, key, storage_url, u, s3_options, conn=coord)
+                       for u in units]
+        else:
+            # spawn, not fork: safe inside Airflow workers and with open connections.
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_die_with_parent,
+                                     initargs=(os.getpid(),)) as pool:
+                futures = [pool.submit(export_unit, source_dsn, point, catalog, rules, key, storage_url, u, s3_options)
+                           for u in units]
+                results = [f.result() for f in futures]
+        return write_manifest(storage, catalog, rules, key, point, sequences, results, started, outside)
+    finally:
+        coord.close()
+
+
+def read_manifest(storage) -> dict:
+    if not storage.exists(MANIFEST):
+        raise ExportError(
+            f"{storage.url} has no {MANIFEST}: the export is missing or did not finish. Re-run the export."
+        )
+    manifest = json.loads(storage.read_bytes(MANIFEST))
+    if not manifest.get("complete") or manifest.get("format") != FORMAT:
+        raise ExportError(f"{storage.url}/{MANIFEST} is not a complete format-{FORMAT} export "
+                          f"(format {manifest.get('format')!r}); re-run the export with this prodclone")
+    return manifest
+
+
+# --- Frozen sources: the export split into plan / units / finalize, so Airflow
+# can spread units over mapped tasks on many workers. The source is frozen
+# (paused replica, restored RDS snapshot), so every unit reads the same point.
+
+PLAN = "plan.json"
+
+
+def plan_frozen_export(source_dsn: str, rules: Rules, storage_url: str, *, mode: str, overwrite: bool,
+                       s3_options: dict | None = None, split_rows: int = SPLIT_ROWS) -> list[dict]:
+    """Schema, sequences and the point in time go to ``plan.json`` beside the
+    data (finalize reads it back); the units are returned for mapping."""
+    storage = open_storage(storage_url, s3_options)
+    with connect_source(source_dsn) as conn:
+        open_snapshot_tx(conn)
+        point = point_in_time(conn, mode=mode, export_snapshot=False)
+        catalog, outside = prepare(conn, source_dsn, rules, storage, point, overwrite)
+        sequences = read_sequences(conn, catalog)
+        units = [asdict(u) for u in plan_units(conn, catalog, rules, split_rows)]
+    plan = {"point": asdict(point), "sequences": sequences, "units": units, "started": time.time(),
+            "left_behind": outside}
+    storage.write_bytes(PLAN, json.dumps(plan).encode())
+    return units
+
+
+def export_frozen_unit(source_dsn: str, rules: Rules, key: bytes, storage_url: str, unit: dict,
+                       s3_options: dict | None = None) -> dict:
+    with connect_source(source_dsn) as conn:
+        catalog = load_catalog(conn)
+        conn.rollback()
+    point = SourcePoint(snapshot=None, taken_at="", txid="", lsn=None, server_version_num=0, mode="frozen")
+    return export_unit(source_dsn, point, catalog, rules, key, storage_url, Unit(**unit), s3_options)
+
+
+def finalize_frozen_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str,
+                           results: list[dict], s3_options: dict | None = None) -> dict:
+    with connect_source(source_dsn) as conn:
+        catalog = load_catalog(conn)
+    storage = open_storage(storage_url, s3_options)
+    plan = json.loads(storage.read_bytes(PLAN))
+    done = {(r["table"], r["part"]) for r in results}
+    missing = [u for u in plan["units"] if (u["table"], u["part"]) not in done]
+    if missing:
+        raise ExportError(f"{len(missing)} export unit(s) produced no result, e.g. {missing[0]['table']}; re-run them")
+    started = time.perf_counter() - (time.time() - plan["started"])
+    return write_manifest(storage, catalog, rules, key, SourcePoint(**plan["point"]), plan["sequences"], results, started,
+                          plan["left_behind"])

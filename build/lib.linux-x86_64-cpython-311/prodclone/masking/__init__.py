@@ -1,0 +1,1 @@
+"""Masking: rules, transforms, the COPY-stream rewriter, coverage and leak checks."""
