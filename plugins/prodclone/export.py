@@ -35,9 +35,10 @@ from psycopg import sql
 
 from prodclone import __version__
 from prodclone.catalog import Catalog, Table, load_catalog, split_qualified
+from prodclone.copyout import masked_blocks
 from prodclone.db import connect_source, pin_search_path
 from prodclone.errors import ExportError, LeakError
-from prodclone.masking import keys
+from prodclone.masking import kernel, keys
 from prodclone.masking.coverage import ensure_covered
 from prodclone.masking.leakcheck import VerifyReport, verify_export
 from prodclone.masking.rewriter import TableMasker
@@ -52,7 +53,6 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FORMAT = 2  # 2: schema files carry a SHA-256 (format-1 exports ran unchecked SQL at seed)
-FLUSH_BYTES = 1 << 20
 SPLIT_ROWS = 5_000_000  # tables larger than this are split into key ranges
 _PATH_SAFE = re.compile(r"[a-z0-9._-]")  # kept as is in data file names; anything else is %XX-encoded
 _PATH_MAX = 120  # longer encoded names are cut and made unique with a digest
@@ -146,6 +146,7 @@ def export_unit(source_dsn: str, point: SourcePoint, catalog: Catalog, rules: Ru
                 storage_url: str, unit: Unit, s3_options: dict | None = None, conn=None) -> dict:
     """Export one unit. Reads the snapshot ``point.snapshot`` if given (live
     mode), else the (frozen) source as it is. Returns stats, never row values."""
+    kernel.announce()
     table = catalog.tables[unit.table]
     masker = TableMasker(table, rules, key)
     where = Subsetter(catalog, rules).filter_sql(unit.table)
@@ -160,29 +161,13 @@ def export_unit(source_dsn: str, point: SourcePoint, catalog: Catalog, rules: Ru
     started = time.perf_counter()
     digest = hashlib.sha256()
     rows = size = 0
-    buf: list[bytes] = []
-    buffered = 0
     try:
         with storage.writer(unit.path) as out, conn.cursor().copy(_copy_query(table, where, unit)) as copy:
-            mask = None if masker.passthrough else masker.mask_line
-            for data in copy:
-                line = bytes(data)
-                if mask is not None:
-                    line = mask(line[:-1]) + b"\n"
-                buf.append(line)
-                buffered += len(line)
-                rows += 1
-                if buffered >= FLUSH_BYTES:
-                    block = b"".join(buf)
-                    digest.update(block)
-                    out.write(block)
-                    size += len(block)
-                    buf.clear()
-                    buffered = 0
-            block = b"".join(buf)
-            digest.update(block)
-            out.write(block)
-            size += len(block)
+            for block, n in masked_blocks(conn, copy, masker):
+                digest.update(block)
+                out.write(block)
+                size += len(block)
+                rows += n
     finally:
         if own_conn:
             conn.close()

@@ -11,7 +11,6 @@ import glob
 import logging
 import os
 
-from prodclone.catalog import column_name
 from prodclone.errors import UncoveredValue
 
 log = logging.getLogger(__name__)
@@ -60,12 +59,19 @@ def _named(fn, where: str):
 def compile_table(masker) -> _kernel.Masker:
     """A TableMasker's rules for the kernel: each masked column native where its transform can say how
     (``Transform.native``), else a call back into Python (with the column's bounded cache)."""
+    from prodclone.catalog import column_name  # here: `prodclone --version` runs on the standard library alone
     specs: list[tuple] = [("keep",)] * len(masker.columns)
     for i, fn, mask_nulls in masker.simple:
         native = masker.transforms[masker.columns[i]].native()
         where = column_name(masker.table.name, masker.columns[i])
         specs[i] = (native[0], mask_nulls, *native[1:]) if native else ("call", mask_nulls, _named(fn, where))
     return _kernel.Masker(tuple(specs), masker.render_rows if masker.row_level else None)
+
+
+@functools.cache
+def passthrough() -> _kernel.Masker:
+    """A masker of no columns: reads a table whose rules all keep in blocks, every field as it is."""
+    return _kernel.Masker(())
 
 
 def value_function(transform):
