@@ -1,0 +1,158 @@
+"""The compiled kernel against the Python rewriter, its reference: random COPY lines (escapes, NULLs, empty
+strings, unicode, long values, JSON documents, rows with too few or too many fields) under random rule sets
+give byte-identical output, or the same error naming the same column. Bounded here; longer with
+PRODCLONE_FUZZ_EXAMPLES=N (and `make fuzz` runs the coverage-guided harness, tests/fuzz/)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from prodclone.catalog import Column, Table
+from prodclone.masking import kernel, rewriter
+from prodclone.masking.copytext import encode
+from prodclone.masking.rules import parse_rules
+
+pytestmark = pytest.mark.skipif(not kernel.enabled(), reason="the kernel is not built here")
+EXAMPLES = int(os.environ.get("PRODCLONE_FUZZ_EXAMPLES", "150"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)
+KEY = b"differential-test-key-" + b"x" * 20
+
+# Rules the kernel runs natively, rules it calls back into Python for, and their null handling.
+RULES = [
+    "keep", "email", "null", "hash",
+    "{transform: hash, length: 40}", "{transform: hash, format: uuid}", "{transform: hash, format: digits, length: 30}",
+    '{transform: hash, length: 12, prefix: "c\\tus\\\\_"}', "{transform: hash, format: digits, length: 64}",
+    "{transform: faker, provider: first_name}", "{transform: faker, provider: last_name, unique: true}",
+    "{transform: faker, provider: phone_number}", "{transform: faker, provider: ipv4}",
+    "{transform: faker, provider: city, locale: fr_FR}", "{transform: faker, provider: address}",
+    "{transform: faker, provider: street_address, unique: true}", "{transform: faker, provider: job, pool_only: true}",
+    "{transform: faker, provider: postcode, nulls: mask}", "{transform: faker, provider: date_of_birth}",
+    '{transform: constant, value: "x\\ty"}', "{transform: constant, value: 0, nulls: mask}",
+    "{transform: redact, keep_end: 4}", "{transform: date_shift, days: 30}", "{transform: scrub}",
+    "{transform: json, paths: {ip: {transform: faker, provider: ipv4}, name: {transform: faker, provider: name}, "
+    "a.b: hash, 'items[*].email': email, keep: keep, gone: null}, unlisted: keep}",
+    "{transform: json, paths: {ip: {transform: faker, provider: ipv4}, a: keep, n: null}}",
+    "{transform: json, paths: {x: {transform: redact}, a.b: email}, unlisted: null}",
+    "{transform: json, paths: {name: {transform: faker, provider: first_name}, o: keep}, unlisted: drop}",
+]
+
+_masker_cache: dict[tuple[str, ...], tuple[rewriter.TableMasker, rewriter.TableMasker]] = {}
+
+
+def maskers(rules: tuple[str, ...], monkeypatch=None) -> tuple[rewriter.TableMasker, rewriter.TableMasker]:
+    """(kernel, Python reference) for a table whose column i has rules[i]."""
+    if rules not in _masker_cache:
+        cols = [f"c{i}" for i in range(len(rules))]
+        text = "version: 1\ntables:\n  public.t:\n    columns:\n" + "".join(f"      {c}: {r}\n" for c, r in zip(cols, rules))
+        table = Table("public.t", "table", [Column(c, "text", False) for c in cols])
+        fast = rewriter.TableMasker(table, parse_rules(text), KEY)
+        old = os.environ.get(kernel.ENV)
+        os.environ[kernel.ENV] = "0"  # the reference: no kernel anywhere, json leaves included
+        try:
+            slow = rewriter.TableMasker(table, parse_rules(text), KEY)
+        finally:
+            os.environ.pop(kernel.ENV) if old is None else os.environ.__setitem__(kernel.ENV, old)
+        assert fast.passthrough or fast.kernel is not None
+        assert slow.kernel is None
+        _masker_cache[rules] = (fast, slow)
+    return _masker_cache[rules]
+
+
+# --- COPY fields -------------------------------------------------------------------------------------------
+_PIECES = ["a", "Z", "0", "7", "é", "日本", "😀", " ", "-", ".", "@", '"', "{", "}", "[", "]", ":", ",",
+           "\\\\", "\\t", "\\n", "\\r", "\\b", "\\f", "\\v", "\\x41", "\\101", "\\x7", "\\N", "\\"]
+text_fields = st.lists(st.sampled_from(_PIECES), max_size=30).map("".join).map(str.encode)
+long_fields = st.integers(200, 5000).map(lambda n: (b"ab\\tc" * n)[:n])
+raw_bytes = st.binary(max_size=40).map(lambda b: b.replace(b"\t", b" ").replace(b"\n", b" "))
+
+
+def _json_values():
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
+                        st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12))
+    keys = st.sampled_from(["ip", "name", "a", "b", "items", "email", "keep", "gone", "x", "n", "o", "é", "k\"q", "t\tab"])
+    return st.recursive(scalars, lambda kids: st.one_of(st.lists(kids, max_size=4),
+                                                         st.dictionaries(keys, kids, max_size=5)), max_leaves=12)
+
+
+@st.composite
+def json_fields(draw) -> bytes:
+    doc = draw(_json_values())
+    spacing = draw(st.sampled_from([(", ", ": "), (",", ":"), (" ,\n", " :\t")]))
+    text = json.dumps(doc, separators=spacing, ensure_ascii=draw(st.booleans()))
+    if draw(st.booleans()):  # break it a little: truncated, or with something after it
+        text = draw(st.sampled_from([text[: len(text) // 2], text + " x", "}" + text, text.replace(":", "", 1)]))
+    return encode(text)
+
+
+fields = st.one_of(st.just(b"\\N"), st.just(b""), text_fields, json_fields(), long_fields, raw_bytes)
+
+
+@st.composite
+def tables(draw):
+    rules = tuple(draw(st.lists(st.sampled_from(RULES), min_size=1, max_size=5)))
+    rows = []
+    for _ in range(draw(st.integers(1, 6))):
+        n = len(rules) + draw(st.sampled_from([0, 0, 0, 0, -1, 1]))  # sometimes too few or too many fields
+        rows.append(b"\t".join(draw(fields) for _ in range(max(n, 1))))
+    return rules, rows
+
+
+def _outcome(fn, *args):
+    try:
+        return ("ok", fn(*args))
+    except Exception as exc:  # the same error, word for word, on both paths
+        return ("error", type(exc).__name__, str(exc))
+
+
+@FUZZ
+@given(tables())
+def test_the_kernel_writes_what_the_python_rewriter_writes(case):
+    rules, rows = case
+    fast, slow = maskers(rules)
+    block = b"".join(r + b"\n" for r in rows)
+    want = _outcome(lambda: b"".join(slow.mask_line(r) + b"\n" for r in rows))
+    assert _outcome(fast.mask_block, block) == want
+    for r in rows:  # row by row too: each row's own error
+        assert _outcome(fast.mask_block, r + b"\n") == _outcome(lambda r=r: slow.mask_line(r) + b"\n")
+
+
+def test_an_uncovered_value_raises_the_same_error_naming_the_column_never_the_value():
+    fast, slow = maskers(("keep", "{transform: date_shift, days: 3}"))
+    secret = b"1\tnot-a-date-4111111111111111\n"
+    with pytest.raises(Exception) as py_err:
+        slow.mask_line(secret[:-1])
+    with pytest.raises(type(py_err.value)) as k_err:
+        fast.mask_block(secret)
+    assert str(k_err.value) == str(py_err.value) and "public.t.c1" in str(k_err.value) or "c1" in str(k_err.value)
+    assert b"4111" not in str(k_err.value).encode()
+
+
+def test_a_block_must_end_with_a_newline_on_both_paths():
+    fast, slow = maskers(("email",))
+    assert _outcome(fast.mask_block, b"a\nb") == _outcome(slow.mask_block, b"a\nb") == \
+        ("error", "ValueError", "COPY data does not end with a newline")
+
+
+@FUZZ
+@given(st.binary(max_size=600), st.binary(max_size=64), st.integers(1, 64), st.binary(max_size=16))
+def test_the_kernels_blake2b_is_hashlibs(data, key, size, person):
+    assert kernel._kernel.blake2b(data, key=key, digest_size=size, person=person) == \
+        hashlib.blake2b(data, key=key, digest_size=size, person=person).digest()
+
+
+def test_blake2b_at_block_boundaries_and_with_every_key_length():
+    for n in (0, 1, 127, 128, 129, 255, 256, 257, 1024, 100_000):
+        for keylen in (0, 1, 32, 63, 64):
+            data, key = bytes(range(256)) * (n // 256) + bytes(n % 256), b"k" * keylen
+            assert kernel._kernel.blake2b(data, key=key, digest_size=8) == hashlib.blake2b(data, key=key, digest_size=8).digest()
+
+
+def test_a_table_of_keep_rules_passes_through_the_kernel_untouched():
+    block = b"a\t\\N\t\\\\x\n\n\xff\xfe\n"
+    assert kernel.passthrough().mask_block(block) == block
