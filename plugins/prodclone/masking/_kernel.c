@@ -205,7 +205,7 @@ static int put_decimal(Buf *b, uint64_t v, int width) { /* str(v).zfill(width) *
 
 /* ---------------- columns ---------------- */
 
-enum { K_KEEP, K_CALL, K_CONST, K_HASH, K_PICK, K_VARIANTS, K_EMAIL };
+enum { K_KEEP, K_CALL, K_CONST, K_HASH, K_PICK, K_VARIANTS, K_EMAIL, K_JSON };
 enum { F_HEX, F_DIGITS, F_UUID };
 enum { S_DIGITS, S_IP, S_WORD };
 
@@ -224,7 +224,7 @@ typedef struct {
     Slot *slots;
 } Frame;
 
-typedef struct {
+typedef struct Col {
     int kind;
     int mask_nulls, unique;
     PyObject *fn;    /* K_CALL */
@@ -233,7 +233,28 @@ typedef struct {
     B2Key h64, tag, wide; /* wide: 32 bytes (hash) or 64 (variants) */
     int nframes;
     Frame *frames;
+    struct JTree *tree; /* K_JSON; fn is then the Python transform, for documents the kernel leaves to it */
 } Col;
+
+/* json paths: the rules' paths as a trie. A node is a path; its rule, and its children by key and [*]. */
+enum { R_NONE, R_KEEP, R_MASK, R_PYTHON };
+enum { U_FAIL, U_KEEP, U_NULL, U_DROP };
+
+typedef struct {
+    int rule;        /* R_* */
+    int null_always; /* R_MASK: the rule always emits NULL (so it may null a whole object or array) */
+    int prefix;      /* some listed path goes through here */
+    int item;        /* child for [*], -1 if none */
+    int nkids;
+    PyObject *keys;  /* tuple of bytes, UTF-8 */
+    int *kids;
+    struct Col *leaf; /* R_MASK */
+} JNode;
+
+typedef struct JTree {
+    int nnodes, unlisted;
+    JNode *nodes;
+} JTree;
 
 typedef struct {
     PyObject_HEAD
@@ -410,11 +431,259 @@ static int call_python(Col *c, const char *v, size_t len, Buf *out, PyThreadStat
     return 0;
 }
 
-static int apply(Col *c, const char *v, size_t len, Buf *out, PyThreadState **ts, int release) {
+/* ---------------- json paths (json_paths.py, JsonPaths._edits, for the documents it reads plainly) ----------------
+ * The kernel takes documents with no backslash (no COPY or JSON escapes), no control character, valid UTF-8,
+ * in strict JSON grammar, whose every value has a rule it can run (or a keep/null unlisted policy). Anything
+ * else — an error to report, a dropped key, an escape — goes to the Python transform, which is the reference. */
+
+#define JSON_BAIL 1
+
+static int apply_native(Col *c, const char *v, size_t len, Buf *out);
+
+static int utf8_ok(const unsigned char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            if (c < 0x20 || c == '\\') return 0; /* control characters and escapes: the Python path's */
+            i++;
+            continue;
+        }
+        int len;
+        unsigned lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) len = 2;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3;
+            if (c == 0xE0) lo = 0xA0;
+            if (c == 0xED) hi = 0x9F; /* no surrogates */
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4;
+            if (c == 0xF0) lo = 0x90;
+            if (c == 0xF4) hi = 0x8F;
+        } else return 0;
+        if (i + len > n) return 0;
+        if (s[i + 1] < lo || s[i + 1] > hi) return 0;
+        for (int k = 2; k < len; k++)
+            if (s[i + k] < 0x80 || s[i + k] > 0xBF) return 0;
+        i += len;
+    }
+    return 1;
+}
+
+/* The length of the JSON scalar at s (number, true, false, null) as json_paths' regex matches it; 0 if none. */
+static size_t scalar_len(const char *s, size_t n) {
+    size_t i = 0;
+    if (n >= 4 && (!memcmp(s, "true", 4) || !memcmp(s, "null", 4))) return 4;
+    if (n >= 5 && !memcmp(s, "false", 5)) return 5;
+    if (i < n && s[i] == '-') i++;
+    if (i < n && s[i] == '0') i++;
+    else if (i < n && s[i] >= '1' && s[i] <= '9') {
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+    } else return 0;
+    if (i + 1 < n && s[i] == '.' && s[i + 1] >= '0' && s[i + 1] <= '9') {
+        i += 2;
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        size_t j = i + 1;
+        if (j < n && (s[j] == '+' || s[j] == '-')) j++;
+        if (j < n && s[j] >= '0' && s[j] <= '9') {
+            while (j < n && s[j] >= '0' && s[j] <= '9') j++;
+            i = j;
+        }
+    }
+    return i;
+}
+
+/* A masked value (COPY text) as JSON in COPY text, as _mask_leaf and the final encode() write it. */
+static int leaf_text(const char *m, size_t n, int was_string, Buf *out) {
+    if (n == 2 && m[0] == '\\' && m[1] == 'N') return buf_put(out, "null", 4);
+    if (!was_string && !memchr(m, '\\', n) && n && scalar_len(m, n) == n) return buf_put(out, m, n);
+    if (buf_reserve(out, 4 * n + 4)) return -1;
+    char *o = out->p + out->n;
+    *o++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)m[i];
+        if (c == '\\') { /* a COPY escape: the character it stands for, JSON-escaped, its backslash doubled */
+            char e = ++i < n ? m[i] : 0;
+            const char *j = e == '\\' ? "\\\\\\\\" : e == 't' ? "\\\\t" : e == 'n' ? "\\\\n" : e == 'r' ? "\\\\r"
+                          : e == 'b' ? "\\\\b" : e == 'f' ? "\\\\f" : e == 'v' ? "\\\\u000b" : NULL;
+            if (!j) return JSON_BAIL; /* encode() writes no other escape; leave it to Python */
+            size_t jl = strlen(j); /* at most 7 for 2 characters read: 4n + 4 holds them all */
+            memcpy(o, j, jl);
+            o += jl;
+        } else if (c == '"') {
+            memcpy(o, "\\\\\"", 3);
+            o += 3;
+        } else if (c < 0x20) { /* encode() escapes these; a raw one cannot come from it */
+            return JSON_BAIL;
+        } else {
+            *o++ = (char)c;
+        }
+    }
+    *o++ = '"';
+    out->n = (size_t)(o - out->p);
+    return 0;
+}
+
+typedef struct {
+    int node; /* -1: skipping (kept, or nulled on close) */
+    int is_object, null_on_close;
+    size_t start;
+} JFrame;
+
+enum { J_VALUE, J_KEY_OR_CLOSE, J_KEY, J_COLON, J_COMMA_OR_CLOSE, J_VALUE_OR_CLOSE, J_END };
+
+static int json_child(const JTree *t, int node, const char *key, size_t klen) {
+    if (node < 0) return -1;
+    const JNode *nd = &t->nodes[node];
+    for (int i = 0; i < nd->nkids; i++) {
+        PyObject *k = PyTuple_GET_ITEM(nd->keys, i);
+        if ((size_t)PyBytes_GET_SIZE(k) == klen && !memcmp(PyBytes_AS_STRING(k), key, klen)) return nd->kids[i];
+    }
+    return -1;
+}
+
+/* 0: the masked document is in out; JSON_BAIL: out untouched, Python must do it; -1: no memory. */
+static int do_json(Col *c, const char *v, size_t n, Buf *out) {
+    const JTree *t = c->tree;
+    if (!utf8_ok((const unsigned char *)v, n)) return JSON_BAIL;
+    JFrame stack[64];
+    int depth = 0, state = J_VALUE, path = 0; /* path: the node of the value expected next (-1: not listed) */
+    size_t pos = 0, copied = 0, base = out->n;
+    Buf leaf = {0};
+    int rc = JSON_BAIL;
+#define WS() while (pos < n && (v[pos] == ' ' || v[pos] == '\t' || v[pos] == '\n' || v[pos] == '\r')) pos++
+#define EDIT(from, to, put)                                            \
+    do {                                                               \
+        if (buf_put(out, v + copied, (from) - copied)) goto nomem;     \
+        int r_ = (put);                                                \
+        if (r_) { rc = r_; goto done; }                                \
+        copied = (to);                                                 \
+    } while (0)
+    WS();
+    if (pos == n) { /* nothing but whitespace: the regex finds no token and nothing is wrong */
+        rc = buf_put(out, v, n) ? -1 : 0;
+        goto done_ok;
+    }
+    for (;;) {
+        WS();
+        if (pos == n) break;
+        char ch = v[pos];
+        size_t start = pos;
+        if (state == J_KEY_OR_CLOSE || state == J_KEY) {
+            if (ch == '}' && state == J_KEY_OR_CLOSE) goto close;
+            if (ch != '"') goto done;
+            const char *q = memchr(v + pos + 1, '"', n - pos - 1);
+            if (!q) goto done;
+            JFrame *f = &stack[depth - 1];
+            path = f->node < 0 ? -1 : json_child(t, f->node, v + pos + 1, (size_t)(q - v - pos - 1));
+            pos = (size_t)(q - v) + 1;
+            state = J_COLON;
+            continue;
+        }
+        if (state == J_COLON) {
+            if (ch != ':') goto done;
+            pos++;
+            state = J_VALUE;
+            continue;
+        }
+        if (state == J_COMMA_OR_CLOSE) {
+            if (ch == ',') {
+                pos++;
+                JFrame *f = &stack[depth - 1];
+                state = f->is_object ? J_KEY : J_VALUE;
+                if (!f->is_object) path = f->node < 0 ? -1 : t->nodes[f->node].item;
+                continue;
+            }
+            if (ch == '}' || ch == ']') goto close;
+            goto done;
+        }
+        if (state == J_END) goto done; /* something after the document */
+        if (state == J_VALUE_OR_CLOSE && ch == ']') goto close;
+        { /* a value at `path` */
+            int in_skip = depth && stack[depth - 1].node < 0;
+            if (ch == '{' || ch == '[') {
+                if (depth == 64) goto done;
+                JFrame *f = &stack[depth++];
+                f->is_object = ch == '{';
+                f->start = start;
+                f->null_on_close = 0;
+                f->node = -1;
+                if (!in_skip) {
+                    const JNode *nd = path >= 0 ? &t->nodes[path] : NULL;
+                    if (nd && nd->prefix) f->node = path; /* descend */
+                    else {
+                        int rule = nd ? nd->rule : R_NONE;
+                        if (rule == R_NONE) {
+                            if (t->unlisted != U_KEEP && t->unlisted != U_NULL) goto done;
+                            f->null_on_close = t->unlisted == U_NULL;
+                        } else if (rule == R_MASK) {
+                            if (!nd->null_always) goto done; /* an error: Python says which path */
+                            f->null_on_close = 1;
+                        } else if (rule == R_PYTHON) goto done;
+                    }
+                }
+                pos++;
+                state = ch == '{' ? J_KEY_OR_CLOSE : J_VALUE_OR_CLOSE;
+                if (ch == '[') path = f->node < 0 ? -1 : t->nodes[f->node].item;
+                continue;
+            }
+            size_t len;
+            int was_string = ch == '"';
+            if (was_string) {
+                const char *q = memchr(v + pos + 1, '"', n - pos - 1);
+                if (!q) goto done;
+                len = (size_t)(q - v) + 1 - pos;
+            } else if (!(len = scalar_len(v + pos, n - pos))) goto done;
+            pos += len;
+            if (!in_skip) {
+                const JNode *nd = path >= 0 ? &t->nodes[path] : NULL;
+                int rule = nd ? nd->rule : R_NONE;
+                if (rule == R_NONE) {
+                    if (t->unlisted == U_NULL) EDIT(start, pos, buf_put(out, "null", 4) ? -1 : 0);
+                    else if (t->unlisted != U_KEEP) goto done;
+                } else if (rule == R_PYTHON) {
+                    goto done;
+                } else if (rule == R_MASK && !(len == 4 && !memcmp(v + start, "null", 4))) {
+                    leaf.n = 0;
+                    const char *val = was_string ? v + start + 1 : v + start;
+                    size_t vl = was_string ? len - 2 : len;
+                    if (apply_native(nd->leaf, val, vl, &leaf)) goto nomem;
+                    EDIT(start, pos, leaf_text(leaf.p ? leaf.p : "", leaf.n, was_string, out));
+                }
+            }
+            state = depth ? J_COMMA_OR_CLOSE : J_END;
+            continue;
+        }
+    close:
+        {
+            JFrame *f = &stack[--depth];
+            if ((v[pos] == '}') != f->is_object) goto done;
+            pos++;
+            if (f->null_on_close) EDIT(f->start, pos, buf_put(out, "null", 4) ? -1 : 0);
+            state = depth ? J_COMMA_OR_CLOSE : J_END;
+        }
+    }
+    if (state != J_END) goto done;
+    if (buf_put(out, v + copied, n - copied)) goto nomem;
+    rc = 0;
+    goto done_ok;
+nomem:
+    rc = -1;
+done:
+    out->n = base; /* nothing half-written */
+done_ok:
+    free(leaf.p);
+    return rc;
+#undef WS
+#undef EDIT
+}
+
+/* A native column's transform of one value, into out; -1: no memory. */
+static int apply_native(Col *c, const char *v, size_t len, Buf *out) {
     int rc = 0;
     switch (c->kind) {
-    case K_CALL:
-        return call_python(c, v, len, out, ts, release);
     case K_CONST:
         rc = put_bytes(out, c->data);
         break;
@@ -433,7 +702,17 @@ static int apply(Col *c, const char *v, size_t len, Buf *out, PyThreadState **ts
     }
     if (!rc && c->unique && (c->kind == K_PICK || c->kind == K_VARIANTS))
         rc = buf_put(out, "-", 1) || put_tag(out, &c->tag, v, len);
-    return rc ? no_memory(ts) : 0;
+    return rc ? -1 : 0;
+}
+
+static int apply(Col *c, const char *v, size_t len, Buf *out, PyThreadState **ts, int release) {
+    if (c->kind == K_CALL) return call_python(c, v, len, out, ts, release);
+    if (c->kind == K_JSON) {
+        int rc = do_json(c, v, len, out);
+        if (rc == JSON_BAIL) return call_python(c, v, len, out, ts, release);
+        return rc ? no_memory(ts) : 0;
+    }
+    return apply_native(c, v, len, out) ? no_memory(ts) : 0;
 }
 
 static int mask_row(Masker *m, const char *line, Py_ssize_t len, Buf *out, PyThreadState **ts, int release) {
@@ -695,6 +974,104 @@ static int setup_frames(Col *c, PyObject *frames) {
     return 0;
 }
 
+static int setup_col(Col *c, PyObject *spec);
+
+/* nodes: tuple of (rule, item child or -1, (key bytes, ...), (child, ...), prefix); node 0 is the document.
+ * rule: None | ("keep",) | ("python",) | ("mask", native spec, null_always). */
+static int setup_tree(Col *c, int unlisted, PyObject *nodes) {
+    JTree *t = calloc(1, sizeof(JTree));
+    if (!t) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    c->tree = t;
+    c->unique = 0;
+    t->unlisted = unlisted;
+    t->nnodes = (int)PyTuple_GET_SIZE(nodes);
+    if (t->nnodes < 1 || unlisted < U_FAIL || unlisted > U_DROP) {
+        PyErr_SetString(PyExc_ValueError, "json: a tree needs its root and a known unlisted policy");
+        return -1;
+    }
+    t->nodes = calloc(t->nnodes, sizeof(JNode));
+    if (!t->nodes) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int i = 0; i < t->nnodes; i++) {
+        JNode *nd = &t->nodes[i];
+        PyObject *rule, *kids;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(nodes, i), "OiO!O!p", &rule, &nd->item, &PyTuple_Type, &nd->keys,
+                              &PyTuple_Type, &kids, &nd->prefix))
+            return -1;
+        nd->nkids = (int)PyTuple_GET_SIZE(nd->keys);
+        if (PyTuple_GET_SIZE(kids) != nd->nkids || nd->item >= t->nnodes) {
+            PyErr_SetString(PyExc_ValueError, "json: keys and children differ");
+            return -1;
+        }
+        nd->kids = calloc(nd->nkids + 1, sizeof(int));
+        if (!nd->kids) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (int k = 0; k < nd->nkids; k++) {
+            if (!PyBytes_Check(PyTuple_GET_ITEM(nd->keys, k))) {
+                PyErr_SetString(PyExc_TypeError, "json: keys are bytes");
+                return -1;
+            }
+            nd->kids[k] = (int)PyLong_AsLong(PyTuple_GET_ITEM(kids, k));
+            if (nd->kids[k] <= 0 || nd->kids[k] >= t->nnodes) {
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "json: a child out of range");
+                return -1;
+            }
+        }
+        const char *what;
+        if (rule == Py_None) nd->rule = R_NONE;
+        else if (!PyTuple_Check(rule) || PyTuple_GET_SIZE(rule) < 1 || !(what = PyUnicode_AsUTF8(PyTuple_GET_ITEM(rule, 0)))) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "json: a rule is None or a tuple");
+            return -1;
+        } else if (!strcmp(what, "keep")) nd->rule = R_KEEP;
+        else if (!strcmp(what, "python")) nd->rule = R_PYTHON;
+        else if (!strcmp(what, "mask")) {
+            PyObject *native;
+            nd->rule = R_MASK;
+            if (!PyArg_ParseTuple(rule, "sO!p", &what, &PyTuple_Type, &native, &nd->null_always)) return -1;
+            nd->leaf = calloc(1, sizeof(Col));
+            if (!nd->leaf) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            if (setup_col(nd->leaf, native)) return -1;
+            int k = nd->leaf->kind;
+            if (k == K_KEEP || k == K_CALL || k == K_JSON) {
+                PyErr_SetString(PyExc_ValueError, "json: a masked path needs a native rule");
+                return -1;
+            }
+        } else {
+            PyErr_Format(PyExc_ValueError, "json: unknown rule %s", what);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void free_col(Col *c) {
+    if (c->frames) {
+        for (int j = 0; j < c->nframes; j++) free(c->frames[j].slots);
+        free(c->frames);
+    }
+    if (c->tree) {
+        for (int i = 0; i < c->tree->nnodes; i++) {
+            free(c->tree->nodes[i].kids);
+            if (c->tree->nodes[i].leaf) {
+                free_col(c->tree->nodes[i].leaf);
+                free(c->tree->nodes[i].leaf);
+            }
+        }
+        free(c->tree->nodes);
+        free(c->tree);
+    }
+}
+
 static int setup_col(Col *c, PyObject *spec) {
     const char *kind;
     PyObject *subkey = NULL;
@@ -744,6 +1121,13 @@ static int setup_col(Col *c, PyObject *spec) {
         }
         return setup_keys(c, subkey, 0);
     }
+    if (!strcmp(kind, "json")) {
+        PyObject *nodes;
+        int unlisted;
+        c->kind = K_JSON;
+        if (!PyArg_ParseTuple(spec, "spiO!O", &kind, &c->mask_nulls, &unlisted, &PyTuple_Type, &nodes, &c->fn)) return -1;
+        return setup_tree(c, unlisted, nodes);
+    }
     PyErr_Format(PyExc_ValueError, "unknown column kind %s", kind);
     return -1;
 }
@@ -752,13 +1136,7 @@ static void Masker_dealloc(Masker *m) {
     Py_XDECREF(m->row_hook);
     Py_XDECREF(m->spec_ref);
     if (m->cols) {
-        for (int i = 0; i < m->ncols; i++) {
-            Col *c = &m->cols[i];
-            if (c->frames) {
-                for (int j = 0; j < c->nframes; j++) free(c->frames[j].slots);
-                free(c->frames);
-            }
-        }
+        for (int i = 0; i < m->ncols; i++) free_col(&m->cols[i]);
         free(m->cols);
     }
     free(m->starts);

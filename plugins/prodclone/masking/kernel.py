@@ -64,7 +64,12 @@ def compile_table(masker) -> _kernel.Masker:
     for i, fn, mask_nulls in masker.simple:
         native = masker.transforms[masker.columns[i]].native()
         where = column_name(masker.table.name, masker.columns[i])
-        specs[i] = (native[0], mask_nulls, *native[1:]) if native else ("call", mask_nulls, _named(fn, where))
+        if native is None:
+            specs[i] = ("call", mask_nulls, _named(fn, where))
+        elif native[0] == "json":  # the transform itself takes the documents the kernel leaves to it
+            specs[i] = (native[0], mask_nulls, *native[1:], _named(fn, where))
+        else:
+            specs[i] = (native[0], mask_nulls, *native[1:])
     return _kernel.Masker(tuple(specs), masker.render_rows if masker.row_level else None)
 
 

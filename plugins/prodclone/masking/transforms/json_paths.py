@@ -117,6 +117,34 @@ class JsonPaths(Transform):
     def output(self, lengths) -> Output:
         return Output()  # the document, edited in place: still json
 
+    def native(self) -> tuple:
+        """The paths as a trie for the kernel's scanner (_kernel.c, do_json): node 0 is the document; each node
+        (rule, [*] child, keys, their children, a listed path goes through it). The kernel hands every document
+        it does not read plainly (escapes, errors, drops, rules it cannot run) back to this transform."""
+        nodes: list[list] = [[None, -1, [], [], False]]
+        index = {(): 0}
+
+        def node(path: tuple) -> int:
+            if path not in index:
+                parent = node(path[:-1])
+                index[path] = len(nodes)
+                nodes.append([None, -1, [], [], False])
+                if path[-1] is ITEM:
+                    nodes[parent][1] = index[path]
+                else:
+                    nodes[parent][2].append(path[-1].encode())
+                    nodes[parent][3].append(index[path])
+            return index[path]
+
+        for path, rule in self.rules.items():
+            native = rule.native() if rule.masks else None
+            nodes[node(path)][0] = (("keep",) if not rule.masks else ("python",) if native is None or native[0] == "json"
+                                    else ("mask", (native[0], False, *native[1:]), rule.null_output == "always"))
+        for prefix in self.prefixes:
+            nodes[node(prefix)][4] = True
+        return ("json", UNLISTED.index(self.unlisted), tuple((r, item, tuple(keys), tuple(kids), prefix)
+                                                             for r, item, keys, kids, prefix in nodes))
+
     @property
     def leak_checked(self) -> bool:
         return any(rule.leak_checked for rule in self.rules.values())
