@@ -62,12 +62,15 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 @dataclass
 class Unit:
-    """One piece of export work: a table, or one key range of a big table."""
+    """One piece of export work: a table, or one range of a big table: of its integer key (``by="key"``), or of
+    its pages (``by="ctid"``, for tables without one; PostgreSQL 14+ scans just those pages). A ctid range
+    without ``lo`` starts at the first page, without ``hi`` runs to the last, however the table grew."""
 
     table: str
     part: int = 0
     lo: int | None = None
     hi: int | None = None  # exclusive
+    by: str = "key"
 
     @property
     def path(self) -> str:
@@ -94,7 +97,13 @@ class SourcePoint:
 def _copy_query(table: Table, where: sql.Composable | None, unit: Unit) -> sql.Composed:
     cols = sql.SQL(", ").join(sql.Identifier("t0", c.name) for c in table.columns)
     conds = [] if where is None else [where]
-    if unit.lo is not None:
+    if unit.by == "ctid":
+        ctid = sql.Identifier("t0", "ctid")
+        if unit.lo is not None:
+            conds.append(sql.SQL("{} >= {}::tid").format(ctid, sql.Literal(f"({int(unit.lo)},0)")))
+        if unit.hi is not None:
+            conds.append(sql.SQL("{} < {}::tid").format(ctid, sql.Literal(f"({int(unit.hi)},0)")))
+    elif unit.lo is not None:
         pk = sql.Identifier("t0", table.primary_key[0])
         conds.append(sql.SQL("{} >= {} AND {} < {}").format(pk, sql.Literal(int(unit.lo)), pk, sql.Literal(int(unit.hi))))
     q = sql.SQL("SELECT {} FROM {} t0").format(cols, table.scan)
@@ -120,8 +129,10 @@ def open_snapshot_tx(conn) -> None:
 
 
 def plan_units(conn, catalog: Catalog, rules: Rules, split_rows: int = SPLIT_ROWS) -> list[Unit]:
-    """Units for every exported table; big tables with an integer PK are split into key ranges."""
+    """Units for every exported table; big tables with an integer PK are split into key ranges, other big plain
+    tables (PostgreSQL 14+, which scans TID ranges) into page ranges."""
     units = []
+    tid_ranges = conn.info.server_version >= 140000
     for name, table in catalog.tables.items():
         if rules.tables[name].skip:
             continue
@@ -137,9 +148,23 @@ def plan_units(conn, catalog: Catalog, rules: Rules, split_rows: int = SPLIT_ROW
                 units += [Unit(name, i, lo + i * step, min(lo + (i + 1) * step, hi + 1)) for i in range(parts)
                           if lo + i * step <= hi]
                 continue
+        if table.est_rows > split_rows and table.kind == "table" and tid_ranges:
+            units += _page_ranges(conn, name, math.ceil(table.est_rows / split_rows))
+            continue
         units.append(Unit(name))
     # Biggest first: keeps parallel workers busy to the end.
     return sorted(units, key=lambda u: -catalog.tables[u.table].est_rows)
+
+
+def _page_ranges(conn, name: str, parts: int) -> list[Unit]:
+    schema, rel = split_qualified(name)
+    size, block = conn.execute(
+        "SELECT pg_relation_size(c.oid), current_setting('block_size')::int FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s", (schema, rel)).fetchone()
+    step = max(1, math.ceil(size // block / parts))
+    bounds = list(range(step, size // block, step))[: parts - 1]
+    edges = [None, *bounds, None]
+    return [Unit(name, i, edges[i], edges[i + 1], by="ctid") for i in range(len(edges) - 1)]
 
 
 def export_unit(source_dsn: str, point: SourcePoint, catalog: Catalog, rules: Rules, key: bytes,
@@ -148,7 +173,7 @@ def export_unit(source_dsn: str, point: SourcePoint, catalog: Catalog, rules: Ru
     mode), else the (frozen) source as it is. Returns stats, never row values."""
     kernel.announce()
     table = catalog.tables[unit.table]
-    masker = TableMasker(table, rules, key)
+    masker = TableMasker.shared(table, rules, key)
     where = Subsetter(catalog, rules).filter_sql(unit.table)
     storage = open_storage(storage_url, s3_options)
     own_conn = conn is None

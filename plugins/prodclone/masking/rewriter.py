@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from prodclone.catalog import Table, column_name
 from prodclone.errors import RulesError, UncoveredValue
-from prodclone.masking import kernel
+from prodclone.masking import kernel, keys
 from prodclone.masking.copytext import NULL
 from prodclone.masking.rules import Rules, build_transform
 from prodclone.masking.transforms import Transform
@@ -44,6 +44,20 @@ def _cached(fn: Callable[[bytes], bytes], limit: int) -> Callable[[bytes], bytes
 
 
 class TableMasker:
+    _built: dict[tuple, TableMasker] = {}
+
+    @classmethod
+    def shared(cls, table: Table, rules: Rules, key: bytes) -> TableMasker:
+        """One masker per table, rules and key in a process: the units of a split table (and a worker's next
+        unit) reuse its pools, compiled rules and caches instead of building them again."""
+        ident = (table.name, tuple((c.name, c.type) for c in table.columns), rules.digest, keys.fingerprint(key),
+                 kernel.enabled())
+        if ident not in cls._built:
+            if len(cls._built) >= 32:
+                cls._built.clear()
+            cls._built[ident] = cls(table, rules, key)
+        return cls._built[ident]
+
     def __init__(self, table: Table, rules: Rules, key: bytes):
         rule = rules.tables.get(table.name)
         if rule is None:

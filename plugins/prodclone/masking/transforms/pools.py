@@ -196,6 +196,7 @@ class Variants:
             out.append(text)
         return encode("".join(out))
 
+    @functools.cache  # noqa: B019 (variants live as long as the process's cache of them; so do their frames)
     def native(self) -> tuple | None:
         """The frames as the kernel draws them (see _kernel.c, do_variants): (head, slots), each slot
         ("d", digits, low, span, 10**digits, after) | ("ip", after) | ("w", size, blocks, after), the text
@@ -226,7 +227,8 @@ class Variants:
         take the case and tails follow (lower, or upper)."""
         head = {"upper": str.upper, "title": str.capitalize, "lower": str}[case]
         tail = str.upper if case == "upper" else str
-        return tuple((tuple(encode(head(h)) for h in heads), tuple(encode(tail(t)) for t in tails))
+        # Words are letters only (_PART): nothing in them for COPY to escape.
+        return tuple((tuple(head(h).encode() for h in heads), tuple(tail(t).encode() for t in tails))
                      for heads, tails in self.words.space(length))
 
     def longest(self) -> list[str]:
