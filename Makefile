@@ -4,7 +4,7 @@ PY ?= $(shell for p in python3.13 python3.12 python3.11 python3; do $$p -c 'impo
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev test test-fast lint demo airflow stop bench clean
+.PHONY: install dev test test-fast lint fuzz demo airflow stop bench clean
 
 # Runtime only (Airflow, providers, the engine, the embedded Postgres): what demo and airflow need.
 install: $(VENV)/.installed
@@ -29,6 +29,13 @@ lint: dev
 
 test: dev lint
 	$(BIN)/pytest
+	$(BIN)/python tests/fuzz/fuzz_kernel.py -runs=600 -max_total_time=60
+
+# The kernel against the Python rewriter, coverage-guided, for longer (FUZZ_SECONDS=...); the differential
+# hypothesis test takes PRODCLONE_FUZZ_EXAMPLES=N for a longer run too.
+FUZZ_SECONDS ?= 300
+fuzz: dev
+	$(BIN)/python tests/fuzz/fuzz_kernel.py -max_total_time=$(FUZZ_SECONDS)
 
 # The fast lane: unit tests only, without Postgres or Airflow (tests/unit minus the `db` marker).
 test-fast: dev

@@ -12,58 +12,14 @@ import os
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kernel_cases import RULES, maskers, outcome
 
-from prodclone.catalog import Column, Table
-from prodclone.masking import kernel, rewriter
+from prodclone.masking import kernel
 from prodclone.masking.copytext import encode
-from prodclone.masking.rules import parse_rules
 
 pytestmark = pytest.mark.skipif(not kernel.enabled(), reason="the kernel is not built here")
 EXAMPLES = int(os.environ.get("PRODCLONE_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)
-KEY = b"differential-test-key-" + b"x" * 20
-
-# Rules the kernel runs natively, rules it calls back into Python for, and their null handling.
-RULES = [
-    "keep", "email", "null", "hash",
-    "{transform: hash, length: 40}", "{transform: hash, format: uuid}", "{transform: hash, format: digits, length: 30}",
-    '{transform: hash, length: 12, prefix: "c\\tus\\\\_"}', "{transform: hash, format: digits, length: 64}",
-    "{transform: faker, provider: first_name}", "{transform: faker, provider: last_name, unique: true}",
-    "{transform: faker, provider: phone_number}", "{transform: faker, provider: ipv4}",
-    "{transform: faker, provider: city, locale: fr_FR}", "{transform: faker, provider: address}",
-    "{transform: faker, provider: street_address, unique: true}", "{transform: faker, provider: job, pool_only: true}",
-    "{transform: faker, provider: postcode, nulls: mask}", "{transform: faker, provider: date_of_birth}",
-    '{transform: constant, value: "x\\ty"}', "{transform: constant, value: 0, nulls: mask}",
-    "{transform: redact, keep_end: 4}", "{transform: date_shift, days: 30}", "{transform: scrub}",
-    "{transform: json, paths: {ip: {transform: faker, provider: ipv4}, name: {transform: faker, provider: name}, "
-    "a.b: hash, 'items[*].email': email, keep: keep, gone: null}, unlisted: keep}",
-    "{transform: json, paths: {ip: {transform: faker, provider: ipv4}, a: keep, n: null}}",
-    "{transform: json, paths: {x: {transform: redact}, a.b: email}, unlisted: null}",
-    "{transform: json, paths: {name: {transform: faker, provider: first_name}, o: keep}, unlisted: drop}",
-]
-
-_masker_cache: dict[tuple[str, ...], tuple[rewriter.TableMasker, rewriter.TableMasker]] = {}
-
-
-def maskers(rules: tuple[str, ...], monkeypatch=None) -> tuple[rewriter.TableMasker, rewriter.TableMasker]:
-    """(kernel, Python reference) for a table whose column i has rules[i]."""
-    if rules not in _masker_cache:
-        cols = [f"c{i}" for i in range(len(rules))]
-        text = "version: 1\ntables:\n  public.t:\n    columns:\n" + "".join(f"      {c}: {r}\n" for c, r in zip(cols, rules, strict=True))
-        table = Table("public.t", "table", [Column(c, "text", False) for c in cols])
-        fast = rewriter.TableMasker(table, parse_rules(text), KEY)
-        old = os.environ.get(kernel.ENV)
-        os.environ[kernel.ENV] = "0"  # the reference: no kernel anywhere, json leaves included
-        try:
-            slow = rewriter.TableMasker(table, parse_rules(text), KEY)
-        finally:
-            os.environ.pop(kernel.ENV) if old is None else os.environ.__setitem__(kernel.ENV, old)
-        assert fast.passthrough or fast.kernel is not None
-        assert slow.kernel is None
-        _masker_cache[rules] = (fast, slow)
-    return _masker_cache[rules]
-
-
 # --- COPY fields -------------------------------------------------------------------------------------------
 _PIECES = ["a", "Z", "0", "7", "é", "日本", "😀", " ", "-", ".", "@", '"', "{", "}", "[", "]", ":", ",",
            "\\\\", "\\t", "\\n", "\\r", "\\b", "\\f", "\\v", "\\x41", "\\101", "\\x7", "\\N", "\\"]
@@ -106,23 +62,16 @@ def tables(draw):
     return rules, rows
 
 
-def _outcome(fn, *args):
-    try:
-        return ("ok", fn(*args))
-    except Exception as exc:  # the same error, word for word, on both paths
-        return ("error", type(exc).__name__, str(exc))
-
-
 @FUZZ
 @given(tables())
 def test_the_kernel_writes_what_the_python_rewriter_writes(case):
     rules, rows = case
     fast, slow = maskers(rules)
     block = b"".join(r + b"\n" for r in rows)
-    want = _outcome(lambda: b"".join(slow.mask_line(r) + b"\n" for r in rows))
-    assert _outcome(fast.mask_block, block) == want
+    want = outcome(lambda: b"".join(slow.mask_line(r) + b"\n" for r in rows))
+    assert outcome(fast.mask_block, block) == want
     for r in rows:  # row by row too: each row's own error
-        assert _outcome(fast.mask_block, r + b"\n") == _outcome(lambda r=r: slow.mask_line(r) + b"\n")
+        assert outcome(fast.mask_block, r + b"\n") == outcome(lambda r=r: slow.mask_line(r) + b"\n")
 
 
 def test_an_uncovered_value_raises_the_same_error_naming_the_column_never_the_value():
@@ -138,7 +87,7 @@ def test_an_uncovered_value_raises_the_same_error_naming_the_column_never_the_va
 
 def test_a_block_must_end_with_a_newline_on_both_paths():
     fast, slow = maskers(("email",))
-    assert _outcome(fast.mask_block, b"a\nb") == _outcome(slow.mask_block, b"a\nb") == \
+    assert outcome(fast.mask_block, b"a\nb") == outcome(slow.mask_block, b"a\nb") == \
         ("error", "ValueError", "COPY data does not end with a newline")
 
 
@@ -162,11 +111,11 @@ def test_the_kernel_reads_plain_documents_itself(doc, rule):
     """A document without escapes, in a rule's grammar, never goes back to Python, and comes out as Python writes it."""
     text = json.dumps(doc, ensure_ascii=False)
     fast, slow = maskers((rule,))
-    want = _outcome(slow.mask_line, text.encode())
+    want = outcome(slow.mask_line, text.encode())
     spec = fast.transforms["c0"].native()
     fallback = []
     one = kernel._kernel.Masker((("json", False, *spec[1:], fallback.append),))
-    got = _outcome(one.mask_block, text.encode() + b"\n")
+    got = outcome(one.mask_block, text.encode() + b"\n")
     if "\\" in text or any(ord(c) < 32 for c in text) or fallback:  # escapes, or an error or drop: Python's to write
         return
     assert want[0] == "ok" and got == ("ok", want[1] + b"\n")
