@@ -44,7 +44,7 @@ from prodclone.masking.leakcheck import VerifyReport, verify_export
 from prodclone.masking.rewriter import TableMasker
 from prodclone.masking.rules import Rules
 from prodclone.masking.schema_text import check_schema_text
-from prodclone.masking.transforms import trait
+from prodclone.masking.transforms import pools, trait
 from prodclone.pgtools import dump_schema, stand_ins
 from prodclone.storage import open_storage
 from prodclone.subset import Subsetter
@@ -360,6 +360,12 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=_watch_parent, args=(parent,), name="prodclone-parent-watch", daemon=True).start()
 
 
+def _start_worker(parent: int, built: tuple[dict, dict]) -> None:
+    """Pool initializer: die with the export, and take the Faker pools its coordinator built."""
+    _die_with_parent(parent)
+    pools.install(built)
+
+
 def _watch_parent(parent: int, every: float = 0.5) -> None:
     while os.getppid() == parent:
         time.sleep(every)
@@ -388,8 +394,8 @@ def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, j
         else:
             # spawn, not fork: safe inside Airflow workers and with open connections.
             ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_die_with_parent,
-                                     initargs=(os.getpid(),)) as pool:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_start_worker,
+                                     initargs=(os.getpid(), pools.built())) as pool:
                 futures = [pool.submit(export_unit, source_dsn, point, catalog, rules, key, storage_url, u, s3_options)
                            for u in units]
                 results = [f.result() for f in futures]
