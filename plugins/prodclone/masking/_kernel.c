@@ -175,6 +175,19 @@ static void big_from(Big *b, const uint8_t *d, int len) {
 }
 
 static uint64_t big_divmod(Big *b, uint64_t d) { /* b //= d; returns b % d */
+    if (d >> 32 == 0) { /* the usual case: 64-bit hardware division on 32-bit halves, no 128-bit arithmetic */
+        uint64_t rem = 0;
+        for (int i = b->n - 1; i >= 0; i--) {
+            uint64_t w = b->w[i], hi, lo;
+            hi = (rem << 32) | (w >> 32);
+            rem = hi % d;
+            lo = (rem << 32) | (w & 0xffffffffu);
+            rem = lo % d;
+            b->w[i] = ((hi / d) << 32) | (lo / d);
+        }
+        while (b->n && !b->w[b->n - 1]) b->n--;
+        return rem;
+    }
     u128 rem = 0;
     for (int i = b->n - 1; i >= 0; i--) {
         u128 cur = (rem << 64) | b->w[i];
@@ -182,6 +195,20 @@ static uint64_t big_divmod(Big *b, uint64_t d) { /* b //= d; returns b % d */
         rem = cur % d;
     }
     while (b->n && !b->w[b->n - 1]) b->n--;
+    return (uint64_t)rem;
+}
+
+static uint64_t big_mod(const Big *b, uint64_t d) { /* b % d, b unchanged */
+    if (d >> 32 == 0) {
+        uint64_t rem = 0;
+        for (int i = b->n - 1; i >= 0; i--) {
+            rem = ((rem << 32) | (b->w[i] >> 32)) % d;
+            rem = ((rem << 32) | (b->w[i] & 0xffffffffu)) % d;
+        }
+        return rem;
+    }
+    u128 rem = 0;
+    for (int i = b->n - 1; i >= 0; i--) rem = ((rem << 64) | b->w[i]) % d;
     return (uint64_t)rem;
 }
 
@@ -340,8 +367,7 @@ static int do_variants(Col *c, const char *v, size_t len, Buf *out) {
     for (int i = 0; i < f->nslots; i++) {
         Slot *s = &f->slots[i];
         if (s->kind == S_DIGITS) {
-            Big rest = h;
-            uint64_t r = big_divmod(&rest, s->span); /* the value: h % (10**n - low) ... */
+            uint64_t r = big_mod(&h, s->span); /* the value: h % (10**n - low) ... */
             if (put_decimal(out, s->low + r, s->width)) return -1;
             big_divmod(&h, s->pow); /* ... then h //= 10**n */
         } else if (s->kind == S_IP) {
