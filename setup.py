@@ -4,4 +4,4 @@ compiler. optional=True: without a compiler the install still succeeds and prodc
 from setuptools import Extension, setup
 
 setup(ext_modules=[Extension("prodclone.masking._kernel", ["plugins/prodclone/masking/_kernel.c"],
-                             extra_compile_args=["-O3", "-std=c11"], optional=True)])
+                             extra_compile_args=["-O3", "-std=gnu11"], optional=True)])

@@ -15,6 +15,7 @@ Absolute times are noisy on shared machines; read the ratios, measured side by s
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import resource
 import subprocess
@@ -70,9 +71,58 @@ def _masked(dsn: str, out: str, jobs: int, only: str | None = None, verify: bool
     return r
 
 
+def _mask_only(dsn: str, jobs: int) -> dict:
+    """Masking alone, no database in the loop: the users table's COPY text, read once into memory, masked in
+    1 MiB blocks by ``jobs`` processes (each its own half). How the kernel's work scales with cores."""
+    import psycopg
+
+    from prodclone.catalog import load_catalog
+
+    with psycopg.connect(dsn) as conn:
+        table = load_catalog(conn).tables["public.users"]
+        with conn.cursor().copy("COPY (SELECT * FROM public.users) TO STDOUT") as copy:
+            data = b"".join(bytes(d) for d in copy)
+    blocks, pos = [], 0
+    while pos < len(data):
+        end = data.find(b"\n", pos + (1 << 20))
+        end = len(data) if end < 0 else end + 1
+        blocks.append(data[pos:end])
+        pos = end
+    share = [blocks[i::jobs] for i in range(jobs)]
+    ctx = multiprocessing.get_context("fork")  # the children inherit the data: only masking is timed
+    with ctx.Pool(jobs, initializer=_masker_for, initargs=(table,)) as pool:
+        pool.map(_warm, range(jobs))
+        t0 = time.perf_counter()
+        rows = sum(pool.map(_mask_share, share))
+        seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "rows": rows, "bytes": len(data)}
+
+
+_MASKER = None
+
+
+def _masker_for(table) -> None:
+    from prodclone.masking.rewriter import TableMasker
+    from prodclone.masking.rules import load_rules
+
+    global _MASKER
+    _MASKER = TableMasker(table, load_rules(ROOT / "include/masking/rules.yaml"), b"bench-key-" + b"x" * 32)
+
+
+def _warm(_) -> None:
+    time.sleep(0.2)  # every worker up and its masker built before the clock starts
+
+
+def _mask_share(blocks: list[bytes]) -> int:
+    for b in blocks:
+        _MASKER.mask_block(b)
+    return sum(b.count(b"\n") for b in blocks)
+
+
 def child(kind: str, dsn: str, jobs: int, only: str | None, verify: bool) -> None:
     with tempfile.TemporaryDirectory() as out:
-        r = _raw(dsn, out) if kind == "raw" else _masked(dsn, out, jobs, only, verify)
+        r = _raw(dsn, out) if kind == "raw" else _mask_only(dsn, jobs) if kind == "mask_only" else \
+            _masked(dsn, out, jobs, only, verify)
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     r["peak_rss_mb"] = round(max(self_kb, kids_kb) / 1024, 1)
@@ -111,6 +161,9 @@ def main(scales: list[int], reuse: bool, python_j2: bool) -> None:
         # Compute-bound masking alone: the PII-heavy table, one worker against two.
         runs["users_j1"] = run("masked", dsn, 1, "public.users")
         runs["users_j2"] = run("masked", dsn, 2, "public.users")
+        # The kernel's own work, with no database sharing the cores: users' COPY text masked in memory.
+        runs["mask_j1"] = run("mask_only", dsn, 1)
+        runs["mask_j2"] = run("mask_only", dsn, 2)
         raw = runs["raw"]
         row = {"users": users, "rows": raw["rows"], "copy_mb": round(raw["bytes"] / 1e6, 1),
                "verify_seconds": round(runs["kernel_j2"]["verify_seconds"], 2), "runs": {}}
@@ -120,6 +173,7 @@ def main(scales: list[int], reuse: bool, python_j2: bool) -> None:
                                  "x_raw": round(raw["seconds"] / r["seconds"], 2), "peak_rss_mb": r["peak_rss_mb"]}
         row["kernel_vs_python_j1"] = round(runs["python_j1"]["seconds"] / runs["kernel_j1"]["seconds"], 1)
         row["users_j2_vs_j1"] = round(runs["users_j1"]["seconds"] / runs["users_j2"]["seconds"], 2)
+        row["masking_j2_vs_j1"] = round(runs["mask_j1"]["seconds"] / runs["mask_j2"]["seconds"], 2)
         report.append(row)
         print(json.dumps(row), flush=True)
         if not reuse:
@@ -132,6 +186,7 @@ def main(scales: list[int], reuse: bool, python_j2: bool) -> None:
     for r in report:
         print(f"\n{r['rows']:,} rows ({r['users']:,} users), {r['copy_mb']} MB of COPY text; "
               f"kernel vs Python (1 job): {r['kernel_vs_python_j1']}x; users table, 2 jobs vs 1: {r['users_j2_vs_j1']}x; "
+              f"masking alone (users, in memory), 2 processes vs 1: {r['masking_j2_vs_j1']}x; "
               f"verify (2 jobs' export): {r['verify_seconds']} s")
         print(f"| {'run':<10} | {'seconds':>8} | {'rows/s':>9} | {'MB/s':>6} | {'x raw':>5} | {'peak RSS MB':>11} |")
         print(f"|{'-' * 12}|{'-' * 10}:|{'-' * 11}:|{'-' * 8}:|{'-' * 7}:|{'-' * 13}:|")

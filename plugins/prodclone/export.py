@@ -360,10 +360,13 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=_watch_parent, args=(parent,), name="prodclone-parent-watch", daemon=True).start()
 
 
-def _start_worker(parent: int, built: tuple[dict, dict]) -> None:
-    """Pool initializer: die with the export, and take the Faker pools its coordinator built."""
+def _start_worker(parent: int, handover) -> None:
+    """Pool initializer: die with the export, and take the Faker pools its coordinator built (None: it failed
+    before building them, and this worker will get no work)."""
     _die_with_parent(parent)
-    pools.install(built)
+    built = handover.get()
+    if built is not None:
+        pools.install(built)
 
 
 def _watch_parent(parent: int, every: float = 0.5) -> None:
@@ -379,29 +382,58 @@ def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, j
     storage = open_storage(storage_url, s3_options)
     coord = connect_source(source_dsn)
     try:
-        open_snapshot_tx(coord)
-        point = point_in_time(coord)
-        catalog, outside = prepare(coord, source_dsn, rules, storage, point, overwrite, key)
-        sequences = read_sequences(coord, catalog)
-        if jobs > 1:  # split big tables so every worker stays busy, not just the one on the biggest table
-            total = sum(t.est_rows for n, t in catalog.tables.items() if not rules.tables[n].skip)
-            split_rows = min(split_rows, max(50_000, total // (jobs * 4)))
-        units = plan_units(coord, catalog, rules, split_rows)
-        log.info("exporting %d tables in %d units with %d job(s) at %s", len(catalog.tables), len(units), jobs, point.taken_at)
         if jobs <= 1:
-            results = [export_unit(source_dsn, point, catalog, rules, key, storage_url, u, s3_options, conn=coord)
-                       for u in units]
-        else:
-            # spawn, not fork: safe inside Airflow workers and with open connections.
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_start_worker,
-                                     initargs=(os.getpid(), pools.built())) as pool:
-                futures = [pool.submit(export_unit, source_dsn, point, catalog, rules, key, storage_url, u, s3_options)
-                           for u in units]
-                results = [f.result() for f in futures]
-        return write_manifest(storage, catalog, rules, key, point, sequences, results, started, outside)
+            return _export_in(None, 1, coord, source_dsn, rules, key, storage_url, storage, split_rows, s3_options,
+                              overwrite, started)
+        # spawn, not fork: safe inside Airflow workers and with open connections. The workers start (and import)
+        # while the coordinator checks coverage, then take the pools it built there (_start_worker).
+        ctx = multiprocessing.get_context("spawn")
+        handover = ctx.Queue()
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_start_worker,
+                                 initargs=(os.getpid(), handover)) as pool:
+            started_workers = [pool.submit(_started) for _ in range(jobs)]
+            ready = False
+            try:
+                result = _export_in(pool, jobs, coord, source_dsn, rules, key, storage_url, storage, split_rows,
+                                    s3_options, overwrite, started, handover=handover)
+                ready = True
+                return result
+            finally:
+                if not ready:  # no pools coming: let the waiting workers go
+                    for _ in started_workers:
+                        handover.put(None)
     finally:
         coord.close()
+
+
+def _export_in(pool, jobs, coord, source_dsn, rules, key, storage_url, storage, split_rows, s3_options, overwrite,
+               started, handover=None) -> dict:
+    """run_export's work, on ``pool`` (``jobs`` workers waiting on ``handover`` for the pools) or in this process."""
+    open_snapshot_tx(coord)
+    point = point_in_time(coord)
+    catalog, outside = prepare(coord, source_dsn, rules, storage, point, overwrite, key)
+    if handover is not None:
+        built = pools.built()
+        for _ in range(jobs):
+            handover.put(built)
+    sequences = read_sequences(coord, catalog)
+    if pool is not None:  # split big tables so every worker stays busy, not just the one on the biggest table
+        total = sum(t.est_rows for n, t in catalog.tables.items() if not rules.tables[n].skip)
+        split_rows = min(split_rows, max(50_000, total // (jobs * 4)))
+    units = plan_units(coord, catalog, rules, split_rows)
+    log.info("exporting %d tables in %d units with %d job(s) at %s", len(catalog.tables), len(units), jobs, point.taken_at)
+    if pool is None:
+        results = [export_unit(source_dsn, point, catalog, rules, key, storage_url, u, s3_options, conn=coord)
+                   for u in units]
+    else:
+        futures = [pool.submit(export_unit, source_dsn, point, catalog, rules, key, storage_url, u, s3_options)
+                   for u in units]
+        results = [f.result() for f in futures]
+    return write_manifest(storage, catalog, rules, key, point, sequences, results, started, outside)
+
+
+def _started() -> None:
+    """A first task per worker: makes the pool start its workers now."""
 
 
 def read_manifest(storage) -> dict:

@@ -174,42 +174,31 @@ static void big_from(Big *b, const uint8_t *d, int len) {
     while (b->n && !b->w[b->n - 1]) b->n--;
 }
 
+/* (hi:lo) / d with hi < d: one hardware 128-by-64 division where there is one. */
+static inline uint64_t div128(uint64_t hi, uint64_t lo, uint64_t d, uint64_t *rem) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    uint64_t q, r;
+    __asm__("divq %4" : "=a"(q), "=d"(r) : "a"(lo), "d"(hi), "rm"(d));
+    *rem = r;
+    return q;
+#else
+    u128 cur = ((u128)hi << 64) | lo;
+    *rem = (uint64_t)(cur % d);
+    return (uint64_t)(cur / d);
+#endif
+}
+
 static uint64_t big_divmod(Big *b, uint64_t d) { /* b //= d; returns b % d */
-    if (d >> 32 == 0) { /* the usual case: 64-bit hardware division on 32-bit halves, no 128-bit arithmetic */
-        uint64_t rem = 0;
-        for (int i = b->n - 1; i >= 0; i--) {
-            uint64_t w = b->w[i], hi, lo;
-            hi = (rem << 32) | (w >> 32);
-            rem = hi % d;
-            lo = (rem << 32) | (w & 0xffffffffu);
-            rem = lo % d;
-            b->w[i] = ((hi / d) << 32) | (lo / d);
-        }
-        while (b->n && !b->w[b->n - 1]) b->n--;
-        return rem;
-    }
-    u128 rem = 0;
-    for (int i = b->n - 1; i >= 0; i--) {
-        u128 cur = (rem << 64) | b->w[i];
-        b->w[i] = (uint64_t)(cur / d);
-        rem = cur % d;
-    }
+    uint64_t rem = 0;
+    for (int i = b->n - 1; i >= 0; i--) b->w[i] = div128(rem, b->w[i], d, &rem);
     while (b->n && !b->w[b->n - 1]) b->n--;
-    return (uint64_t)rem;
+    return rem;
 }
 
 static uint64_t big_mod(const Big *b, uint64_t d) { /* b % d, b unchanged */
-    if (d >> 32 == 0) {
-        uint64_t rem = 0;
-        for (int i = b->n - 1; i >= 0; i--) {
-            rem = ((rem << 32) | (b->w[i] >> 32)) % d;
-            rem = ((rem << 32) | (b->w[i] & 0xffffffffu)) % d;
-        }
-        return rem;
-    }
-    u128 rem = 0;
-    for (int i = b->n - 1; i >= 0; i--) rem = ((rem << 64) | b->w[i]) % d;
-    return (uint64_t)rem;
+    uint64_t rem = 0;
+    for (int i = b->n - 1; i >= 0; i--) div128(rem, b->w[i], d, &rem);
+    return rem;
 }
 
 static void big_shr(Big *b, int bits) { /* bits < 64 */

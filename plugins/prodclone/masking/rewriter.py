@@ -3,6 +3,7 @@ in bounded memory. Tables whose rules are all ``keep`` pass through untouched.""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from prodclone.catalog import Table, column_name
@@ -50,8 +51,10 @@ class TableMasker:
     def shared(cls, table: Table, rules: Rules, key: bytes) -> TableMasker:
         """One masker per table, rules and key in a process: the units of a split table (and a worker's next
         unit) reuse its pools, compiled rules and caches instead of building them again."""
-        ident = (table.name, tuple((c.name, c.type) for c in table.columns), rules.digest, keys.fingerprint(key),
-                 kernel.enabled())
+        rule = rules.tables.get(table.name)
+        specs = json.dumps(rule.columns if rule else None, sort_keys=True, default=str)  # the rules as they are now
+        ident = (table.name, tuple((c.name, c.type) for c in table.columns), specs, rules.locale, rules.pool_size,
+                 keys.fingerprint(key), kernel.enabled())
         if ident not in cls._built:
             if len(cls._built) >= 32:
                 cls._built.clear()
