@@ -280,9 +280,12 @@ typedef struct {
     int has_call;
     PyObject *row_hook;
     PyObject *spec_ref; /* the compiled rules, kept alive: columns point into them */
-    Py_ssize_t *starts, *lens; /* field offsets of the current row */
-    Py_ssize_t fcap;
 } Masker;
+
+typedef struct { /* where the current row's fields are: per call, so threads may share a Masker */
+    Py_ssize_t *starts, *lens;
+    Py_ssize_t cap;
+} Fields;
 
 static uint64_t h64_of(const B2Key *k, const char *v, size_t len) {
     uint8_t d[8];
@@ -322,11 +325,10 @@ static int do_hash(Col *c, const char *v, size_t len, Buf *out) {
         return buf_put(out, s, 36);
     }
     if (c->fmt == F_DIGITS) {
-        char s[80];
+        char s[100], rev[100]; /* 2**256 has 78 digits; they come 19 at a time, so up to 95 */
         int n = 0;
         Big b;
         big_from(&b, d, 32);
-        char rev[80];
         do { /* 19 decimal digits at a time */
             uint64_t r = big_divmod(&b, 10000000000000000000ULL);
             for (int i = 0; i < 19; i++) {
@@ -730,34 +732,35 @@ static int apply(Col *c, const char *v, size_t len, Buf *out, PyThreadState **ts
     return apply_native(c, v, len, out) ? no_memory(ts) : 0;
 }
 
-static int mask_row(Masker *m, const char *line, Py_ssize_t len, Buf *out, PyThreadState **ts, int release) {
+static int mask_row(Masker *m, Fields *fl, const char *line, Py_ssize_t len, Buf *out, PyThreadState **ts,
+                    int release) {
     Py_ssize_t nf = 0, pos = 0;
     for (;;) { /* frame the fields */
-        if (nf == m->fcap) {
-            Py_ssize_t cap = m->fcap * 2 + 8;
-            Py_ssize_t *s = realloc(m->starts, cap * sizeof *s), *l;
+        if (nf == fl->cap) {
+            Py_ssize_t cap = fl->cap * 2 + 8;
+            Py_ssize_t *s = realloc(fl->starts, cap * sizeof *s), *l;
             if (!s) return no_memory(ts);
-            m->starts = s;
-            l = realloc(m->lens, cap * sizeof *l);
+            fl->starts = s;
+            l = realloc(fl->lens, cap * sizeof *l);
             if (!l) return no_memory(ts);
-            m->lens = l;
-            m->fcap = cap;
+            fl->lens = l;
+            fl->cap = cap;
         }
         const char *tab = memchr(line + pos, '\t', (size_t)(len - pos));
         Py_ssize_t end = tab ? tab - line : len;
-        m->starts[nf] = pos;
-        m->lens[nf++] = end - pos;
+        fl->starts[nf] = pos;
+        fl->lens[nf++] = end - pos;
         if (!tab) break;
         pos = end + 1;
     }
     size_t row_start = out->n;
     for (Py_ssize_t i = 0; i < nf; i++) {
-        const char *v = line + m->starts[i];
-        Py_ssize_t vl = m->lens[i];
+        const char *v = line + fl->starts[i];
+        Py_ssize_t vl = fl->lens[i];
         if (i) {
             if (buf_put(out, "\t", 1)) return no_memory(ts);
         }
-        m->starts[i] = (Py_ssize_t)(out->n - row_start); /* from here on: where the masked field is in out */
+        fl->starts[i] = (Py_ssize_t)(out->n - row_start); /* from here on: where the masked field is in out */
         Col *c = i < m->ncols ? &m->cols[i] : NULL;
         if (!c || c->kind == K_KEEP) {
             if (buf_put(out, v, vl)) return no_memory(ts);
@@ -766,7 +769,7 @@ static int mask_row(Masker *m, const char *line, Py_ssize_t len, Buf *out, PyThr
         } else if (apply(c, v, (size_t)vl, out, ts, release)) {
             return -1;
         }
-        m->lens[i] = (Py_ssize_t)(out->n - row_start) - m->starts[i];
+        fl->lens[i] = (Py_ssize_t)(out->n - row_start) - fl->starts[i];
     }
     if (m->last_masked >= nf) {
         GIL_ON(ts);
@@ -778,7 +781,7 @@ static int mask_row(Masker *m, const char *line, Py_ssize_t len, Buf *out, PyThr
         PyObject *fields = PyList_New(nf);
         if (!fields) return -1;
         for (Py_ssize_t i = 0; i < nf; i++) {
-            PyObject *f = PyBytes_FromStringAndSize(out->p + row_start + m->starts[i], m->lens[i]);
+            PyObject *f = PyBytes_FromStringAndSize(out->p + row_start + fl->starts[i], fl->lens[i]);
             if (!f) {
                 Py_DECREF(fields);
                 return -1;
@@ -804,7 +807,8 @@ static int mask_row(Masker *m, const char *line, Py_ssize_t len, Buf *out, PyThr
 }
 
 /* Every line of data[0:len] (each ending in \n) masked into out. Returns the number of lines, -1 on error. */
-static Py_ssize_t mask_lines(Masker *m, const char *data, Py_ssize_t len, Buf *out, PyThreadState **ts, int release) {
+static Py_ssize_t mask_lines(Masker *m, Fields *fl, const char *data, Py_ssize_t len, Buf *out, PyThreadState **ts,
+                             int release) {
     Py_ssize_t pos = 0, rows = 0;
     while (pos < len) {
         const char *nl = memchr(data + pos, '\n', (size_t)(len - pos));
@@ -814,7 +818,7 @@ static Py_ssize_t mask_lines(Masker *m, const char *data, Py_ssize_t len, Buf *o
             return -1;
         }
         Py_ssize_t end = nl - data;
-        if (mask_row(m, data + pos, end - pos, out, ts, release)) return -1;
+        if (mask_row(m, fl, data + pos, end - pos, out, ts, release)) return -1;
         rows++;
         pos = end + 1;
     }
@@ -837,9 +841,12 @@ static PyObject *Masker_mask_block(Masker *m, PyObject *arg) {
         PyBuffer_Release(&view);
         return PyErr_NoMemory();
     }
+    Fields fl = {0};
     GIL_OFF(&ts, release);
-    Py_ssize_t rows = mask_lines(m, view.buf, view.len, &out, &ts, release);
+    Py_ssize_t rows = mask_lines(m, &fl, view.buf, view.len, &out, &ts, release);
     GIL_ON(&ts);
+    free(fl.starts);
+    free(fl.lens);
     PyBuffer_Release(&view);
     if (rows < 0) {
         free(out.p);
@@ -864,6 +871,7 @@ static PyObject *Masker_pump(Masker *m, PyObject *args) {
     int release = !m->has_call && !m->row_hook;
     Py_ssize_t rows = 0;
     int status = 0; /* 0: more to come, 1: the COPY ended, 2: libpq failed (the caller reads its error) */
+    Fields fl = {0};
     if (buf_reserve(&out, (size_t)limit + (1 << 16))) return PyErr_NoMemory();
     ts = PyEval_SaveThread(); /* a blocking read: never hold the GIL while waiting for the server */
     while (out.n < (size_t)limit) {
@@ -877,18 +885,21 @@ static PyObject *Masker_pump(Masker *m, PyObject *args) {
             status = 2;
             break;
         }
-        if (!m->row_hook && !m->has_call) GIL_OFF(&ts, 1);
-        Py_ssize_t r = mask_lines(m, data, n, &out, &ts, release);
+        Py_ssize_t r = mask_lines(m, &fl, data, n, &out, &ts, release);
         freemem(data);
         if (r < 0) {
             GIL_ON(&ts);
             free(out.p);
+            free(fl.starts);
+            free(fl.lens);
             return NULL;
         }
         rows += r;
         if (!release) GIL_OFF(&ts, 1); /* hold it only for Python calls, never across a read */
     }
     GIL_ON(&ts);
+    free(fl.starts);
+    free(fl.lens);
     PyObject *block = take(&out);
     if (!block) return NULL;
     return Py_BuildValue("Nni", block, rows, status);
@@ -1154,8 +1165,6 @@ static void Masker_dealloc(Masker *m) {
         for (int i = 0; i < m->ncols; i++) free_col(&m->cols[i]);
         free(m->cols);
     }
-    free(m->starts);
-    free(m->lens);
     Py_TYPE(m)->tp_free((PyObject *)m);
 }
 
