@@ -129,12 +129,16 @@ def open_snapshot_tx(conn) -> None:
 
 
 def plan_units(conn, catalog: Catalog, rules: Rules, split_rows: int = SPLIT_ROWS) -> list[Unit]:
-    """Units for every exported table; big tables with an integer PK are split into key ranges, other big plain
-    tables (PostgreSQL 14+, which scans TID ranges) into page ranges."""
+    """Units for every exported table. Big plain tables are split into page ranges on PostgreSQL 14+, which scans
+    just those pages as a sequential scan would (a key range reads through the index); others with an integer
+    PK (partitioned tables, older servers) into key ranges."""
     units = []
     tid_ranges = conn.info.server_version >= 140000
     for name, table in catalog.tables.items():
         if rules.tables[name].skip:
+            continue
+        if table.est_rows > split_rows and table.kind == "table" and tid_ranges:
+            units += _page_ranges(conn, name, math.ceil(table.est_rows / split_rows))
             continue
         pk = table.primary_key
         if table.est_rows > split_rows and len(pk) == 1 and table.column(pk[0]).category == "number":
@@ -148,9 +152,6 @@ def plan_units(conn, catalog: Catalog, rules: Rules, split_rows: int = SPLIT_ROW
                 units += [Unit(name, i, lo + i * step, min(lo + (i + 1) * step, hi + 1)) for i in range(parts)
                           if lo + i * step <= hi]
                 continue
-        if table.est_rows > split_rows and table.kind == "table" and tid_ranges:
-            units += _page_ranges(conn, name, math.ceil(table.est_rows / split_rows))
-            continue
         units.append(Unit(name))
     # Biggest first: keeps parallel workers busy to the end.
     return sorted(units, key=lambda u: -catalog.tables[u.table].est_rows)

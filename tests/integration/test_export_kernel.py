@@ -34,14 +34,13 @@ def test_the_export_is_byte_identical_with_and_without_the_kernel(sample_source,
     assert fast["totals"]["rows"] == slow["totals"]["rows"] > 1000
 
 
-def test_live_export_splits_big_tables_by_key_or_by_pages_on_the_shared_snapshot(sample_source, new_db, tmp_path, rules,
+def test_live_export_splits_big_tables_by_pages_on_the_shared_snapshot(sample_source, new_db, tmp_path, rules,
                                                                                  masking_key):
     src, counts = sample_source
     whole = run_export(src, rules, masking_key, f"file://{tmp_path}/whole")
     split = run_export(src, rules, masking_key, f"file://{tmp_path}/split", jobs=2, split_rows=150)
     files = {t["name"]: t["files"] for t in split["tables"]}
-    assert len(files["public.users"]) > 1  # an integer key: key ranges
-    assert len(files["public.order_items"]) > 1  # a composite key: page ranges
+    assert len(files["public.users"]) > 1 and len(files["public.order_items"]) > 1  # page ranges, keys or not
     assert {t["name"]: t["rows"] for t in split["tables"]} == {t["name"]: t["rows"] for t in whole["tables"]}
     # The same rows, masked the same, however the table was cut.
     assert _lines_by_table(_files(tmp_path, "split")) == _lines_by_table(_files(tmp_path, "whole"))
