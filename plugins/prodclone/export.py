@@ -137,17 +137,19 @@ def plan_units(conn, catalog: Catalog, rules: Rules, split_rows: int = SPLIT_ROW
     for name, table in catalog.tables.items():
         if rules.tables[name].skip:
             continue
-        if table.est_rows > split_rows and table.kind == "table" and tid_ranges:
-            units += _page_ranges(conn, name, math.ceil(table.est_rows / split_rows))
-            continue
+        parts = math.ceil(table.est_rows / split_rows)
         pk = table.primary_key
-        if table.est_rows > split_rows and len(pk) == 1 and table.column(pk[0]).category == "number":
+        integer_key = len(pk) == 1 and table.column(pk[0]).category == "number"
+        pages = _page_ranges(conn, name, parts) if parts > 1 and table.kind == "table" and tid_ranges else []
+        if len(pages) > 1 and (len(pages) == parts or not integer_key):  # fewer pages than parts: cut by key
+            units += pages
+            continue
+        if parts > 1 and integer_key:
             key = sql.Identifier(pk[0])
             lo, hi = conn.execute(
                 sql.SQL("SELECT min({})::bigint, max({})::bigint FROM {}").format(key, key, table.scan)
             ).fetchone()
             if lo is not None:
-                parts = math.ceil(table.est_rows / split_rows)
                 step = max(1, math.ceil((hi + 1 - lo) / parts))
                 units += [Unit(name, i, lo + i * step, min(lo + (i + 1) * step, hi + 1)) for i in range(parts)
                           if lo + i * step <= hi]
@@ -158,12 +160,14 @@ def plan_units(conn, catalog: Catalog, rules: Rules, split_rows: int = SPLIT_ROW
 
 
 def _page_ranges(conn, name: str, parts: int) -> list[Unit]:
+    """``parts`` ranges of the table's pages as they are now (fewer if it has fewer pages); the first is open
+    below and the last above, so rows on pages added since are read too."""
     schema, rel = split_qualified(name)
     size, block = conn.execute(
         "SELECT pg_relation_size(c.oid), current_setting('block_size')::int FROM pg_class c"
         " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s", (schema, rel)).fetchone()
-    step = max(1, math.ceil(size // block / parts))
-    bounds = list(range(step, size // block, step))[: parts - 1]
+    pages = size // block
+    bounds = sorted({pages * i // parts for i in range(1, parts)} - {0})
     edges = [None, *bounds, None]
     return [Unit(name, i, edges[i], edges[i + 1], by="ctid") for i in range(len(edges) - 1)]
 
