@@ -1,1 +1,0 @@
-"""Masking: rules, transforms, the COPY-stream rewriter, coverage and leak checks."""
