@@ -36,6 +36,8 @@ _masker_cache: dict[tuple[str, ...], tuple[rewriter.TableMasker, rewriter.TableM
 def maskers(rules: tuple[str, ...], monkeypatch=None) -> tuple[rewriter.TableMasker, rewriter.TableMasker]:
     """(kernel, Python reference) for a table whose column i has rules[i]."""
     if rules not in _masker_cache:
+        if len(_masker_cache) >= 64:  # a long fuzzing run meets thousands of rule sets: keep memory flat
+            _masker_cache.clear()
         cols = [f"c{i}" for i in range(len(rules))]
         text = "version: 1\ntables:\n  public.t:\n    columns:\n" + "".join(f"      {c}: {r}\n" for c, r in zip(cols, rules, strict=True))
         table = Table("public.t", "table", [Column(c, "text", False) for c in cols])
