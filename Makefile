@@ -4,12 +4,12 @@ PY ?= $(shell for p in python3.13 python3.12 python3.11 python3; do $$p -c 'impo
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev test test-fast lint demo airflow stop bench clean
+.PHONY: install dev test test-fast lint fuzz demo airflow stop bench clean
 
 # Runtime only (Airflow, providers, the engine, the embedded Postgres): what demo and airflow need.
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
+$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml setup.py plugins/prodclone/masking/_kernel.c
 	@test -n "$(PY)" || { echo "prodclone needs Python >= 3.11 (set PY=/path/to/python3.11)"; exit 1; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -29,6 +29,13 @@ lint: dev
 
 test: dev lint
 	$(BIN)/pytest
+	$(BIN)/python tests/fuzz/fuzz_kernel.py -runs=600 -max_total_time=60
+
+# The kernel against the Python rewriter, coverage-guided, for longer (FUZZ_SECONDS=...); the differential
+# hypothesis test takes PRODCLONE_FUZZ_EXAMPLES=N for a longer run too.
+FUZZ_SECONDS ?= 300
+fuzz: dev
+	$(BIN)/python tests/fuzz/fuzz_kernel.py -max_total_time=$(FUZZ_SECONDS)
 
 # The fast lane: unit tests only, without Postgres or Airflow (tests/unit minus the `db` marker).
 test-fast: dev

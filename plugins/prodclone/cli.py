@@ -10,7 +10,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from prodclone import __version__
 from prodclone.errors import ProdcloneError
+from prodclone.masking import kernel
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -252,6 +254,7 @@ def _stats_rows_option(p) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prodclone", description="Masked clones of production, fast.")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--version", action="version", version=f"prodclone {__version__}; {kernel.status()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     rules = sub.add_parser("rules", help="write, check and preview masking rules").add_subparsers(dest="rules_cmd", required=True)

@@ -35,16 +35,17 @@ from psycopg import sql
 
 from prodclone import __version__
 from prodclone.catalog import Catalog, Table, load_catalog, split_qualified
+from prodclone.copyout import masked_blocks
 from prodclone.db import connect_source, pin_search_path
 from prodclone.errors import ExportError, LeakError
-from prodclone.masking import keys
+from prodclone.masking import kernel, keys
 from prodclone.masking.coverage import ensure_covered
 from prodclone.masking.leakcheck import VerifyReport, verify_export
 from prodclone.masking.rewriter import TableMasker
 from prodclone.masking.rules import Rules
 from prodclone.masking.schema_text import check_schema_text
 from prodclone.masking.stats import export_statistics
-from prodclone.masking.transforms import trait
+from prodclone.masking.transforms import pools, trait
 from prodclone.pgtools import dump_schema, stand_ins
 from prodclone.storage import open_storage
 from prodclone.subset import Subsetter
@@ -53,7 +54,6 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FORMAT = 2  # 2: schema files carry a SHA-256 (format-1 exports ran unchecked SQL at seed)
-FLUSH_BYTES = 1 << 20
 SPLIT_ROWS = 5_000_000  # tables larger than this are split into key ranges
 _PATH_SAFE = re.compile(r"[a-z0-9._-]")  # kept as is in data file names; anything else is %XX-encoded
 _PATH_MAX = 120  # longer encoded names are cut and made unique with a digest
@@ -63,12 +63,15 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 @dataclass
 class Unit:
-    """One piece of export work: a table, or one key range of a big table."""
+    """One piece of export work: a table, or one range of a big table: of its integer key (``by="key"``), or of
+    its pages (``by="ctid"``, for tables without one; PostgreSQL 14+ scans just those pages). A ctid range
+    without ``lo`` starts at the first page, without ``hi`` runs to the last, however the table grew."""
 
     table: str
     part: int = 0
     lo: int | None = None
     hi: int | None = None  # exclusive
+    by: str = "key"
 
     @property
     def path(self) -> str:
@@ -95,7 +98,13 @@ class SourcePoint:
 def _copy_query(table: Table, where: sql.Composable | None, unit: Unit) -> sql.Composed:
     cols = sql.SQL(", ").join(sql.Identifier("t0", c.name) for c in table.columns)
     conds = [] if where is None else [where]
-    if unit.lo is not None:
+    if unit.by == "ctid":
+        ctid = sql.Identifier("t0", "ctid")
+        if unit.lo is not None:
+            conds.append(sql.SQL("{} >= {}::tid").format(ctid, sql.Literal(f"({int(unit.lo)},0)")))
+        if unit.hi is not None:
+            conds.append(sql.SQL("{} < {}::tid").format(ctid, sql.Literal(f"({int(unit.hi)},0)")))
+    elif unit.lo is not None:
         pk = sql.Identifier("t0", table.primary_key[0])
         conds.append(sql.SQL("{} >= {} AND {} < {}").format(pk, sql.Literal(int(unit.lo)), pk, sql.Literal(int(unit.hi))))
     q = sql.SQL("SELECT {} FROM {} t0").format(cols, table.scan)
@@ -123,19 +132,27 @@ def open_snapshot_tx(conn) -> None:
 
 
 def plan_units(conn, catalog: Catalog, rules: Rules, split_rows: int = SPLIT_ROWS) -> list[Unit]:
-    """Units for every exported table; big tables with an integer PK are split into key ranges."""
+    """Units for every exported table. Big plain tables are split into page ranges on PostgreSQL 14+, which scans
+    just those pages as a sequential scan would (a key range reads through the index); others with an integer
+    PK (partitioned tables, older servers) into key ranges."""
     units = []
+    tid_ranges = conn.info.server_version >= 140000
     for name, table in catalog.tables.items():
         if rules.tables[name].skip:
             continue
+        parts = math.ceil(table.est_rows / split_rows)
         pk = table.primary_key
-        if table.est_rows > split_rows and len(pk) == 1 and table.column(pk[0]).category == "number":
+        integer_key = len(pk) == 1 and table.column(pk[0]).category == "number"
+        pages = _page_ranges(conn, name, parts) if parts > 1 and table.kind == "table" and tid_ranges else []
+        if len(pages) > 1 and (len(pages) == parts or not integer_key):  # fewer pages than parts: cut by key
+            units += pages
+            continue
+        if parts > 1 and integer_key:
             key = sql.Identifier(pk[0])
             lo, hi = conn.execute(
                 sql.SQL("SELECT min({})::bigint, max({})::bigint FROM {}").format(key, key, table.scan)
             ).fetchone()
             if lo is not None:
-                parts = math.ceil(table.est_rows / split_rows)
                 step = max(1, math.ceil((hi + 1 - lo) / parts))
                 units += [Unit(name, i, lo + i * step, min(lo + (i + 1) * step, hi + 1)) for i in range(parts)
                           if lo + i * step <= hi]
@@ -145,12 +162,26 @@ def plan_units(conn, catalog: Catalog, rules: Rules, split_rows: int = SPLIT_ROW
     return sorted(units, key=lambda u: -catalog.tables[u.table].est_rows)
 
 
+def _page_ranges(conn, name: str, parts: int) -> list[Unit]:
+    """``parts`` ranges of the table's pages as they are now (fewer if it has fewer pages); the first is open
+    below and the last above, so rows on pages added since are read too."""
+    schema, rel = split_qualified(name)
+    size, block = conn.execute(
+        "SELECT pg_relation_size(c.oid), current_setting('block_size')::int FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s", (schema, rel)).fetchone()
+    pages = size // block
+    bounds = sorted({pages * i // parts for i in range(1, parts)} - {0})
+    edges = [None, *bounds, None]
+    return [Unit(name, i, edges[i], edges[i + 1], by="ctid") for i in range(len(edges) - 1)]
+
+
 def export_unit(source_dsn: str, point: SourcePoint, catalog: Catalog, rules: Rules, key: bytes,
                 storage_url: str, unit: Unit, s3_options: dict | None = None, conn=None) -> dict:
     """Export one unit. Reads the snapshot ``point.snapshot`` if given (live
     mode), else the (frozen) source as it is. Returns stats, never row values."""
+    kernel.announce()
     table = catalog.tables[unit.table]
-    masker = TableMasker(table, rules, key)
+    masker = TableMasker.shared(table, rules, key)
     where = Subsetter(catalog, rules).filter_sql(unit.table)
     storage = open_storage(storage_url, s3_options)
     own_conn = conn is None
@@ -163,29 +194,13 @@ def export_unit(source_dsn: str, point: SourcePoint, catalog: Catalog, rules: Ru
     started = time.perf_counter()
     digest = hashlib.sha256()
     rows = size = 0
-    buf: list[bytes] = []
-    buffered = 0
     try:
         with storage.writer(unit.path) as out, conn.cursor().copy(_copy_query(table, where, unit)) as copy:
-            mask = None if masker.passthrough else masker.mask_line
-            for data in copy:
-                line = bytes(data)
-                if mask is not None:
-                    line = mask(line[:-1]) + b"\n"
-                buf.append(line)
-                buffered += len(line)
-                rows += 1
-                if buffered >= FLUSH_BYTES:
-                    block = b"".join(buf)
-                    digest.update(block)
-                    out.write(block)
-                    size += len(block)
-                    buf.clear()
-                    buffered = 0
-            block = b"".join(buf)
-            digest.update(block)
-            out.write(block)
-            size += len(block)
+            for block, n in masked_blocks(conn, copy, masker):
+                digest.update(block)
+                out.write(block)
+                size += len(block)
+                rows += n
     finally:
         if own_conn:
             conn.close()
@@ -357,6 +372,15 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=_watch_parent, args=(parent,), name="prodclone-parent-watch", daemon=True).start()
 
 
+def _start_worker(parent: int, handover) -> None:
+    """Pool initializer: die with the export, and take the Faker pools its coordinator built (None: it failed
+    before building them, and this worker will get no work)."""
+    _die_with_parent(parent)
+    built = handover.get()
+    if built is not None:
+        pools.install(built)
+
+
 def _watch_parent(parent: int, every: float = 0.5) -> None:
     while os.getppid() == parent:
         time.sleep(every)
@@ -370,29 +394,58 @@ def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, j
     storage = open_storage(storage_url, s3_options)
     coord = connect_source(source_dsn)
     try:
-        open_snapshot_tx(coord)
-        point = point_in_time(coord)
-        catalog, outside = prepare(coord, source_dsn, rules, storage, point, overwrite, key)
-        sequences = read_sequences(coord, catalog)
-        if jobs > 1:  # split big tables so every worker stays busy, not just the one on the biggest table
-            total = sum(t.est_rows for n, t in catalog.tables.items() if not rules.tables[n].skip)
-            split_rows = min(split_rows, max(50_000, total // (jobs * 4)))
-        units = plan_units(coord, catalog, rules, split_rows)
-        log.info("exporting %d tables in %d units with %d job(s) at %s", len(catalog.tables), len(units), jobs, point.taken_at)
         if jobs <= 1:
-            results = [export_unit(source_dsn, point, catalog, rules, key, storage_url, u, s3_options, conn=coord)
-                       for u in units]
-        else:
-            # spawn, not fork: safe inside Airflow workers and with open connections.
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_die_with_parent,
-                                     initargs=(os.getpid(),)) as pool:
-                futures = [pool.submit(export_unit, source_dsn, point, catalog, rules, key, storage_url, u, s3_options)
-                           for u in units]
-                results = [f.result() for f in futures]
-        return write_manifest(storage, catalog, rules, key, point, sequences, results, started, outside)
+            return _export_in(None, 1, coord, source_dsn, rules, key, storage_url, storage, split_rows, s3_options,
+                              overwrite, started)
+        # spawn, not fork: safe inside Airflow workers and with open connections. The workers start (and import)
+        # while the coordinator checks coverage, then take the pools it built there (_start_worker).
+        ctx = multiprocessing.get_context("spawn")
+        handover = ctx.Queue()
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_start_worker,
+                                 initargs=(os.getpid(), handover)) as pool:
+            started_workers = [pool.submit(_started) for _ in range(jobs)]
+            ready = False
+            try:
+                result = _export_in(pool, jobs, coord, source_dsn, rules, key, storage_url, storage, split_rows,
+                                    s3_options, overwrite, started, handover=handover)
+                ready = True
+                return result
+            finally:
+                if not ready:  # no pools coming: let the waiting workers go
+                    for _ in started_workers:
+                        handover.put(None)
     finally:
         coord.close()
+
+
+def _export_in(pool, jobs, coord, source_dsn, rules, key, storage_url, storage, split_rows, s3_options, overwrite,
+               started, handover=None) -> dict:
+    """run_export's work, on ``pool`` (``jobs`` workers waiting on ``handover`` for the pools) or in this process."""
+    open_snapshot_tx(coord)
+    point = point_in_time(coord)
+    catalog, outside = prepare(coord, source_dsn, rules, storage, point, overwrite, key)
+    if handover is not None:
+        built = pools.built()
+        for _ in range(jobs):
+            handover.put(built)
+    sequences = read_sequences(coord, catalog)
+    if pool is not None:  # split big tables so every worker stays busy, not just the one on the biggest table
+        total = sum(t.est_rows for n, t in catalog.tables.items() if not rules.tables[n].skip)
+        split_rows = min(split_rows, max(50_000, total // (jobs * 4)))
+    units = plan_units(coord, catalog, rules, split_rows)
+    log.info("exporting %d tables in %d units with %d job(s) at %s", len(catalog.tables), len(units), jobs, point.taken_at)
+    if pool is None:
+        results = [export_unit(source_dsn, point, catalog, rules, key, storage_url, u, s3_options, conn=coord)
+                   for u in units]
+    else:
+        futures = [pool.submit(export_unit, source_dsn, point, catalog, rules, key, storage_url, u, s3_options)
+                   for u in units]
+        results = [f.result() for f in futures]
+    return write_manifest(storage, catalog, rules, key, point, sequences, results, started, outside)
+
+
+def _started() -> None:
+    """A first task per worker: makes the pool start its workers now."""
 
 
 def read_manifest(storage) -> dict:

@@ -3,10 +3,12 @@ in bounded memory. Tables whose rules are all ``keep`` pass through untouched.""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from prodclone.catalog import Table, column_name
 from prodclone.errors import RulesError, UncoveredValue
+from prodclone.masking import kernel, keys
 from prodclone.masking.copytext import NULL
 from prodclone.masking.rules import Rules, build_transform
 from prodclone.masking.transforms import Transform
@@ -43,6 +45,22 @@ def _cached(fn: Callable[[bytes], bytes], limit: int) -> Callable[[bytes], bytes
 
 
 class TableMasker:
+    _built: dict[tuple, TableMasker] = {}
+
+    @classmethod
+    def shared(cls, table: Table, rules: Rules, key: bytes) -> TableMasker:
+        """One masker per table, rules and key in a process: the units of a split table (and a worker's next
+        unit) reuse its pools, compiled rules and caches instead of building them again."""
+        rule = rules.tables.get(table.name)
+        specs = json.dumps(rule.columns if rule else None, sort_keys=True, default=str)  # the rules as they are now
+        ident = (table.name, tuple((c.name, c.type) for c in table.columns), specs, rules.locale, rules.pool_size,
+                 keys.fingerprint(key), kernel.enabled())
+        if ident not in cls._built:
+            if len(cls._built) >= 32:
+                cls._built.clear()
+            cls._built[ident] = cls(table, rules, key)
+        return cls._built[ident]
+
     def __init__(self, table: Table, rules: Rules, key: bytes):
         rule = rules.tables.get(table.name)
         if rule is None:
@@ -70,6 +88,7 @@ class TableMasker:
             self.row_level.append((index[name], t.render, rule.columns[name].get("nulls") == "mask"))
         self.passthrough = not simple and not self.row_level
         self.masked_columns = [n for n, t in self.transforms.items() if t.masks]
+        self.kernel = kernel.compile_table(self) if kernel.enabled() and not self.passthrough else None
 
     def mask_line(self, line: bytes) -> bytes:
         f = line.split(b"\t")
@@ -80,10 +99,27 @@ class TableMasker:
                     f[i] = fn(v)
                 elif mask_nulls:
                     f[i] = fn(b"")
+        except UncoveredValue as exc:  # the transform says what; name where, never the value
+            raise UncoveredValue(f"{column_name(self.table.name, self.columns[i])}: {exc}") from None
+        return self.render_rows(f)
+
+    def render_rows(self, f: list[bytes]) -> bytes:
+        """The row's templates rendered from its masked fields, and the row joined."""
+        try:
             for i, render, mask_nulls in self.row_level:  # f[i] is still this column's original
                 v = f[i]
                 if v != NULL or mask_nulls:
                     f[i] = render(v, f)
-        except UncoveredValue as exc:  # the transform says what; name where, never the value
+        except UncoveredValue as exc:
             raise UncoveredValue(f"{column_name(self.table.name, self.columns[i])}: {exc}") from None
         return b"\t".join(f)
+
+    def mask_block(self, block: bytes) -> bytes:
+        """COPY text lines, each ending in a newline, masked: by the kernel when it is built."""
+        if self.passthrough:
+            return block
+        if self.kernel is not None:
+            return self.kernel.mask_block(block)
+        if block and not block.endswith(b"\n"):
+            raise ValueError("COPY data does not end with a newline")
+        return b"".join([self.mask_line(line) + b"\n" for line in block.split(b"\n")[:-1]])

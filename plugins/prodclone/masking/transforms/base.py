@@ -87,6 +87,11 @@ class Transform:
     def __call__(self, value: bytes) -> bytes:
         raise NotImplementedError
 
+    def native(self) -> tuple | None:
+        """How the compiled kernel computes this transform: (kind, sub-key or value, ...) as kernel.py and
+        _kernel.c agree; None (the default) if it cannot, and then the kernel calls back into Python."""
+        return None
+
     def pick(self, pool: list[bytes], value: bytes) -> bytes:
         return pool[keys.h64(self.subkey, value) % len(pool)]
 

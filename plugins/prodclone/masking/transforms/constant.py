@@ -16,6 +16,9 @@ class Constant(Transform):
         v = self.spec["value"]
         self.out = encode(str(v).lower() if isinstance(v, bool) else str(v))
 
+    def native(self) -> tuple:
+        return ("const", self.out)
+
     def __call__(self, value: bytes) -> bytes:
         return self.out
 

@@ -42,6 +42,12 @@ class Email(Transform):
         longest = max(map(len, self.firsts)) + max(map(len, self.lasts)) + max(map(len, self.domains))
         return Output(frozenset({TEXT}), longest + 23)  # two dots, the 20-character tag and "@"
 
+    def native(self) -> tuple | None:
+        if len(self.firsts) != 1024 or len(self.lasts) != 1024:  # __call__ indexes modulo 1024
+            return None
+        return ("email", self.subkey, (tuple(f.encode() for f in self.firsts), tuple(w.encode() for w in self.lasts),
+                                       tuple(encode(d) for d in self.domains)))
+
     def __call__(self, value: bytes) -> bytes:
         h = keys.h64(self.subkey, value)
         local = f"{self.firsts[h % 1024]}.{self.lasts[(h >> 10) % 1024]}.{self.tag(value)}"

@@ -45,6 +45,12 @@ class FakerTransform(Transform):
             return out + b"-" + self.tag(value).encode()
         return out
 
+    def native(self) -> tuple | None:
+        if self.variants is None:
+            return ("pick", self.subkey, self.unique, self.pool)
+        frames = self.variants.native()
+        return None if frames is None else ("variants", self.subkey, self.unique, frames)
+
     def could_emit(self, value: bytes) -> bool:
         if self._members is None:
             self._members = frozenset(self.pool)

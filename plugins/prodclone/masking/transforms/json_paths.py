@@ -8,6 +8,7 @@ from bisect import bisect
 from collections.abc import Iterator
 
 from prodclone.errors import RulesError, UncoveredValue
+from prodclone.masking import kernel
 from prodclone.masking.copytext import NULL, decode, encode
 from prodclone.masking.transforms.base import Transform, register
 from prodclone.masking.transforms.outputs import Output
@@ -109,10 +110,40 @@ class JsonPaths(Transform):
             spec = {"transform": rule} if isinstance(rule, str) else rule
             self.rules[_parse(path)] = build_transform(spec, self.ctx, where=f"json path {path!r}")
         self.prefixes = {p[:i] for p in self.rules for i in range(len(p))}
+        # Each path's rule as a function of one value: the kernel's where it can run it (kernel.py).
+        self.leaf_fns = {rule: kernel.value_function(rule) for rule in self.rules.values()}
         self.unlisted = self.spec.get("unlisted", "fail") or "null"  # YAML's bare null is None
 
     def output(self, lengths) -> Output:
         return Output()  # the document, edited in place: still json
+
+    def native(self) -> tuple:
+        """The paths as a trie for the kernel's scanner (_kernel.c, do_json): node 0 is the document; each node
+        (rule, [*] child, keys, their children, a listed path goes through it). The kernel hands every document
+        it does not read plainly (escapes, errors, drops, rules it cannot run) back to this transform."""
+        nodes: list[list] = [[None, -1, [], [], False]]
+        index = {(): 0}
+
+        def node(path: tuple) -> int:
+            if path not in index:
+                parent = node(path[:-1])
+                index[path] = len(nodes)
+                nodes.append([None, -1, [], [], False])
+                if path[-1] is ITEM:
+                    nodes[parent][1] = index[path]
+                else:
+                    nodes[parent][2].append(path[-1].encode())
+                    nodes[parent][3].append(index[path])
+            return index[path]
+
+        for path, rule in self.rules.items():
+            native = rule.native() if rule.masks else None
+            nodes[node(path)][0] = (("keep",) if not rule.masks else ("python",) if native is None or native[0] == "json"
+                                    else ("mask", (native[0], False, *native[1:]), rule.null_output == "always"))
+        for prefix in self.prefixes:
+            nodes[node(prefix)][4] = True
+        return ("json", UNLISTED.index(self.unlisted), tuple((r, item, tuple(keys), tuple(kids), prefix)
+                                                             for r, item, keys, kids, prefix in nodes))
 
     @property
     def leak_checked(self) -> bool:
@@ -146,7 +177,7 @@ class JsonPaths(Transform):
         """(start, end, replacement) of every change. Frames on a stack stand in for
         recursion, so depth costs no Python stack. ``on_leaf(path, rule, token, was_string)``
         gives a listed value's replacement text; by default, its rule masks it."""
-        on_leaf = on_leaf or (lambda _path, rule, tok, was_string: self._mask_leaf(rule, tok, was_string))
+        on_leaf = on_leaf or (lambda _path, rule, tok, was_string: self._mask_leaf(self.leaf_fns[rule], tok, was_string))
         edits: list[tuple[int, int, str]] = []
         stack: list[_Frame] = []
         path: tuple = ()  # the path of the value expected next
@@ -218,6 +249,6 @@ class JsonPaths(Transform):
             self._apply(frame.on_close, stack, frame.start, frame.member_start, end, edits)
 
     @staticmethod
-    def _mask_leaf(rule: Transform, tok: str, was_string: bool) -> str:
+    def _mask_leaf(rule, tok: str, was_string: bool) -> str:
         masked = rule(encode(json.loads(tok) if was_string else tok))
         return "null" if masked == NULL else _leaf_text(decode(masked), was_string)

@@ -40,6 +40,9 @@ class Hash(Transform):
             return Output(frozenset({TEXT}) | integer_types(10**self.length - 1), size)
         return Output(frozenset({TEXT}), size)
 
+    def native(self) -> tuple:
+        return ("hash", self.subkey, ("hex", "digits", "uuid").index(self.format), self.length, self.prefix)
+
     def __call__(self, value: bytes) -> bytes:
         d = hashlib.blake2b(value, key=self.subkey, digest_size=32).digest()
         if self.format == "uuid":

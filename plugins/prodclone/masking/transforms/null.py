@@ -11,6 +11,9 @@ class Null(Transform):
     guarantees_unique = True  # NULLs never collide in a UNIQUE index
     null_output = "always"
 
+    def native(self) -> tuple:
+        return ("const", NULL)
+
     def __call__(self, value: bytes) -> bytes:
         return NULL
 

@@ -41,7 +41,37 @@ def _text(v) -> str:
     return str(v)
 
 
-@functools.lru_cache(maxsize=256)
+# What this process has built, by the arguments that built it. An export's coordinator builds every pool
+# (the coverage check) and hands them to its workers (built() / install()), so no worker builds them again.
+_POOLS: dict[tuple, tuple[bytes, ...]] = {}
+_VARIANTS: dict[tuple, Variants] = {}
+_MAX_BUILT = 256
+
+
+def _memo(store: dict):
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(*args):
+            if args not in store:
+                if len(store) >= _MAX_BUILT:
+                    store.clear()
+                store[args] = fn(*args)
+            return store[args]
+        return run
+    return wrap
+
+
+def built() -> tuple[dict, dict]:
+    """Every pool and variants object built here: for install() in another process."""
+    return dict(_POOLS), dict(_VARIANTS)
+
+
+def install(pools_and_variants: tuple[dict, dict]) -> None:
+    _POOLS.update(pools_and_variants[0])
+    _VARIANTS.update(pools_and_variants[1])
+
+
+@_memo(_POOLS)
 def pool(provider: str, args_json: str, locale: str, size: int, seed: int) -> tuple[bytes, ...]:
     check_provider(provider, locale)
     fake = Faker(locale)
@@ -92,7 +122,7 @@ class _Splices:
     letter (so a column keeps its average width): ``pick(length, n)`` is the n-th word of that length's space."""
 
     def __init__(self, words):
-        cut = {s for w in words for s in _splits(w)}
+        cut = {s for w in set(words) for s in _splits(w)}  # (a set: the draws repeat words)
         self.parts = [(_by_length(h for v, h, _ in cut if v == kind), _by_length(t for v, _, t in cut if v == kind))
                       for kind in (False, True)]
         self._spaces: dict[int, list[tuple[list[str], list[str]]]] = {}
@@ -126,6 +156,10 @@ class _Splices:
 
 def _cased(like: str, text: str) -> str:
     return text.upper() if like.isupper() and len(like) > 1 else text.capitalize() if like[:1].isupper() else text
+
+
+def _case(like: str) -> str:
+    return "upper" if like.isupper() and len(like) > 1 else "title" if like[:1].isupper() else "lower"
 
 
 def _by_length(parts) -> dict[int, list[str]]:
@@ -192,19 +226,66 @@ class Variants:
             out.append(text)
         return encode("".join(out))
 
+    def native(self) -> tuple | None:
+        """The frames as the kernel draws them (see _kernel.c, do_variants): (head, slots), each slot
+        ("d", digits, low, span, 10**digits, after) | ("ip", after) | ("w", size, blocks, after), the text
+        COPY-encoded and the words already cased. None if a slot needs more than 64-bit arithmetic."""
+        if not hasattr(self, "_native"):
+            self._native = self._compile()
+        return self._native
+
+    def _compile(self) -> tuple | None:
+        frames = []
+        for frame in self.frames:
+            slots = []
+            for (kind, what), text in zip(frame[1::2], frame[2::2], strict=True):
+                after = encode(text)
+                if kind == "d":
+                    n, low = len(what), 10 ** (len(what) - 1) if what[0] != "0" and len(what) > 1 else 0
+                    if 10 ** n >= 1 << 64:
+                        return None
+                    slots.append(("d", n, low, 10 ** n - low, 10 ** n, after))
+                elif kind == "ip":
+                    slots.append(("ip", after))
+                else:
+                    size = self.words.size(len(what))
+                    if not size or size >= 1 << 64:
+                        return None
+                    slots.append(("w", size, self._cased_space(len(what), _case(what)), after))
+            frames.append((encode(frame[0]), tuple(slots)))
+        return tuple(frames)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_cased"}  # keyed by id(): this process's only
+
+    def _cased_space(self, length: int, case: str) -> tuple:
+        """``words.space(length)`` cased as _cased would case a join: the head's first letter decides, so heads
+        take the case and tails follow (lower, or upper). Each list of heads or tails is converted once."""
+        if not hasattr(self, "_cased"):
+            self._cased: dict[tuple, tuple[bytes, ...]] = {}
+        head = {"upper": str.upper, "title": str.capitalize, "lower": str}[case]
+        tail = str.upper if case == "upper" else str
+
+        def cased(words: list[str], fn, role: str) -> tuple[bytes, ...]:
+            ident = (id(words), role, case)
+            if ident not in self._cased:  # words are letters only (_PART): nothing in them for COPY to escape
+                self._cased[ident] = tuple(fn(w).encode() for w in words)
+            return self._cased[ident]
+        return tuple((cased(heads, head, "h"), cased(tails, tail, "t")) for heads, tails in self.words.space(length))
+
     def longest(self) -> list[str]:
         """Each template at its longest and with its digits at their largest: what output() declares."""
         return ["".join(p if isinstance(p, str) else "255.255.255" if p[0] == "ip" else "9" * len(p[1])
                         if p[0] == "d" else "x" * self.words.longest(len(p[1])) for p in f) for f in self.frames]
 
 
-@functools.lru_cache(maxsize=64)
+@_memo(_VARIANTS)
 def variants(provider: str, args_json: str, locale: str, size: int, seed: int) -> Variants:
     def vocabulary(whole_language: bool) -> list[str]:
         words = [w for v in pooled for w in _words(decode(v))]
         for name in _language(locale) if whole_language else [locale]:
-            fake = Faker(name, use_weighting=False)  # unweighted: ~70x faster, and every word counts alike
-            fake.seed_instance(seed + 1)
+            fake = _unweighted(name)
+            fake.seed_instance(seed + 1)  # a new random state: as a fresh instance would draw
             fn = getattr(fake, provider, None)
             if fn is not None:
                 words += (w for _ in range(VOCABULARY_DRAWS) for w in _words(_text(fn(**args))))
@@ -213,6 +294,12 @@ def variants(provider: str, args_json: str, locale: str, size: int, seed: int) -
     args = json.loads(args_json)
     pooled = pool(provider, args_json, locale, size, seed)
     return Variants(pooled, vocabulary)
+
+
+@functools.lru_cache(maxsize=64)
+def _unweighted(locale: str) -> Faker:
+    """Unweighted: ~70x faster, and every word counts alike. Kept: building a Faker costs more than its draws."""
+    return Faker(locale, use_weighting=False)
 
 
 def _language(locale: str) -> list[str]:
