@@ -15,20 +15,19 @@ import psycopg
 import pytest
 
 from prodclone.db import with_dbname
-from prodclone.devpg import airflow_conn_json
+from prodclone.devpg import SYSTEM_USER, airflow_conn_json
+from prodclone.pgtools import embedded_bin_dir
 from prodclone.sample import create_sample_database
 from support import ROOT
 
 
 def _bin() -> Path:
-    import pgserver
-
-    return Path(pgserver.__file__).parent / "pginstall" / "bin"
+    return embedded_bin_dir()
 
 
 def _as_server_user(*cmd) -> None:
-    """Postgres refuses to run as root; pgserver's own system user runs it then (as for the test server)."""
-    prefix = ["runuser", "-u", "pgserver", "--"] if os.geteuid() == 0 else []
+    """Postgres refuses to run as root; the embedded server's own system user runs it then (as for the test server)."""
+    prefix = ["runuser", "-u", SYSTEM_USER, "--"] if os.geteuid() == 0 else []
     subprocess.run([*prefix, *map(str, cmd)], check=True, capture_output=True)
 
 
@@ -40,7 +39,7 @@ def replica():
     bin_, work = _bin(), Path(tempfile.mkdtemp(prefix="pct-replica-"))
     work.chmod(0o755)
     if os.geteuid() == 0:
-        shutil.chown(work, "pgserver")
+        shutil.chown(work, SYSTEM_USER)
     ports = {"primary": 0, "replica": 0}
     for name in ports:
         with __import__("socket").socket() as s:
