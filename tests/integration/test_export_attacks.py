@@ -135,9 +135,12 @@ def test_splitting_a_big_table_never_calls_an_aggregate_the_schema_defined(hosti
     assert manifest["totals"]["rows"] == 100 and len(manifest["tables"][0]["files"]) > 1
 
 
-def test_subsetting_never_follows_a_key_through_a_cast_the_schema_defined(hostile, tmp_path):
-    """An enum key referencing a text key (Postgres allows it through the enum's implicit cast): the join that
-    subsetting adds for a filtered parent would run the cast's function as the exporter."""
+def test_subsetting_never_follows_a_key_through_a_cast_the_schema_defined(pg, hostile, tmp_path):
+    """An enum key referencing a text key (Postgres before 18 allows it through the enum's implicit cast): the join
+    that subsetting adds for a filtered parent would run the cast's function as the exporter."""
+    if rows(pg, "SELECT current_setting('server_version_num')::int")[0][0] >= 180000:
+        pytest.skip("PostgreSQL 18 refuses such a key ('key columns are not both collatable'); the guard stays "
+                    "for older sources")
     _, reader = hostile(CAST + """
         CREATE TABLE orgs (code text PRIMARY KEY);
         INSERT INTO orgs VALUES ('active'), ('gone');
