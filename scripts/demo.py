@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STATE = ROOT / ".prodclone"
 sys.path.insert(0, str(ROOT / "plugins"))
 
-from prodclone import devpg  # noqa: E402
+from prodclone import devpg, thinclone  # noqa: E402
 from prodclone.config import load_config  # noqa: E402
 from prodclone.db import with_dbname  # noqa: E402
 from prodclone.sample import create_sample_database  # noqa: E402
@@ -82,6 +82,20 @@ def airflow_dag_test(env: dict, dag_id: str, conf: dict | None = None, name: str
     return time.perf_counter() - started, text
 
 
+def thin_clones_line(method: str) -> str:
+    """Whether the demo's clones shared blocks with the snapshot, and if not, why (and how to get them)."""
+    if os.environ.get("PRODCLONE_PG_DSN"):
+        return f"{method} (on $PRODCLONE_PG_DSN's server; its filesystem decides whether clone shares blocks)"
+    data = Path(os.environ.get("PRODCLONE_PGDATA") or devpg.DEFAULT_DIR)
+    fs = thinclone.filesystem_of(data)
+    if method == thinclone.CLONE and thinclone.shares_blocks(data):
+        return f"yes: PostgreSQL 18 file_copy_method=clone on {fs}, so a clone adds no disk and takes constant time"
+    if method == thinclone.CLONE:
+        return (f"no: clone works, but {data} is on {fs}, which copies the bytes; set PRODCLONE_PGDATA to a "
+                "directory on XFS (reflink), btrfs or ZFS 2.2+ for thin clones")
+    return f"no: the server copies files ({method})"
+
+
 def main() -> int:
     STATE.mkdir(exist_ok=True)
     step("Postgres: " + ("$PRODCLONE_PG_DSN" if os.environ.get("PRODCLONE_PG_DSN") else "embedded server under .prodclone/pgdata"))
@@ -108,6 +122,7 @@ def main() -> int:
         timings[name], _ = airflow_dag_test(env, "prodclone_restore", conf, name=name)
     with psycopg.connect(registry) as c:
         clone_s = dict(c.execute("SELECT name, clone_seconds FROM environments").fetchall())
+        methods = dict(c.execute("SELECT name, copy_method FROM environments").fetchall())
 
     step("checks: every row in preview-demo, no production PII")
     clone = with_dbname(server, "preview-demo")
@@ -138,7 +153,9 @@ def main() -> int:
     print(f"  {'snapshot':<{w}} {latest['snapshot']}")
     print(f"  {'export DAG (airflow dags test)':<{w}} {export_s:>8.1f}s   sample -> masked base -> snapshot")
     for name in ("preview-demo", "loadtest-demo"):
-        print(f"  {'restore DAG ' + name:<{w}} {timings[name]:>8.1f}s   of which the clone: {clone_s[name]:.2f}s")
+        print(f"  {'restore DAG ' + name:<{w}} {timings[name]:>8.1f}s   of which the clone: {clone_s[name]:.2f}s "
+              f"({methods[name]})")
+    print(f"  {'thin clones':<{w}} {thin_clones_line(methods['preview-demo'])}")
     print(f"  {'pg_restore -j2, same data':<{w}} {pg_restore_s:>8.2f}s   at demo size both are mostly fixed costs")
     ref = REFERENCE
     print(f"  {'  at ' + ref['users']:<{w}} {ref['clone_s']:>8.2f}s   clone vs {ref['pg_restore_s']:.1f}s pg_restore -j2: "

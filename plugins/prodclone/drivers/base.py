@@ -127,6 +127,7 @@ class Snapshot:
     rows: int = 0
     rules_sha256: str = ""
     used_by: list[str] = field(default_factory=list)
+    copy_method: str = ""  # how the database was copied: clone (thin, PostgreSQL 18), copy, or wal_log
 
     def __post_init__(self):
         self.status = Status(self.status)
@@ -151,6 +152,7 @@ class Environment:
     run_id: str = ""
     updated_at: datetime | None = None
     clone_seconds: float | None = None
+    copy_method: str = ""  # how the database was copied: clone (thin, PostgreSQL 18), copy, or wal_log
 
     def __post_init__(self):
         self.status = Status(self.status)
@@ -188,12 +190,14 @@ class Connection:
     expires_at: str
     snapshot: str
     existing: bool = False  # an idempotent re-run found the env already healthy
+    copy_method: str = ""  # clone: a thin copy-on-write clone; copy or wal_log: a full copy of the snapshot
 
     def url(self, password: str | None = None) -> str:
         return connection_url(self.host, self.port, self.database, self.user, password)
 
     def text(self) -> str:
-        return (f"{self.env}: {self.url()} (snapshot {self.snapshot}, expires {self.expires_at}); "
+        made = f", {self.copy_method}" if self.copy_method else ""
+        return (f"{self.env}: {self.url()} (snapshot {self.snapshot}{made}, expires {self.expires_at}); "
                 f"password: {self.secret}")
 
 

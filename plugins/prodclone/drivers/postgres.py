@@ -64,7 +64,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from prodclone import roles
+from prodclone import roles, thinclone
 from prodclone.config import Config
 from prodclone.db import catalog_only, connect, dbname_of, password_verifier, with_dbname
 from prodclone.drivers.base import (
@@ -113,6 +113,8 @@ CREATE TABLE IF NOT EXISTS environments (
     expires_at timestamptz NOT NULL,
     clone_seconds double precision
 );
+ALTER TABLE snapshots ADD COLUMN IF NOT EXISTS copy_method text NOT NULL DEFAULT '';
+ALTER TABLE environments ADD COLUMN IF NOT EXISTS copy_method text NOT NULL DEFAULT '';
 """
 
 # Everything in the clone's own schemas changes owner to the clone's role, so
@@ -179,6 +181,7 @@ class PostgresDriver(CloneDriver):
         self.registry_dsn = with_dbname(base_dsn, cfg.registry_database)
         self.busy_wait = busy_wait
         self._registry_ready = False
+        self._method: thinclone.CopyMethod | None = None  # probed at the first copy
 
     # -- plumbing -----------------------------------------------------------
 
@@ -318,6 +321,7 @@ class PostgresDriver(CloneDriver):
                     # Created closed, and it stays closed: restores never wait on sessions.
                     self._copy_database(admin, self.base, sid, close_template=True)
                     fault_point("snapshot.database_created")
+                    reg.execute("UPDATE snapshots SET copy_method = %s WHERE id = %s", (self.copy_method(admin), sid))
                     self._mark(admin, sid, role="snapshot", base=self.base, run=run_id)
                     admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(_ident(sid)))
             reg.execute("UPDATE snapshots SET status = 'ready', updated_at = now() WHERE id = %s", (sid,))
@@ -357,6 +361,8 @@ class PostgresDriver(CloneDriver):
         strategy = sql.SQL(" STRATEGY {}").format(sql.SQL(self.cfg.clone_strategy.upper()))
         if admin.info.server_version < 150000:
             strategy = sql.SQL("")
+        if self.copy_method(admin) != "wal_log":
+            thinclone.use(admin, self._method)
         create = (sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(_ident(target), _ident(template)) + strategy
                   + sql.SQL(" ALLOW_CONNECTIONS false"))
         if not close_template:
@@ -378,9 +384,21 @@ class PostgresDriver(CloneDriver):
         finally:
             self._open(admin, template)
 
+    def copy_method(self, admin) -> str:
+        """How this driver copies databases on the base server: ``clone`` where PostgreSQL 18 can clone files on
+        its filesystem (probed once per process on a throwaway database), else ``copy``; ``wal_log`` when
+        clones.strategy says so (WAL_LOG copies through the buffers, never file by file)."""
+        if self.cfg.clone_strategy.lower() == "wal_log" and admin.info.server_version >= 150000:
+            return "wal_log"
+        if self._method is None:
+            self._method = thinclone.probe(admin)
+            log.info("base server copies databases by %s: %s", self._method.method, self._method.reason)
+        return self._method.method
+
     def _snap(self, row: dict, used_by: list[str] | None = None) -> Snapshot:
         return Snapshot(id=row["id"], status=row["status"], created_at=row["created_at"], run_id=row["run_id"],
-                        export=row["export"], rows=row["rows"], rules_sha256=row["rules_sha256"], used_by=used_by or [])
+                        export=row["export"], rows=row["rows"], rules_sha256=row["rules_sha256"], used_by=used_by or [],
+                        copy_method=row["copy_method"])
 
     def snapshots(self) -> list[Snapshot]:
         with self._registry() as reg:
@@ -425,7 +443,7 @@ class PostgresDriver(CloneDriver):
         return Environment(name=row["name"], profile=row["profile"], snapshot=row["snapshot_id"], status=row["status"],
                            requested_by=row["requested_by"], pr=row["pr"], created_at=row["created_at"],
                            expires_at=row["expires_at"], run_id=row["run_id"], updated_at=row["updated_at"],
-                           clone_seconds=row["clone_seconds"])
+                           clone_seconds=row["clone_seconds"], copy_method=row["copy_method"])
 
     def _refuse_foreign_name(self, env: str) -> None:
         reserved = {self.base, f"{self.base}__staging", f"{self.base}__previous", self.cfg.registry_database,
@@ -496,6 +514,7 @@ class PostgresDriver(CloneDriver):
                 fault_point("restore.role_created")
                 self._copy_database(admin, snap.id, env, close_template=False)
                 fault_point("restore.database_created")
+                reg.execute("UPDATE environments SET copy_method = %s WHERE name = %s", (self.copy_method(admin), env))
                 self._mark(admin, env, role="clone", env=env, snapshot=snap.id)
                 self._configure(admin, env, req.profile)
                 fault_point("restore.configured")
@@ -578,7 +597,8 @@ class PostgresDriver(CloneDriver):
             raise CloneError(f"{env} is not a ready environment")
         host, port = self._host()
         return Connection(env=env, host=host, port=port, database=env, user=env, secret=self.secrets.location(env),
-                          expires_at=row["expires_at"].isoformat(timespec="seconds"), snapshot=row["snapshot_id"])
+                          expires_at=row["expires_at"].isoformat(timespec="seconds"), snapshot=row["snapshot_id"],
+                          copy_method=row["copy_method"])
 
     @contextmanager
     def _env_lock(self, env: str):
