@@ -34,8 +34,8 @@ from prodclone.sample import create_sample_database  # noqa: E402
 
 USERS = int(os.environ.get("PRODCLONE_DEMO_USERS", "5000"))
 # The clone-vs-pg_restore gap only shows at size: a one-off measurement, the README's Speed table's largest row.
-REFERENCE = {"users": "200k users", "size": "445 MB base", "clone_s": 0.35, "pg_restore_s": 9.19,
-             "source": "bench/clone_vs_restore.py, one run, 2026-11-21"}
+REFERENCE = {"users": "a 4.6 GB base", "size": "thin clone, PostgreSQL 18 on XFS reflink", "clone_s": 0.097,
+             "pg_restore_s": 77.25, "source": "bench/clone_vs_restore.py, one run, 2026-11-22"}
 SOURCE_DB, BASE_DB, METADATA_DB = "prodclone_demo_prod", "prodclone_demo_base", "prodclone_demo_airflow"
 
 
