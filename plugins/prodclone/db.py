@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import psycopg
+from psycopg import sql
+from psycopg.rows import tuple_row
 
-from prodclone.errors import ConnectionFailed
+from prodclone.errors import ConnectionFailed, ProdcloneError
+from prodclone.poll import Poll, WaitTimeout
 
 REDACTED = "***"
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -100,3 +103,29 @@ def password_verifier(conn: psycopg.Connection, user: str, password: str) -> str
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def drop_database(admin: psycopg.Connection, name: str, timeout: float = 30.0) -> int:
+    """Drop database ``name`` as a role that is not superuser; returns the client sessions it ended.
+
+    ``DROP … WITH (FORCE)`` refuses outright when the database has a backend the role may not signal, and an
+    autovacuum worker (which has no role) is one: a teardown then failed at random. So: no new connections,
+    end the client sessions this role may end, then a plain DROP, which stops autovacuum workers itself;
+    a session that is still there (a superuser's) is waited for, then named in the error."""
+    ident = sql.Identifier(name)
+    cur = admin.cursor(row_factory=tuple_row)  # whatever rows the caller's connection makes
+    if not cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+        return 0
+    admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(ident))
+    ended = cur.execute(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s"
+        " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        " AND pg_has_role(current_user, usesysid, 'USAGE')", (name,)).fetchone()[0]
+    dropping = Poll(f"dropping database {name!r}", timeout=timeout, every=0.25,
+                    transient=lambda exc: isinstance(exc, psycopg.errors.ObjectInUse))
+    try:
+        dropping.run(lambda: admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(ident)) and True)
+    except WaitTimeout:
+        raise ProdcloneError(f"database {name!r} still has sessions of a role prodclone may not end (a superuser's?) "
+                             f"after {timeout:.0f}s; end them and retry") from None
+    return ended

@@ -46,7 +46,7 @@ from psycopg.rows import dict_row
 
 from prodclone import faults, marker, roles
 from prodclone.catalog import qualified_name, split_qualified
-from prodclone.db import catalog_only, connect, dbname_of, with_dbname
+from prodclone.db import catalog_only, connect, dbname_of, drop_database, with_dbname
 from prodclone.errors import ConnectionFailed, ProdcloneError, SeedError
 from prodclone.export import manifest_digest, read_manifest
 from prodclone.marker import ADMIN_DB, SYSTEM_DBS
@@ -124,15 +124,11 @@ def _what(comment: str | None) -> str:
     return f"a prodclone database (role {role!r}) that is not a base"
 
 
-def _drop(admin, name: str) -> None:
-    admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
 def _drop_ours(admin, name: str, base: str) -> None:
     """Drop ``name`` if it is (still) a work database of seeding ``base``; anything else stays."""
     row = _db(admin, name)
     if row is not None and _ours(row["comment"], base):
-        _drop(admin, name)
+        drop_database(admin, name)
 
 
 def _set_open(admin, name: str, allow: bool) -> None:
@@ -245,13 +241,13 @@ def _repair(admin, target_dsn: str, base: str) -> None:
         log.warning("reopening base %r, closed by an interrupted seed", base)
         _set_open(admin, base, True)
     if prev is not None:
-        _drop(admin, previous)
+        drop_database(admin, previous)
     left = _db(admin, staging)
     if left is not None:
         if not (_ours(left["comment"], base) or _unmarked_staging(admin, target_dsn, staging, left)):
             raise SeedError(f"database {staging!r} is {_what(left['comment'])}; seed uses that name to stage "
                             f"{base!r} and will not touch it: rename or drop it")
-        _drop(admin, staging)
+        drop_database(admin, staging)
 
 
 def _verified_schema(storage, manifest: dict) -> dict[str, str]:

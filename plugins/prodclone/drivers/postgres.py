@@ -66,7 +66,7 @@ from psycopg.rows import dict_row
 
 from prodclone import roles, thinclone
 from prodclone.config import Config
-from prodclone.db import catalog_only, connect, dbname_of, password_verifier, with_dbname
+from prodclone.db import catalog_only, connect, dbname_of, drop_database, password_verifier, with_dbname
 from prodclone.drivers.base import (
     CloneBusy,
     CloneDriver,
@@ -317,7 +317,7 @@ class PostgresDriver(CloneDriver):
                     if leftover is False and not self._crash_leftover(admin, sid, row):
                         raise CloneError(f"database {sid!r} exists but prodclone did not create it; refusing to touch it")
                     if leftover is not None:  # a failed or killed attempt of this same run
-                        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(_ident(sid)))
+                        drop_database(admin, sid)
                     # Created closed, and it stays closed: restores never wait on sessions.
                     self._copy_database(admin, self.base, sid, close_template=True)
                     fault_point("snapshot.database_created")
@@ -431,7 +431,7 @@ class PostgresDriver(CloneDriver):
                             log.warning("snapshot %s: the database lacks prodclone's marker; left alone", sid)
                             continue
                         if marked is not None:
-                            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(_ident(sid)))
+                            drop_database(admin, sid)
                     fault_point("prune.database_dropped")
                     reg.execute("DELETE FROM snapshots WHERE id = %s", (sid,))
                     pruned.append(sid)
@@ -641,8 +641,7 @@ class PostgresDriver(CloneDriver):
             if role:
                 admin.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(_ident(env)))  # no new sessions from here
             if marked is not None:
-                sessions = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (env,)).fetchone()[0]
-                admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(_ident(env)))
+                sessions = drop_database(admin, env)
                 removed.objects.append(f"database {env} ({sessions} session(s) ended)")
                 fault_point("teardown.database_dropped")
             if role:
