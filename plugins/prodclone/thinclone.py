@@ -34,10 +34,7 @@ _FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 @dataclass(frozen=True)
 class CopyMethod:
     method: str  # CLONE or COPY
-    reason: str  # one line, for connection info, the Clones page and the demo
-
-    def as_dict(self) -> dict:
-        return {"method": self.method, "reason": self.reason}
+    reason: str  # one line, for the log and the demo
 
 
 def probe(admin: psycopg.Connection) -> CopyMethod:
