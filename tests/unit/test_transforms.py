@@ -1,6 +1,7 @@
 """Each transform: deterministic under the key, the key matters, NULLs and
 uniqueness behave, and bad parameters get a clear error."""
 
+import datetime as dt
 import json
 import re
 
@@ -85,6 +86,18 @@ def test_date_shift_never_returns_the_input_and_keeps_time():
         out = t(v)
         assert out != v and out.endswith(b" 10:11:12+00")
     assert t(b"infinity") == b"infinity"
+
+
+def test_date_shift_keeps_distinct_dates_distinct_within_its_bound():
+    """A keyed permutation of days: 20,000 consecutive days stay 20,000 (a keyed offset per value merged about a
+    third of them), each moved by 1..days either way, and a day's timestamps move with it."""
+    t = make({"transform": "date_shift", "days": 180})
+    days = [dt.date(1950, 1, 1) + dt.timedelta(days=i) for i in range(20000)]
+    shifted = [dt.date.fromisoformat(t(d.isoformat().encode()).decode()) for d in days]
+    assert len(set(shifted)) == len(days)
+    assert all(1 <= abs((s - d).days) <= 180 for d, s in zip(days, shifted, strict=True))
+    assert t(b"1990-05-14 08:00:00") == t(b"1990-05-14") + b" 08:00:00"
+    assert t(b"1990-05-14 23:59:59+00") == t(b"1990-05-14") + b" 23:59:59+00"
 
 
 # Each end of PostgreSQL's range, of Python's (9999), and across the era (0001 AD / 1 BC).

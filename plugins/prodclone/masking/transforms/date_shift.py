@@ -1,8 +1,9 @@
+import collections
 import datetime as dt
+import hashlib
 import re
 
 from prodclone.errors import UncoveredValue
-from prodclone.masking import keys
 from prodclone.masking.transforms.base import Transform, register
 from prodclone.masking.transforms.outputs import Output
 
@@ -32,7 +33,8 @@ _LAST_DAY = {False: _to_day(5874897, 12, 31), True: _to_day(294276, 12, 31)}
 @register
 class DateShift(Transform):
     name = "date_shift"
-    description = "Shift a date/timestamp by a deterministic, never-zero number of days within +/- days; time of day is kept."
+    description = ("Shift a date/timestamp by a deterministic, never-zero number of days within +/- days; time of day "
+                   "is kept. Days move as a keyed permutation, so distinct dates stay distinct (and equal ones equal).")
     params = {"days": {"type": "integer", "minimum": 1, "maximum": 36500, "description": "Maximum shift (default 30)."}}
     examples = ({"transform": "date_shift"}, {"transform": "date_shift", "days": 180})
     categories = frozenset({"temporal"})
@@ -41,6 +43,22 @@ class DateShift(Transform):
 
     def setup(self) -> None:
         self.days = self.spec.get("days", 30)
+        self._cycles: collections.OrderedDict[tuple[int, int], list[int]] = collections.OrderedDict()
+
+    def _cycle(self, block: int, size: int) -> list[int]:
+        """A block's days in a keyed order: each day moves to the next one in it (the last to the first). One
+        cycle through the whole block, so no day stays; a bijection, so no two days meet. Bounded cache."""
+        if (block, size) not in self._cycles:
+            if len(self._cycles) >= 4096:
+                self._cycles.popitem(last=False)
+            rank = [hashlib.blake2b(b"%d:%d" % (block, p), key=self.subkey, digest_size=8, person=b"date-cycle").digest()
+                    for p in range(size)]
+            order = sorted(range(size), key=rank.__getitem__)
+            nxt = [0] * size
+            for i, p in enumerate(order):
+                nxt[p] = order[(i + 1) % size]
+            self._cycles[(block, size)] = nxt
+        return self._cycles[(block, size)]
 
     def output(self, lengths) -> Output:
         return Output()  # a date or timestamp of the input's type, within PostgreSQL's range
@@ -55,10 +73,13 @@ class DateShift(Transform):
         except (TypeError, ValueError):  # no match, or no such day
             raise UncoveredValue("date_shift cannot read a value as an ISO date or timestamp; "
                                  "export with DateStyle ISO") from None
-        k = keys.h64(self.subkey, value) % (2 * self.days)
-        offset = k - self.days if k < self.days else k - self.days + 1  # in [-days, -1] U [1, days]
-        if not _FIRST_DAY <= n + offset <= _LAST_DAY[m[4] is not None]:
-            offset = -offset  # near either end of the range: the other way, never the original
+        # Blocks of days + 1 days from the first day PostgreSQL has: a day moves within its block, at most
+        # ``days`` either way. A keyed offset per value instead merged ~1/3 of distinct dates (a date column is
+        # dense: 20,000 birth dates in 55 years); a permutation keeps every distinct count, timestamps' too.
+        width, last = self.days + 1, _LAST_DAY[m[4] is not None]
+        block, pos = divmod(n - _FIRST_DAY, width)
+        size = min(width, last - _FIRST_DAY - block * width + 1)
+        offset = self._cycle(block, size)[pos] - pos if size > 1 else -1  # a last block of one day: back one
         year, month, day = _from_day(n + offset)
         era = b" BC" if year <= 0 else b""
         return b"%04d-%02d-%02d" % (1 - year if era else year, month, day) + (m[4] or b"") + era
