@@ -32,21 +32,22 @@ def test_verify_records_figures_per_masked_column(sample_source, tmp_path, rules
     assert set(stats["columns"]) == masked - {"public.users.search"}
     assert stats["columns_compared"] == len(stats["columns"]) and stats["sample_rows"] == 30_000
     assert stats["within_bounds"] == len(stats["columns"]) - len(stats["outside_bounds"])
-    # Faker names keep their shape; a 40-hex hash and a tagged email are outside by design (test_shape).
-    for column in ("public.users.first_name", "public.users.last_name"):
+    # Faker names, a hash as long as the source's and card numbers keep their shape; a tagged email is outside by
+    # design (test_shape).
+    for column in ("public.users.first_name", "public.users.last_name", "public.users.password_hash",
+                   "public.payments.card_number"):
         assert column not in stats["outside_bounds"]
         figures = stats["columns"][column]
         assert figures["null_frac"][0] == figures["null_frac"][1]
         assert abs(figures["distinct"][1] - figures["distinct"][0]) <= 0.1 * figures["distinct"][0]
-    assert stats["columns"]["public.users.password_hash"]["avg_width"][1] == 40.0
-    assert any("average width" in p for p in stats["outside_bounds"]["public.users.password_hash"])
-    assert "public.users.email" in stats["outside_bounds"]  # the keyed uniqueness tag widens it
+    assert stats["columns"]["public.users.password_hash"]["avg_width"] == [60.0, 60.0]
+    assert any("average width" in p for p in stats["outside_bounds"]["public.users.email"])  # the uniqueness tag
     # Recorded in the manifest, and the export is still verified and seedable.
     assert record["leak_check"] == "passed"
     assert read_manifest(open_storage(url))["verified"]["statistics"] == stats
     # Figures, never values: not in the record, not in the log.
     text = json.dumps(stats) + caplog.text
-    assert "WARN public.users.password_hash: distinct" in caplog.text
+    assert "WARN public.users.email: distinct" in caplog.text
     assert not [v for v in _originals(src) if v in text]
 
 

@@ -13,7 +13,8 @@ from prodclone.masking.leakcheck import VerifyReport, _originals, _scan
 from prodclone.masking.rewriter import TableMasker
 from prodclone.masking.rules import build_transform, parse_rules
 from prodclone.masking.transforms import Context
-from prodclone.masking.transforms.scrub import _iban, _luhn_ok, identifiers
+from prodclone.masking.transforms.card import luhn_ok as _luhn_ok
+from prodclone.masking.transforms.scrub import _iban, identifiers
 
 KEY = b"s" * 40
 IDENTIFIERS = {  # kind -> examples, each as it may sit in a sentence

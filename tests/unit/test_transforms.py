@@ -3,6 +3,7 @@ uniqueness behave, and bad parameters get a clear error."""
 
 import datetime as dt
 import json
+import random
 import re
 
 import pytest
@@ -62,6 +63,22 @@ def test_faker_unique_appends_a_tag_and_never_collides():
     assert len({plain(f"n{i}".encode()) for i in range(20000)}) < 20000  # chance collisions: why unique exists
 
 
+def test_faker_fit_length_writes_text_as_long_as_the_original():
+    t = make({"transform": "faker", "provider": "paragraph", "fit_length": True})
+    bodies = [f"Hi, this is Jennifer{i}. Call me at 555-01{i:02d}.\\nThanks!".encode() for i in range(100)] + [
+        b"x", b"Short.", b"Ol\xc3\xa1 Z\xc3\xbc" + b" long text" * 200]
+    outs = [t(b) for b in bodies]
+    assert [len(decode(o)) for o in outs] == [len(decode(b)) for b in bodies]  # characters, as varchar counts
+    assert len(set(outs)) == len(bodies)
+    assert not any(w in o for o in outs for w in (b"Jennifer", b"555", b"Thanks", b"\\n"))
+    assert all(re.fullmatch(rb"(?:[A-Z][a-z]*(?: [a-z]+)*\.? ?)+", o) for o in outs)  # sentences of its words
+    assert t(b"") == b"" and t.could_emit(b"")
+    with pytest.raises(RulesError, match="uniqueness tag cannot"):
+        make({"transform": "faker", "provider": "paragraph", "fit_length": True, "unique": True})
+    with pytest.raises(RulesError, match="fit_length needs a provider that writes words; 'ipv4'"):
+        make({"transform": "faker", "provider": "ipv4", "fit_length": True})
+
+
 def test_unknown_faker_provider_is_a_clear_error():
     with pytest.raises(RulesError, match="unknown Faker provider 'no_such_thing'"):
         make({"transform": "faker", "provider": "no_such_thing"})
@@ -77,6 +94,29 @@ def test_hash_formats_and_unique_length_rule():
 def test_redact_keeps_the_last_digits():
     assert make({"transform": "redact", "keep_end": 4})(b"4111111111111111") == b"************1111"
     assert make({"transform": "redact", "keep_end": 4})(b"123") == b"***"
+
+
+def test_card_number_keeps_length_grouping_network_and_distinct_numbers():
+    t = make({"transform": "card_number"})
+    rnd = random.Random(7)
+    cards = {f"4{rnd.randrange(10**14, 10**15)}".encode() for _ in range(50_000)}  # random: most fail Luhn
+    outs = {t(c) for c in cards}
+    assert len(outs) == len(cards)  # redact keep_end 4 left ~10,000 shapes of these
+    assert all(re.fullmatch(rb"4[0-9]{15}", o) and _luhn(o) for o in outs) and not outs & cards
+    grouped = t(b"4111 1111 1111 1111")
+    assert grouped == t(b"4111-1111-1111-1111").replace(b"-", b" ") and grouped.replace(b" ", b"") == t(b"4111111111111111")
+    # scrub masks a card in text as a card_number column masks it, so the two still match
+    assert make({"transform": "scrub"})(b"paid with 4111 1111 1111 1111, thanks") == b"paid with " + grouped + b", thanks"
+    # anything else: every digit and letter replaced by another of its kind, punctuation kept
+    odd = t(b"N/A x-12")
+    assert re.fullmatch(rb"[A-Z]/[A-Z] [a-z]-[0-9]{2}", odd) and all(a != b for a, b in zip(odd, b"NAx12", strict=False)
+                                                                     if chr(a).isalnum())
+    assert t(b"") == b"" and t(b"--") == b"--"
+
+
+def _luhn(number: bytes) -> bool:
+    digits = [int(c) for c in number.decode()[::-1]]
+    return sum(d if i % 2 == 0 else (2 * d - 9 if d > 4 else 2 * d) for i, d in enumerate(digits)) % 10 == 0
 
 
 def test_date_shift_never_returns_the_input_and_keeps_time():

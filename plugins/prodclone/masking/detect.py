@@ -33,12 +33,12 @@ NAME_RULES: list[tuple[str, dict, str, str]] = [
     (r"(street|address|addr_?line|(^|_)line_?\d)(_?\d)?$", {"transform": "faker", "provider": "street_address"}, "street address", ID),
     (r"(birth|dob|(^|_)born|death|deceased|(^|_)died)", {"transform": "date_shift", "days": 180}, "birth or death date", ID),
     (r"(ssn|social_?security|national_?id|passport|tax_?id|iban|account_?number)", {"transform": "hash", "length": 24}, "government or bank identifier", ID),
-    (r"(card_?number|(^|_)pan$|cc_?num)", {"transform": "redact", "keep_end": 4}, "card number", ANY),
+    (r"(card_?number|(^|_)pan$|cc_?num)", {"transform": "card_number"}, "card number", ANY),
     (r"(zip|postal_?code|postcode)$", {"transform": "faker", "provider": "postcode"}, "postal code", PEOPLE),
     (r"(^|_|billing|shipping|mailing|home|work|birth|death)city$", {"transform": "faker", "provider": "city"}, "city", PEOPLE),
     (r"(^|_)(company|employer|organi[sz]ation)(_?name)?$", {"transform": "faker", "provider": "company"}, "company name", PEOPLE),
     (r"(^|_)name$", {"transform": "faker", "provider": "name"}, "name", PEOPLE),
-    (r"(^|_)(body|message|comments?|notes?|description|bio|text|content)$", {"transform": "faker", "provider": "paragraph"}, "free text may mention people", PEOPLE),
+    (r"(^|_)(body|message|comments?|notes?|description|bio|text|content)$", {"transform": "faker", "provider": "paragraph", "fit_length": True}, "free text may mention people", PEOPLE),
     (r"(^|_)(lat|latitude|lng|lon|longitude)$", {"transform": "noise", "relative": 0.01}, "location", PEOPLE),
     (r"(^|_)(weight|height)$", {"transform": "noise", "relative": 0.1}, "body measurement", PEOPLE),
     (r"(^|_)(salary|wage|income|pay)$", {"transform": "noise", "relative": 0.1}, "a person's pay", PEOPLE),
@@ -131,7 +131,7 @@ def suggest(column: Column, samples: list | None = None, is_key: bool = False,
             if scope == PEOPLE and rule.get("provider") == "name" and samples and not role.direct and not name_kind(samples):
                 catalogue = f"name, but sampled values are not personal names and {role.people}"
                 break
-            return _uniq(dict(rule), column), why + (f"; {role.people}" if scope == PEOPLE else "")
+            return _uniq(dict(rule), column, samples), why + (f"; {role.people}" if scope == PEOPLE else "")
     if samples and column.category == "text" and not is_key:  # keys: values like "978-..." are ids, not phones
         found = _suggest_from_values(column, samples, role)
         if found:
@@ -156,7 +156,7 @@ def _suggest_from_values(column: Column, samples: list[str], role: TableRole) ->
     for pattern, rule, why in VALUE_RULES:
         hits = _value_hits(pattern, samples)
         if hits:
-            return _uniq(dict(rule), column), f"{why} ({hits} of {len(samples)} sampled)"
+            return _uniq(dict(rule), column, samples), f"{why} ({hits} of {len(samples)} sampled)"
     found = name_kind(samples)
     if found:
         return _uniq({"transform": "faker", "provider": found[0]}, column), f"personal name: {found[1]}"
@@ -169,7 +169,7 @@ def _suggest_from_values(column: Column, samples: list[str], role: TableRole) ->
             f"free text carrying {', '.join(kinds)} ({hits} of {len(samples)} sampled rows)"
     named = mentions_names(samples) if role.people else 0  # elsewhere names are credits: composers, authors
     if named and named >= max(1, len(samples) // 5):
-        return _uniq({"transform": "faker", "provider": "paragraph"}, column), \
+        return _uniq({"transform": "faker", "provider": "paragraph", "fit_length": True}, column), \
             f"free text naming people ({named} of {len(samples)} sampled rows name a first and last name)"
     return None
 
@@ -240,11 +240,23 @@ def _fits_category(rule: dict, category: str) -> bool:
     return category in accepted if accepted is not None else category not in ("temporal", "number")
 
 
-def _uniq(rule: dict, column: Column) -> dict:
+def _uniq(rule: dict, column: Column, samples: list | None = None) -> dict:
     if column.unique and trait(rule, "unique_changes_output"):
         rule["unique"] = True
     if column.unique and not trait(rule, "can_be_unique") and column.category == "text":
         rule = {"transform": "hash", "length": 24}
+    if column.unique and rule.get("fit_length"):  # a uniqueness tag makes it longer than the original
+        del rule["fit_length"]
+    return _sized(rule, column, samples)
+
+
+def _sized(rule: dict, column: Column, samples: list | None) -> dict:
+    """A hex hash as long as the sampled values (their median length), so the column keeps its width: 60 for
+    bcrypt hashes, not 40. At least 20 (80 bits) on a unique column, 8 elsewhere; at most 64."""
+    texts = [s for s in samples or () if isinstance(s, str)]
+    if rule.get("transform") == "hash" and "length" in rule and "format" not in rule and texts:
+        median = sorted(map(len, texts))[len(texts) // 2]
+        rule["length"] = max(20 if column.unique else 8, min(64, median))
     return rule
 
 

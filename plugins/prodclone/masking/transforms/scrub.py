@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from prodclone.masking.copytext import decode, encode
 from prodclone.masking.transforms.base import Transform, register
+from prodclone.masking.transforms.card import CardNumber, luhn_ok, regroup
 from prodclone.masking.transforms.email_address import Email
 from prodclone.masking.transforms.outputs import TEXT, Output
 
@@ -34,18 +35,10 @@ class Detector:
     maybe: Callable[[str], bool] = lambda _text: True
 
 
-def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, d in enumerate(reversed(digits)):
-        n = int(d) * (2 if i % 2 else 1)
-        total += n - 9 if n > 9 else n
-    return total % 10 == 0
-
-
 def _card(v: str) -> bool:
     """13-19 digits passing Luhn, in groups split by one kind of separator (or none)."""
     digits = re.sub(r"[ -]", "", v)
-    return 13 <= len(digits) <= 19 and len(set(re.findall(r"[ -]", v))) <= 1 and _luhn_ok(digits)
+    return 13 <= len(digits) <= 19 and len(set(re.findall(r"[ -]", v))) <= 1 and luhn_ok(digits)
 
 
 def _iban_remainder(iban: str) -> int:
@@ -156,20 +149,6 @@ def _reshape(v: str, stream: bytes, hex_only: bool = False) -> str:
     return _CHAR_CLASSES.sub(swap, v)
 
 
-def _with_check_digit(digits: str) -> str:
-    """``digits`` (all but the last) followed by the Luhn check digit that makes them valid."""
-    for d in "0123456789":
-        if _luhn_ok(digits + d):
-            return digits + d
-    raise AssertionError("unreachable: one check digit always fits")
-
-
-def _regroup(digits: str, like: str) -> str:
-    """``digits`` in the grouping of ``like``: its separators where they were."""
-    it = iter(digits)
-    return "".join(next(it) if c.isdigit() else c for c in like)
-
-
 @register
 class Scrub(Transform):
     name = "scrub"
@@ -184,6 +163,7 @@ class Scrub(Transform):
 
     def setup(self) -> None:
         self.email = Email({"transform": "email"}, self.ctx)  # the same sub-key: an address masks as in an email column
+        self.card = CardNumber({"transform": "card_number"}, self.ctx)  # and a card as in a card_number column
         # How each kind is replaced; any other (secrets, tokens, URL parameters) is reshaped character by character.
         self._replace = {"email": self._email, "card": self._card, "iban": self._iban, "ipv4": self._ipv4,
                          "ipv6": self._ipv6, "phone": self._phone, "jwt": self._jwt}
@@ -222,10 +202,7 @@ class Scrub(Transform):
         return decode(self.email(encode(v)))
 
     def _card(self, v: str) -> str:
-        """The same network digit and grouping, other digits keyed, a valid Luhn check digit."""
-        digits = re.sub(r"\D", "", v)
-        body = digits[0] + _reshape(digits[1:-1], self._stream("card", digits))
-        return _regroup(_with_check_digit(body), v)
+        return decode(self.card(encode(v)))
 
     def _iban(self, v: str) -> str:
         """The same country and spacing, the account part keyed, check digits that validate."""
@@ -252,4 +229,4 @@ class Scrub(Transform):
         digits = re.sub(r"\D", "", v)
         new = _reshape(digits, self._stream("phone", digits))
         first = digits[0] if digits[0] == "0" else str(1 + int(new[0]) % 9)
-        return _regroup(first + new[1:], v)
+        return regroup(first + new[1:], v)
