@@ -266,6 +266,30 @@ def test_photos_second_address_lines_and_catalogue_text_are_judged_by_evidence()
         {"transform": "keep"}
 
 
+def test_scaffold_proposes_rules_that_keep_the_shape():
+    """Issue 16: hashes as long as the sampled values, card numbers that keep their count, free text that keeps
+    its width; a unique column keeps a unique-safe rule."""
+    from prodclone.catalog import Column
+    from prodclone.masking.detect import suggest
+    from prodclone.masking.evidence import TableRole
+
+    people = TableRole(people="table holds email", direct=True)
+    bcrypt = [f"$2b$12${'x' * 52}{i}" for i in range(9)]
+    assert suggest(Column("password_hash", "text", True), bcrypt, role=people)[0] == {"transform": "hash", "length": 60}
+    assert suggest(Column("api_token", "text", True), ["k" * 200], role=people)[0]["length"] == 64
+    assert suggest(Column("otp_secret", "text", True), ["123456"], role=people)[0]["length"] == 8
+    assert suggest(Column("otp_secret", "text", True, unique=True), ["123456"], role=people)[0]["length"] == 20
+    assert suggest(Column("card_number", "text", True), ["4111111111111111"], role=people)[0] == \
+        {"transform": "card_number"}
+    assert suggest(Column("card_number", "text", True, unique=True), ["4111111111111111"], role=people)[0] == \
+        {"transform": "hash", "length": 20}  # not unique-safe: a hash, sized to the values, at least 80 bits
+    notes = Column("notes", "text", False)
+    assert suggest(notes, ["Call Ann"], role=people)[0] == {"transform": "faker", "provider": "paragraph",
+                                                           "fit_length": True}
+    assert suggest(Column("notes", "text", False, unique=True), ["Call Ann"], role=people)[0] == \
+        {"transform": "faker", "provider": "paragraph", "unique": True}
+
+
 def test_sample_database_email_is_built_from_the_masked_names(sample_source):
     """users has first_name, last_name and email: scaffold builds the email from the masked names, unique,
     and rules check accepts it; orders.customer_email (no names beside it) stays an email rule."""
