@@ -72,14 +72,14 @@ class FakerTransform(Transform):
         """Sentences of 4 to 12 words, each word drawn by the keyed hash (3 bytes a word, a byte a sentence
         length), as many characters as ``value`` has: the last word may be cut."""
         n = len(decode(value))
-        draws = hashlib.shake_256(self.subkey + b"fit\0" + value).digest(2 * n + 8)
+        draws = hashlib.shake_256(self.subkey + b"fit\0" + value).digest(2 * n + 40)
         out, i, length = [], 0, -1
         while length < n:
+            if i + 37 > len(draws):  # a long text: more draws, chained from the last ones
+                draws += hashlib.shake_256(self.subkey + b"fit\0" + draws[-32:]).digest(2 * n + 40)
             words = [self.words[int.from_bytes(draws[j:j + 3], "big") % len(self.words)]
                      for j in range(i + 1, i + 1 + 3 * (4 + draws[i] % 9), 3)]
             i += 1 + 3 * len(words)
-            if i + 40 > len(draws):  # more draws, from the last ones (long text)
-                draws += hashlib.shake_256(self.subkey + b"fit\0" + draws[-32:]).digest(2 * n + 8)
             sentence = " ".join(words).capitalize() + "."
             out.append(sentence)
             length += len(sentence) + 1
