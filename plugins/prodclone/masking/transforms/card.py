@@ -12,6 +12,8 @@ from prodclone.masking.transforms.outputs import TEXT, Output
 
 _CARD = re.compile(r"[0-9]+(?:[ -][0-9]+)*")
 _LOWER, _UPPER = "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_DOUBLED = [2 * d - 9 if d > 4 else 2 * d for d in range(10)]
+_MOVE = [[str((d + 1 + b % 9) % 10) for b in range(256)] for d in range(10)]  # digit d, keyed byte b: never d
 
 
 def luhn_ok(digits: str) -> bool:
@@ -24,10 +26,8 @@ def luhn_ok(digits: str) -> bool:
 
 def with_check_digit(digits: str) -> str:
     """``digits`` (all but the last) followed by the Luhn check digit that makes them valid."""
-    for d in "0123456789":
-        if luhn_ok(digits + d):
-            return digits + d
-    raise AssertionError("unreachable: one check digit always fits")
+    doubled = sum(_DOUBLED[ord(c) - 48] for c in digits[::-2])  # the check digit's neighbour is doubled
+    return digits + str(-(doubled + sum(ord(c) - 48 for c in digits[-2::-2])) % 10)
 
 
 def regroup(digits: str, like: str) -> str:
@@ -64,8 +64,10 @@ class CardNumber(Transform):
         text = decode(value)
         if _CARD.fullmatch(text) and 12 <= sum(c.isdigit() for c in text) <= 19:
             digits = re.sub(r"[^0-9]", "", text)  # the same number masks alike however it is grouped
-            body = digits[0] + _moved(digits[1:-1], self._stream(digits))
-            return encode(regroup(with_check_digit(body), text))
+            body = digits[0] + "".join([_MOVE[ord(c) - 48][b] for c, b in zip(digits[1:-1], self._stream(digits),
+                                                                                strict=False)])
+            number = with_check_digit(body)
+            return (regroup(number, text) if len(number) < len(text) else number).encode()  # ASCII: nothing to escape
         return encode(_moved(text, self._stream(text)))
 
     def _stream(self, v: str) -> bytes:
