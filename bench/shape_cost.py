@@ -9,7 +9,8 @@ run in a fresh subprocess (so every run builds its own pools, as a nightly expor
   before     pool_only, and the rules shipped before this bench's branch: redact keeping 4 digits for
              cards, Faker paragraphs for ticket bodies, 40-character hashes
 Reports the best of the rounds per version: the seconds to build the rules' pools (a fixed cost per export,
-timed apart), the export's seconds and rows/s, and the ratio to `shape`. Usage:
+timed apart), the export's seconds and rows/s, and the ratio to `shape`; then masking alone (every table's
+COPY text masked in one process, no database, no workers), the per-row cost the export's noise can hide. Usage:
   python bench/shape_cost.py [users] [--rounds N]      (default 100000 users, 3 rounds)
 Absolute times are noisy on shared machines; read the ratios.
 """
@@ -87,6 +88,39 @@ def one(dsn: str, rules_path: str) -> dict:
         return {"build_s": build, "seconds": time.perf_counter() - t0, "rows": totals["rows"]}
 
 
+def masking_alone(dsn: str, paths: dict[str, Path], rounds: int) -> dict[str, float]:
+    """Seconds to mask every table's COPY text once, per version, in this process on one core (the kernel, and
+    Python for the transforms it calls back): the per-row cost without the database or the workers. Best of
+    ``rounds``, alternating; fresh maskers each round, so no cache carries over."""
+    import psycopg
+    from psycopg import sql
+
+    from prodclone.catalog import load_catalog
+    from prodclone.masking.rewriter import TableMasker
+    from prodclone.masking.rules import load_rules
+
+    rules = {v: load_rules(p) for v, p in paths.items()}
+    with psycopg.connect(dsn) as conn:
+        catalog = load_catalog(conn)
+        blocks = {}
+        for name in rules["shape"].tables:
+            table = catalog.tables[name]
+            query = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(
+                sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns), table.scan)
+            with conn.cursor().copy(query) as copy:
+                blocks[name] = b"".join(bytes(b) for b in copy)
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for v, r in rules.items():
+            maskers = {name: TableMasker(catalog.tables[name], r, KEY) for name in blocks}
+            t0 = time.perf_counter()
+            for name, block in blocks.items():
+                if not maskers[name].passthrough:
+                    maskers[name].mask_block(block)
+            best[v] = min(best.get(v, float("inf")), time.perf_counter() - t0)
+    return best
+
+
 def main(users: int, rounds: int) -> None:
     import psycopg
 
@@ -117,21 +151,24 @@ def main(users: int, rounds: int) -> None:
                     best[v] = min(best.get(v, float("inf")), got["seconds"])
                     build[v] = min(build.get(v, float("inf")), got["build_s"])
                     print(json.dumps({"round": r, "version": v, **got}), flush=True)
+            alone = masking_alone(dsn, paths, rounds)
     finally:
         with psycopg.connect(with_dbname(server, "postgres"), autocommit=True) as c:
             c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     report = {"users": users, "rows": rows, "rounds": rounds,
               **{v: {"build_s": round(build[v], 2), "seconds": round(best[v], 2), "rows_per_s": round(rows / best[v]),
-                     "ratio_to_shape": round(best[v] / best["shape"], 3)} for v in versions}}
+                     "ratio_to_shape": round(best[v] / best["shape"], 3), "masking_alone_s": round(alone[v], 2),
+                     "masking_alone_ratio": round(alone[v] / alone["shape"], 3)} for v in versions}}
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / f"shape_cost_{int(time.time())}.json").write_text(json.dumps(report, indent=2))
     print(f"\n{users} users, {rows} rows, best of {rounds}, jobs=2, kernel on; pools built apart (a fixed cost per "
           "export); ratio: export time / shape's")
-    print(f"{'rules':<10} {'pools s':>8} {'export s':>9} {'rows/s':>9} {'ratio':>6}")
+    print(f"{'rules':<10} {'pools s':>8} {'export s':>9} {'rows/s':>9} {'ratio':>6} {'masking alone s':>16} {'ratio':>6}")
     for v in versions:
         r = report[v]
-        print(f"{v:<10} {r['build_s']:>8} {r['seconds']:>9} {r['rows_per_s']:>9} {r['ratio_to_shape']:>6}")
+        print(f"{v:<10} {r['build_s']:>8} {r['seconds']:>9} {r['rows_per_s']:>9} {r['ratio_to_shape']:>6} "
+              f"{r['masking_alone_s']:>16} {r['masking_alone_ratio']:>6}")
 
 
 if __name__ == "__main__":
