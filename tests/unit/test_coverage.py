@@ -42,6 +42,10 @@ def test_unique_column_needs_a_unique_safe_rule():
     msgs = {(p.table, p.column): p.message for p in check(_catalog(), r).problems}
     assert "unique: true" in msgs[("public.users", "email")]
     assert "cannot keep values distinct" in msgs[("public.users", "nick")]
+    # The shape-keeping rules are no exception: distinct in practice is not a guarantee.
+    r = _rules("{id: keep, email: email, nick: card_number, bio: keep}", "{id: keep, user_email: email, nick: keep}")
+    msgs = {(p.table, p.column): p.message for p in check(_catalog(), r).problems}
+    assert "cannot keep values distinct" in msgs[("public.users", "nick")]
 
 
 def test_fk_masked_differently_from_its_target_is_refused():
