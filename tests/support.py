@@ -162,10 +162,10 @@ def _as_server_user(*cmd) -> None:
 
 
 @contextmanager
-def streaming_replica(primary_conf: str = ""):
+def streaming_replica(replica_conf: str = ""):
     """(primary DSN, replica DSN) of a fresh primary and its streaming replica (pg_basebackup -R), from the
-    embedded Postgres binaries, on unix sockets; both stopped and removed afterwards. ``primary_conf``:
-    more postgresql.conf lines for the primary."""
+    embedded Postgres binaries, on unix sockets; both stopped and removed afterwards. ``replica_conf``:
+    more postgresql.conf lines for the replica."""
     import os
     import shutil
     import tempfile
@@ -187,13 +187,13 @@ def streaming_replica(primary_conf: str = ""):
         _as_server_user(bin_ / "initdb", "-D", work / "primary", "-U", "postgres", "--auth=trust", "-E", "UTF8")
         with open(work / "primary" / "postgresql.conf", "a") as conf:
             conf.write(f"port = {ports['primary']}\nlisten_addresses = ''\nunix_socket_directories = '{work}'\n"
-                       f"wal_level = replica\nmax_wal_senders = 4\n{primary_conf}\n")
+                       "wal_level = replica\nmax_wal_senders = 4\n")
         _as_server_user(bin_ / "pg_ctl", "-D", work / "primary", "-l", work / "primary.log", "-w", "start")
         started.append("primary")
         _as_server_user(bin_ / "pg_basebackup", "-D", work / "replica", "-R", "-h", work, "-p", ports["primary"],
                         "-U", "postgres", "-X", "stream")
         with open(work / "replica" / "postgresql.conf", "a") as conf:
-            conf.write(f"port = {ports['replica']}\n")
+            conf.write(f"port = {ports['replica']}\n{replica_conf}\n")
         _as_server_user(bin_ / "pg_ctl", "-D", work / "replica", "-l", work / "replica.log", "-w", "start")
         started.append("replica")
         dsn = {n: f"host={work} port={p} user=postgres dbname=postgres" for n, p in ports.items()}
@@ -222,5 +222,13 @@ def replayed(replica_dsn: str, query: str, expected, params=None, timeout: float
 
 
 def replay_state(replica_dsn: str) -> str:
-    with psycopg.connect(replica_dsn) as c:
-        return c.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()[0]
+    """paused | pause requested | not paused. Asked again when replay cancels the question (a recovery conflict)."""
+    import time
+
+    for _ in range(20):
+        try:
+            with psycopg.connect(replica_dsn) as c:
+                return c.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()[0]
+        except psycopg.errors.SerializationFailure:
+            time.sleep(0.2)
+    raise AssertionError("every query on the replica was cancelled by recovery conflicts for 4s")

@@ -64,9 +64,18 @@ def pause_replica(dsn: str, timeout: float = 60) -> Frozen:
     return Frozen(mode="replica_paused", lsn=lsn)
 
 
-def resume_replica(dsn: str) -> None:
-    with connect(dsn, role="source replica", autocommit=True) as conn:
-        conn.execute("SELECT pg_wal_replay_resume()")
+def resume_replica(dsn: str, timeout: float = 60) -> None:
+    """Resume WAL replay, and see that it did. Replay that restarts after a pause applies WAL older than
+    max_standby_streaming_delay, so it cancels conflicting standby queries at once ("conflict with recovery"):
+    this very statement among them, whether or not the resume took. A cancelled try is asked again."""
+    def resumed():
+        with connect(dsn, role="source replica", autocommit=True) as conn:
+            conn.execute("SELECT pg_wal_replay_resume()")
+            return conn.execute("SELECT pg_get_wal_replay_pause_state() = 'not paused'").fetchone()[0] or None
+
+    Poll("WAL replay resume on the source replica", timeout, every=0.5,
+         transient=lambda exc: isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected)
+         ).run(resumed)
 
 
 def temp_instance_name(run_key: str) -> str:

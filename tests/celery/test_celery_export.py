@@ -51,7 +51,8 @@ def deployment(pg, tmp_path_factory):
         f"export:\n  schedule: null\nclones:\n  registry_database: {registry}\n")
     (home / "config").mkdir()
     (home / "config" / "airflow_local_settings.py").write_text(NO_RETRIES)
-    with streaming_replica() as (primary, standby):
+    # Delay 0: as after a nightly pause of hours, replay that resumes cancels conflicting standby queries at once.
+    with streaming_replica("max_standby_streaming_delay = 0") as (primary, standby):
         counts = create_sample_database(with_dbname(primary, "shop"), users=SAMPLE_USERS, replace=True)
         source = with_dbname(standby, "shop")
         replayed(source, "SELECT count(*) FROM users", counts["users"])
@@ -156,16 +157,18 @@ def _counts(dsn: str, tables) -> dict[str, int]:
 
 def _frozen_point(source: str) -> dict | None:
     """While replay is paused: the replica's replay LSN and its row count per table (the same LSN before and
-    after counting, so the counts are of that point)."""
-    with psycopg.connect(source) as c:
-        tables = list(load_catalog(c).tables)
+    after counting, so the counts are of that point). None when not paused, or when resumed replay cancelled
+    the counting."""
     lsn = "SELECT pg_get_wal_replay_pause_state(), pg_last_wal_replay_lsn()::text"
-    with psycopg.connect(source, autocommit=True) as c:
-        state, before = c.execute(lsn).fetchone()
-        if state != "paused":
-            return None
-        counts = _counts(source, tables)
-        state, after = c.execute(lsn).fetchone()
+    try:
+        with psycopg.connect(source, autocommit=True) as c:
+            state, before = c.execute(lsn).fetchone()
+            if state != "paused":
+                return None
+            counts = _counts(source, load_catalog(c).tables)
+            state, after = c.execute(lsn).fetchone()
+    except psycopg.errors.SerializationFailure:
+        return None
     return {"lsn": before, "counts": counts} if state == "paused" and after == before else None
 
 
