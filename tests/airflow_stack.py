@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -53,6 +55,7 @@ class AirflowStack:
         self.home, self.port = Path(home), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.procs: dict[str, subprocess.Popen] = {}
+        self.api = self.base = self.store = None  # celery_export's deployment sets them
         (self.home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(USERS))
         self.env = {
             **os.environ,
@@ -211,3 +214,80 @@ def start_worker(stack: AirflowStack, name: str, concurrency: int) -> None:
     # --skip-serve-logs: the log server's fixed port would clash between workers on one machine.
     stack.start(name, "celery", "worker", "--concurrency", str(concurrency), "--celery-hostname", f"{name}@%h",
                 "--skip-serve-logs", "--without-gossip", "--without-mingle")
+
+
+@contextmanager
+def celery_export(pg: str, home: Path, source: str, *, workers: int, concurrency: int, split_rows: int,
+                  env: dict | None = None, local_settings: str | None = None):
+    """prodclone_export in replica_paused mode reading ``source`` (a replica), on a CeleryExecutor deployment
+    under ``home`` with ``workers`` workers: a base database and clone registry of its own on ``pg``, file://
+    storage in ``home``/store (every worker is on this machine), manual runs only, the DAG unpaused.
+    ``local_settings``: an airflow_local_settings.py (cluster policies). Yields the stack, with ``api`` (an
+    AirflowAPI as admin), ``base`` (its DSN) and ``store``; afterwards stops every process and drops what it
+    made on ``pg``."""
+    from prodclone.airflow_api import AirflowAPI
+    from prodclone.db import with_dbname
+    from prodclone.devpg import airflow_conn_json
+
+    tag = uuid.uuid4().hex[:8]
+    store, registry, base_db, metadata_db = home / "store", f"pct_celreg_{tag}", f"pct_celbase_{tag}", f"pct_airflow_{tag}"
+    (home / "prodclone.yaml").write_text(
+        f"source:\n  mode: replica_paused\n  split_rows: {split_rows}\nstorage:\n  url: file://{store}\n"
+        f"export:\n  schedule: null\nclones:\n  registry_database: {registry}\n")
+    if local_settings:
+        (home / "config").mkdir(exist_ok=True)
+        (home / "config" / "airflow_local_settings.py").write_text(local_settings)
+    redis = Redis(home)
+    stack = None
+    try:
+        stack = AirflowStack(home, pg, metadata_db, env={
+            **celery_env(redis),
+            "AIRFLOW_CONN_PRODCLONE_SOURCE": airflow_conn_json(source),
+            "AIRFLOW_CONN_PRODCLONE_BASE": airflow_conn_json(with_dbname(pg, base_db)),
+            "PRODCLONE_CONFIG": str(home / "prodclone.yaml"),
+            **(env or {})})
+        start_celery(stack, workers, concurrency)
+        stack.api = AirflowAPI(stack.url, username="admin", password=USERS["admin"])
+        stack.api.ensure_unpaused("prodclone_export", unpause=True)
+        stack.base, stack.store = with_dbname(pg, base_db), store
+        yield stack
+    finally:
+        if stack is not None:
+            stack.close()
+        redis.close()
+        drop_made(pg, base_db, registry, metadata_db)
+
+
+def drop_made(pg: str, base_db: str, registry: str, metadata_db: str) -> None:
+    """The base, its snapshots (template databases whose comment names the base), the registry, Airflow's DB."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(pg, autocommit=True) as c:
+        snaps = [r[0] for r in c.execute("SELECT datname FROM pg_database WHERE shobj_description(oid, 'pg_database') "
+                                         "LIKE %s", (f"%base={base_db};%",))]
+        for db in (*snaps, base_db, f"{base_db}__staging", f"{base_db}__previous", registry, metadata_db):
+            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+
+
+def worker_ready(stack: AirflowStack, name: str, timeout: float = 120) -> None:
+    """Until Celery worker ``name`` logs that it is ready to take tasks."""
+    deadline = time.monotonic() + timeout
+    while b" ready." not in (stack.home / f"{name}.log").read_bytes():
+        if stack.procs[name].poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"Celery {name} did not get ready; see {stack.home / name}.log")
+        time.sleep(1)
+
+
+def run_export(stack: AirflowStack, run_id: str, timeout: float, while_running=None) -> dict:
+    """Trigger prodclone_export as ``run_id`` and wait for it to finish, calling ``while_running()`` about
+    twice a second meanwhile; returns the run."""
+    stack.api.trigger("prodclone_export", run_id, {})
+    deadline = time.monotonic() + timeout
+    while (run := stack.api.run("prodclone_export", run_id))["state"] not in ("success", "failed"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} still {run['state']} after {timeout:.0f}s; logs in {stack.home}")
+        if while_running:
+            while_running()
+        time.sleep(0.5)
+    return run

@@ -23,11 +23,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from airflow_stack import USERS, AirflowStack, Redis, celery_env, running_in, start_celery, start_worker
-from prodclone.airflow_api import AirflowAPI
+from airflow_stack import celery_export, run_export, running_in, start_worker
 from prodclone.catalog import load_catalog, split_qualified
 from prodclone.db import with_dbname
-from prodclone.devpg import airflow_conn_json
 from prodclone.exportrun import run_key
 from prodclone.sample import create_sample_database
 from support import replay_state, replayed, streaming_replica
@@ -43,52 +41,20 @@ NO_RETRIES = "def task_policy(task):\n    task.retries = 0\n"
 
 @pytest.fixture(scope="module")
 def deployment(pg, tmp_path_factory):
-    tag = uuid.uuid4().hex[:8]
-    home = tmp_path_factory.mktemp("airflow-celery")
-    store, registry, base_db = home / "store", f"pct_celreg_{tag}", f"pct_celbase_{tag}"
-    (home / "prodclone.yaml").write_text(
-        f"source:\n  mode: replica_paused\n  split_rows: {SPLIT_ROWS}\nstorage:\n  url: file://{store}\n"
-        f"export:\n  schedule: null\nclones:\n  registry_database: {registry}\n")
-    (home / "config").mkdir()
-    (home / "config" / "airflow_local_settings.py").write_text(NO_RETRIES)
     # Delay 0: as after a nightly pause of hours, replay that resumes cancels conflicting standby queries at once.
     with streaming_replica("max_standby_streaming_delay = 0") as (primary, standby):
         counts = create_sample_database(with_dbname(primary, "shop"), users=SAMPLE_USERS, replace=True)
         source = with_dbname(standby, "shop")
         replayed(source, "SELECT count(*) FROM users", counts["users"])
-        redis = Redis(home)
-        stack = None
-        try:
-            stack = AirflowStack(home, pg, f"pct_airflow_{tag}", env={
-                **celery_env(redis),
-                "AIRFLOW_CONN_PRODCLONE_SOURCE": airflow_conn_json(source),
-                "AIRFLOW_CONN_PRODCLONE_BASE": airflow_conn_json(with_dbname(pg, base_db)),
-                "PRODCLONE_CONFIG": str(home / "prodclone.yaml"),
-                # A killed worker's task is failed within a minute, not Airflow's default five.
-                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
-                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
-                # Messages a killed worker had prefetched are not redelivered before the visibility timeout.
-                "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "180",
-            })
-            start_celery(stack, WORKERS, CONCURRENCY)
-            api = AirflowAPI(stack.url, username="admin", password=USERS["admin"])
-            api.ensure_unpaused("prodclone_export", unpause=True)
-            yield SimpleNamespace(stack=stack, api=api, primary=with_dbname(primary, "shop"), source=source,
-                                  base=with_dbname(pg, base_db), store=store)
-        finally:
-            if stack is not None:
-                stack.close()
-            redis.close()
-            _drop(pg, base_db, registry, f"pct_airflow_{tag}")
-
-
-def _drop(pg: str, base_db: str, registry: str, metadata_db: str) -> None:
-    """The base, its snapshots (template databases whose comment names the base), the registry, Airflow's DB."""
-    with psycopg.connect(pg, autocommit=True) as c:
-        snaps = [r[0] for r in c.execute("SELECT datname FROM pg_database WHERE shobj_description(oid, 'pg_database') "
-                                         "LIKE %s", (f"%base={base_db};%",))]
-        for db in (*snaps, base_db, f"{base_db}__staging", f"{base_db}__previous", registry, metadata_db):
-            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+        with celery_export(pg, tmp_path_factory.mktemp("airflow-celery"), source, workers=WORKERS,
+                           concurrency=CONCURRENCY, split_rows=SPLIT_ROWS, local_settings=NO_RETRIES, env={
+                               # A killed worker's task is failed within a minute, not Airflow's default five.
+                               "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+                               "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
+                               # What a killed worker had prefetched waits for the broker's visibility timeout.
+                               "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "180"}) as stack:
+            yield SimpleNamespace(stack=stack, api=stack.api, primary=with_dbname(primary, "shop"), source=source,
+                                  base=stack.base, store=stack.store)
 
 
 class Writer:
@@ -176,21 +142,24 @@ def _foreign_key_violations(dsn: str) -> dict[str, int]:
     """Rows whose foreign key finds no parent, per constraint (every FK of the database, checked by query)."""
     with psycopg.connect(dsn) as c:
         fks = c.execute("""
-            SELECT con.conname, con.conrelid::regclass::text, con.confrelid::regclass::text,
+            SELECT con.conname, cn.nspname, cr.relname, pn.nspname, pr.relname,
                    array_agg(a.attname ORDER BY k.i), array_agg(fa.attname ORDER BY k.i)
               FROM pg_constraint con
+              JOIN pg_class cr ON cr.oid = con.conrelid JOIN pg_namespace cn ON cn.oid = cr.relnamespace
+              JOIN pg_class pr ON pr.oid = con.confrelid JOIN pg_namespace pn ON pn.oid = pr.relnamespace
               CROSS JOIN LATERAL unnest(con.conkey, con.confkey) WITH ORDINALITY AS k(col, fcol, i)
               JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.col
               JOIN pg_attribute fa ON fa.attrelid = con.confrelid AND fa.attnum = k.fcol
              WHERE con.contype = 'f' AND con.conparentid = 0
-             GROUP BY con.oid, con.conname, con.conrelid, con.confrelid""").fetchall()
+             GROUP BY con.oid, con.conname, cn.nspname, cr.relname, pn.nspname, pr.relname""").fetchall()
         out = {}
-        for name, child, parent, cols, pcols in fks:
+        for name, cschema, child, pschema, parent, cols, pcols in fks:
             match = sql.SQL(" AND ").join(sql.SQL("p.{} = c.{}").format(sql.Identifier(p), sql.Identifier(k))
                                           for k, p in zip(cols, pcols, strict=True))
             present = sql.SQL(" AND ").join(sql.SQL("c.{} IS NOT NULL").format(sql.Identifier(k)) for k in cols)
             out[name] = c.execute(sql.SQL("SELECT count(*) FROM {} c WHERE {} AND NOT EXISTS (SELECT 1 FROM {} p WHERE {})")
-                                  .format(sql.SQL(child), present, sql.SQL(parent), match)).fetchone()[0]
+                                  .format(sql.Identifier(cschema, child), present, sql.Identifier(pschema, parent), match)
+                                  ).fetchone()[0]
         return out
 
 
@@ -201,15 +170,15 @@ def test_frozen_replica_exports_consistently_on_two_celery_workers(deployment):
     with Writer(d.primary) as writer:
         while writer.commits < 5:  # traffic flows before the freeze
             time.sleep(0.2)
-        d.api.trigger("prodclone_export", run_id, {})
-        deadline = time.monotonic() + RUN_TIMEOUT
-        while (run := d.api.run("prodclone_export", run_id))["state"] not in ("success", "failed"):
-            assert time.monotonic() < deadline, f"run {run_id} still {run['state']} after {RUN_TIMEOUT}s"
+
+        def watch():
+            nonlocal frozen
             point = _frozen_point(d.source)
             if point:
                 frozen = frozen or point
                 commits_while_frozen.append(writer.commits)
-            time.sleep(0.5)
+
+        run = run_export(d.stack, run_id, RUN_TIMEOUT, watch)
     assert writer.error is None, writer.error
     assert run["state"] == "success", d.api.failure("prodclone_export", run_id)
 
@@ -233,7 +202,7 @@ def test_frozen_replica_exports_consistently_on_two_celery_workers(deployment):
     assert manifest["verified"]["leak_check"] == "passed"
 
     violations = _foreign_key_violations(d.base)
-    assert len(violations) >= 8 and set(violations.values()) == {0}, violations
+    assert len(violations) == 9 and set(violations.values()) == {0}, violations  # the sample's 9 FKs
     assert replay_state(d.source) == "not paused"
     replayed(d.source, "SELECT count(*) > %s FROM users", True, (frozen["counts"]["public.users"],))
     latest = json.loads((d.store / "LATEST").read_text())
