@@ -170,12 +170,12 @@ def streaming_replica(replica_conf: str = ""):
     import shutil
     import tempfile
 
-    import pytest
-
     from prodclone.devpg import SYSTEM_USER
     from prodclone.pgtools import embedded_bin_dir
 
     if shutil.which("runuser") is None and os.geteuid() == 0:
+        import pytest  # (the bench imports this module without pytest)
+
         pytest.skip("needs runuser to start Postgres as a non-root user")
     bin_, work = embedded_bin_dir(), Path(tempfile.mkdtemp(prefix="pct-replica-"))
     work.chmod(0o755)

@@ -138,29 +138,28 @@ def _frozen_point(source: str) -> dict | None:
     return {"lsn": before, "counts": counts} if state == "paused" and after == before else None
 
 
-def _foreign_key_violations(dsn: str) -> dict[str, int]:
+def _foreign_key_violations(c: psycopg.Connection) -> dict[str, int]:
     """Rows whose foreign key finds no parent, per constraint (every FK of the database, checked by query)."""
-    with psycopg.connect(dsn) as c:
-        fks = c.execute("""
-            SELECT con.conname, cn.nspname, cr.relname, pn.nspname, pr.relname,
-                   array_agg(a.attname ORDER BY k.i), array_agg(fa.attname ORDER BY k.i)
-              FROM pg_constraint con
-              JOIN pg_class cr ON cr.oid = con.conrelid JOIN pg_namespace cn ON cn.oid = cr.relnamespace
-              JOIN pg_class pr ON pr.oid = con.confrelid JOIN pg_namespace pn ON pn.oid = pr.relnamespace
-              CROSS JOIN LATERAL unnest(con.conkey, con.confkey) WITH ORDINALITY AS k(col, fcol, i)
-              JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.col
-              JOIN pg_attribute fa ON fa.attrelid = con.confrelid AND fa.attnum = k.fcol
-             WHERE con.contype = 'f' AND con.conparentid = 0
-             GROUP BY con.oid, con.conname, cn.nspname, cr.relname, pn.nspname, pr.relname""").fetchall()
-        out = {}
-        for name, cschema, child, pschema, parent, cols, pcols in fks:
-            match = sql.SQL(" AND ").join(sql.SQL("p.{} = c.{}").format(sql.Identifier(p), sql.Identifier(k))
-                                          for k, p in zip(cols, pcols, strict=True))
-            present = sql.SQL(" AND ").join(sql.SQL("c.{} IS NOT NULL").format(sql.Identifier(k)) for k in cols)
-            out[name] = c.execute(sql.SQL("SELECT count(*) FROM {} c WHERE {} AND NOT EXISTS (SELECT 1 FROM {} p WHERE {})")
-                                  .format(sql.Identifier(cschema, child), present, sql.Identifier(pschema, parent), match)
-                                  ).fetchone()[0]
-        return out
+    fks = c.execute("""
+        SELECT con.conname, cn.nspname, cr.relname, pn.nspname, pr.relname,
+               array_agg(a.attname ORDER BY k.i), array_agg(fa.attname ORDER BY k.i)
+          FROM pg_constraint con
+          JOIN pg_class cr ON cr.oid = con.conrelid JOIN pg_namespace cn ON cn.oid = cr.relnamespace
+          JOIN pg_class pr ON pr.oid = con.confrelid JOIN pg_namespace pn ON pn.oid = pr.relnamespace
+          CROSS JOIN LATERAL unnest(con.conkey, con.confkey) WITH ORDINALITY AS k(col, fcol, i)
+          JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.col
+          JOIN pg_attribute fa ON fa.attrelid = con.confrelid AND fa.attnum = k.fcol
+         WHERE con.contype = 'f' AND con.conparentid = 0
+         GROUP BY con.oid, con.conname, cn.nspname, cr.relname, pn.nspname, pr.relname""").fetchall()
+    out = {}
+    for name, cschema, child, pschema, parent, cols, pcols in fks:
+        match = sql.SQL(" AND ").join(sql.SQL("p.{} = c.{}").format(sql.Identifier(p), sql.Identifier(k))
+                                      for k, p in zip(cols, pcols, strict=True))
+        present = sql.SQL(" AND ").join(sql.SQL("c.{} IS NOT NULL").format(sql.Identifier(k)) for k in cols)
+        out[name] = c.execute(sql.SQL("SELECT count(*) FROM {} c WHERE {} AND NOT EXISTS (SELECT 1 FROM {} p WHERE {})")
+                              .format(sql.Identifier(cschema, child), present, sql.Identifier(pschema, parent), match)
+                              ).fetchone()[0]
+    return out
 
 
 def test_frozen_replica_exports_consistently_on_two_celery_workers(deployment):
@@ -201,8 +200,13 @@ def test_frozen_replica_exports_consistently_on_two_celery_workers(deployment):
     assert now["public.orders"] > frozen["counts"]["public.orders"]
     assert manifest["verified"]["leak_check"] == "passed"
 
-    violations = _foreign_key_violations(d.base)
-    assert len(violations) == 9 and set(violations.values()) == {0}, violations  # the sample's 9 FKs
+    with psycopg.connect(d.base) as c:
+        violations = _foreign_key_violations(c)
+        assert len(violations) == 9 and set(violations.values()) == {0}, violations  # the sample's 9 FKs
+        c.execute("SET LOCAL session_replication_role = replica")  # the check itself finds an orphan
+        c.execute("INSERT INTO order_items (order_id, product_id, quantity, unit_price) VALUES (-1, 1, 1, 1)")
+        assert _foreign_key_violations(c)["order_items_order_id_fkey"] == 1
+        c.rollback()
     assert replay_state(d.source) == "not paused"
     replayed(d.source, "SELECT count(*) > %s FROM users", True, (frozen["counts"]["public.users"],))
     latest = json.loads((d.store / "LATEST").read_text())
