@@ -229,6 +229,6 @@ def replay_state(replica_dsn: str) -> str:
         try:
             with psycopg.connect(replica_dsn) as c:
                 return c.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()[0]
-        except psycopg.errors.SerializationFailure:
+        except psycopg.OperationalError:  # "conflict with recovery", at connect time too
             time.sleep(0.2)
     raise AssertionError("every query on the replica was cancelled by recovery conflicts for 4s")
