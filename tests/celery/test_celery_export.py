@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import threading
 import time
 import uuid
@@ -41,6 +42,8 @@ NO_RETRIES = "def task_policy(task):\n    task.retries = 0\n"
 
 @pytest.fixture(scope="module")
 def deployment(pg, tmp_path_factory):
+    if shutil.which("redis-server") is None:  # .ci/run installs it
+        pytest.skip("needs redis-server on PATH (Debian: apt-get install redis-server)")
     # Delay 0: as after a nightly pause of hours, replay that resumes cancels conflicting standby queries at once.
     with streaming_replica("max_standby_streaming_delay = 0") as (primary, standby):
         counts = create_sample_database(with_dbname(primary, "shop"), users=SAMPLE_USERS, replace=True)
