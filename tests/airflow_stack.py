@@ -17,7 +17,6 @@ import sys
 import time
 import urllib.request
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -216,7 +215,7 @@ def start_worker(stack: AirflowStack, name: str, concurrency: int) -> None:
                 "--skip-serve-logs", "--without-gossip", "--without-mingle")
 
 
-@contextmanager
+@contextlib.contextmanager
 def celery_export(pg: str, home: Path, source: str, *, workers: int, concurrency: int, split_rows: int,
                   env: dict | None = None, local_settings: str | None = None):
     """prodclone_export in replica_paused mode reading ``source`` (a replica), on a CeleryExecutor deployment
