@@ -56,6 +56,7 @@ bench: install
 	$(BIN)/python bench/export_throughput.py
 	$(BIN)/python bench/clone_vs_restore.py
 	$(BIN)/python bench/verify_statistics.py
+	$(BIN)/python bench/scale_out.py
 
 clean: stop
 	rm -rf .prodclone

@@ -3,8 +3,10 @@ them share the module name `conftest`, so nothing may import from them)."""
 
 import json
 import secrets
+import socket
 import threading
 import uuid
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -14,6 +16,12 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "include" / "masking" / "rules.yaml"
 KEY = "test-key-" + "k" * 40
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def rows(dsn: str, sql: str, params=None) -> list[tuple]:
@@ -138,3 +146,89 @@ def assert_refused(conn, statements: list[str], **names: str) -> None:
     for stmt in statements:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(sql.SQL(stmt).format(**idents))
+
+
+# -- a streaming replica ----------------------------------------------------------------------------------------
+
+def _as_server_user(*cmd) -> None:
+    """Postgres refuses to run as root; the embedded server's own system user runs it then (as for the test server)."""
+    import os
+    import subprocess
+
+    from prodclone.devpg import SYSTEM_USER
+
+    prefix = ["runuser", "-u", SYSTEM_USER, "--"] if os.geteuid() == 0 else []
+    subprocess.run([*prefix, *map(str, cmd)], check=True, capture_output=True)
+
+
+@contextmanager
+def streaming_replica(replica_conf: str = ""):
+    """(primary DSN, replica DSN) of a fresh primary and its streaming replica (pg_basebackup -R), from the
+    embedded Postgres binaries, on unix sockets; both stopped and removed afterwards. ``replica_conf``:
+    more postgresql.conf lines for the replica."""
+    import os
+    import shutil
+    import tempfile
+
+    from prodclone.devpg import SYSTEM_USER
+    from prodclone.pgtools import embedded_bin_dir
+
+    if shutil.which("runuser") is None and os.geteuid() == 0:
+        import pytest  # (the bench imports this module without pytest)
+
+        pytest.skip("needs runuser to start Postgres as a non-root user")
+    bin_, work = embedded_bin_dir(), Path(tempfile.mkdtemp(prefix="pct-replica-"))
+    work.chmod(0o755)
+    if os.geteuid() == 0:
+        shutil.chown(work, SYSTEM_USER)
+    ports = {"primary": free_port(), "replica": free_port()}
+    started = []
+    try:
+        _as_server_user(bin_ / "initdb", "-D", work / "primary", "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        with open(work / "primary" / "postgresql.conf", "a") as conf:
+            conf.write(f"port = {ports['primary']}\nlisten_addresses = ''\nunix_socket_directories = '{work}'\n"
+                       "wal_level = replica\nmax_wal_senders = 4\n")
+        _as_server_user(bin_ / "pg_ctl", "-D", work / "primary", "-l", work / "primary.log", "-w", "start")
+        started.append("primary")
+        _as_server_user(bin_ / "pg_basebackup", "-D", work / "replica", "-R", "-h", work, "-p", ports["primary"],
+                        "-U", "postgres", "-X", "stream")
+        with open(work / "replica" / "postgresql.conf", "a") as conf:
+            conf.write(f"port = {ports['replica']}\n{replica_conf}\n")
+        _as_server_user(bin_ / "pg_ctl", "-D", work / "replica", "-l", work / "replica.log", "-w", "start")
+        started.append("replica")
+        dsn = {n: f"host={work} port={p} user=postgres dbname=postgres" for n, p in ports.items()}
+        yield dsn["primary"], dsn["replica"]
+    finally:
+        for name in reversed(started):
+            _as_server_user(bin_ / "pg_ctl", "-D", work / name, "-w", "stop", "-m", "fast")
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def replayed(replica_dsn: str, query: str, expected, params=None, timeout: float = 60) -> None:
+    """Wait until ``query`` answers ``expected`` on the replica."""
+    import time
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with psycopg.connect(replica_dsn) as c:
+                if c.execute(query, params).fetchone()[0] == expected:
+                    return
+        except psycopg.OperationalError:  # the database is not on the replica yet
+            pass
+        if time.time() > deadline:
+            raise AssertionError(f"the replica did not replay {query!r} in {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def replay_state(replica_dsn: str) -> str:
+    """paused | pause requested | not paused. Asked again when replay cancels the question (a recovery conflict)."""
+    import time
+
+    for _ in range(20):
+        try:
+            with psycopg.connect(replica_dsn) as c:
+                return c.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()[0]
+        except psycopg.OperationalError:  # "conflict with recovery", at connect time too
+            time.sleep(0.2)
+    raise AssertionError("every query on the replica was cancelled by recovery conflicts for 4s")

@@ -147,10 +147,14 @@ class AirflowAPI:
         value = self._ok(r, f"reading {task_id}'s result").get("value")
         return json.loads(value) if isinstance(value, str) and value[:1] in "{[" else value
 
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        """Every task instance of the run, mapped ones included."""
+        return self._ok(self._send("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances?limit=1000"),
+                        "reading task instances")["task_instances"]
+
     def failure(self, dag_id: str, run_id: str) -> str:
         """One message: the failing task, its error and what to do (never the log's start-up noise)."""
-        tis = self._ok(self._send("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances"),
-                       "reading task instances")["task_instances"]
+        tis = self.task_instances(dag_id, run_id)
         failed = [t for t in tis if t["state"] == "failed"]
         if not failed:
             return "failed, but no task did (the run was marked failed by hand or timed out)"

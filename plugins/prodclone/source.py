@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import psycopg
 
 from prodclone.db import connect
-from prodclone.errors import ProdcloneError
+from prodclone.errors import ConnectionFailed, ProdcloneError
 from prodclone.poll import Poll, WaitTimeout
 
 MANAGED_TAG = {"Key": "app.kubernetes.io/managed-by", "Value": "prodclone"}
@@ -64,9 +64,24 @@ def pause_replica(dsn: str, timeout: float = 60) -> Frozen:
     return Frozen(mode="replica_paused", lsn=lsn)
 
 
-def resume_replica(dsn: str) -> None:
-    with connect(dsn, role="source replica", autocommit=True) as conn:
-        conn.execute("SELECT pg_wal_replay_resume()")
+def resume_replica(dsn: str, timeout: float = 60) -> None:
+    """Resume WAL replay, and see that it did. Replay that restarts after a pause applies WAL older than
+    max_standby_streaming_delay, so it cancels conflicting standby queries at once ("conflict with recovery"):
+    this very statement among them, whether or not the resume took. A cancelled try is asked again."""
+    def resumed():
+        with connect(dsn, role="source replica", autocommit=True) as conn:
+            conn.execute("SELECT pg_wal_replay_resume()")
+            return conn.execute("SELECT pg_get_wal_replay_pause_state() = 'not paused'").fetchone()[0] or None
+
+    Poll("WAL replay resume on the source replica", timeout, every=0.5, transient=_recovery_conflict).run(resumed)
+
+
+def _recovery_conflict(exc: BaseException) -> bool:
+    """Replay cancelled the statement (SQLSTATE 40001 or 40P01), or ended the session as it started: a FATAL that
+    carries no SQLSTATE at connect time, only its message."""
+    if isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected):
+        return True
+    return isinstance(exc, ConnectionFailed) and "conflict with recovery" in str(exc.__context__)
 
 
 def temp_instance_name(run_key: str) -> str:

@@ -1,47 +1,23 @@
-"""A real Airflow for REST and browser tests: `airflow standalone` (api-server,
+"""A real Airflow for REST and browser tests (tests/airflow_stack.py): `airflow standalone` (api-server,
 scheduler, dag-processor, triggerer; LocalExecutor) in a subprocess with a
 temporary AIRFLOW_HOME, known users (admin, viewer), prodclone's DAGs and
 plugin, and a base that is already seeded and snapshotted. Started once per
 session; the slow part (~1 min) is shared by every test here."""
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
 import yaml
 
+from airflow_stack import USERS, AirflowStack
 from prodclone.config import load_config
 from prodclone.db import with_dbname
-from prodclone.devpg import airflow_conn_json, airflow_metadata_url
+from prodclone.devpg import airflow_conn_json
 from prodclone.drivers.base import MemorySecrets
 from prodclone.drivers.postgres import PostgresDriver
 from prodclone.seed import seed
-from support import KEY, ROOT
-
-USERS = {"admin": "admin-pw-" + "a" * 8, "viewer": "viewer-pw-" + "v" * 8}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return json.loads(r.read())
-    except Exception:
-        return None
+from support import ROOT
 
 
 @pytest.fixture(scope="session")
@@ -55,70 +31,19 @@ def airflow_server(pg, sample_export, tmp_path_factory):
     seed(sample_export, base, labels="run=api-tests")
     cfg = load_config(home / "prodclone.yaml")
     snapshot = PostgresDriver(base, cfg, MemorySecrets()).snapshot(f"api-tests-{tag}", rows=1)
-    (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(USERS))
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_metadata_url(pg, f"pct_airflow_{tag}"),
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__BASE_URL": url,
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW_CONN_PRODCLONE_BASE": airflow_conn_json(base),
-        "PRODCLONE_CONFIG": str(home / "prodclone.yaml"),
-        "PRODCLONE_MASKING_KEY": KEY,
-    }
-    env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
-    with open(home / "standalone.log", "w") as log:
-        proc = subprocess.Popen(["airflow", "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=home)
-    deadline = time.monotonic() + 240
+    stack = None
     try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"airflow standalone exited; see {home / 'standalone.log'}")
-            health = _get(f"{url}/api/v2/monitor/health")
-            if health and all(health.get(k, {}).get("status") == "healthy"
-                              for k in ("metadatabase", "scheduler", "triggerer", "dag_processor")) \
-                    and _parsed(url, USERS["admin"]):
-                break
-            time.sleep(2)
-        else:
-            raise RuntimeError(f"airflow standalone did not become healthy; see {home / 'standalone.log'}")
-        yield {"url": url, "home": home, "base": base, "registry": with_dbname(pg, cfg.registry_database),
+        stack = AirflowStack(home, pg, f"pct_airflow_{tag}", env={
+            "AIRFLOW_CONN_PRODCLONE_BASE": airflow_conn_json(base), "PRODCLONE_CONFIG": str(home / "prodclone.yaml")})
+        stack.start("standalone", "standalone")
+        stack.wait_healthy(("metadatabase", "scheduler", "triggerer", "dag_processor"),
+                           {"prodclone_restore", "prodclone_teardown", "prodclone_extend"})
+        yield {"url": stack.url, "home": home, "base": base, "registry": with_dbname(pg, cfg.registry_database),
                "snapshot": snapshot.id, "users": USERS, "pg": pg}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        if stack is not None:
+            stack.close()
         _cleanup(pg, base, cfg.registry_database, snapshot.id, tag)
-
-
-def _parsed(url: str, password: str) -> bool:
-    """True once the dag-processor has serialised prodclone's DAGs."""
-    try:
-        req = urllib.request.Request(f"{url}/auth/token", data=json.dumps({"username": "admin", "password": password}).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-        with urllib.request.urlopen(req, timeout=5) as r:
-            token = json.loads(r.read())["access_token"]
-        req = urllib.request.Request(f"{url}/api/v2/dags?dag_id_pattern=prodclone", headers={"Authorization": f"Bearer {token}"})
-        with urllib.request.urlopen(req, timeout=5) as r:
-            ids = {d["dag_id"] for d in json.loads(r.read())["dags"]}
-        return {"prodclone_restore", "prodclone_teardown", "prodclone_extend"} <= ids
-    except Exception:
-        return False
 
 
 def _cleanup(pg: str, base: str, registry: str, snapshot: str, tag: str) -> None:
