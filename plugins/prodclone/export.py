@@ -22,7 +22,6 @@ import logging
 import math
 import multiprocessing
 import os
-import queue
 import re
 import signal
 import sys
@@ -38,12 +37,12 @@ from prodclone import __version__
 from prodclone.catalog import Catalog, Table, load_catalog, split_qualified
 from prodclone.copyout import masked_blocks
 from prodclone.db import connect_source, pin_search_path
-from prodclone.errors import ExportError, LeakError, RulesError
+from prodclone.errors import ExportError, LeakError
 from prodclone.masking import kernel, keys
 from prodclone.masking.coverage import ensure_covered
 from prodclone.masking.leakcheck import VerifyReport, verify_export
 from prodclone.masking.rewriter import TableMasker
-from prodclone.masking.rules import Rules, build_transform
+from prodclone.masking.rules import Rules
 from prodclone.masking.schema_text import check_schema_text
 from prodclone.masking.stats import export_statistics
 from prodclone.masking.transforms import pools, trait
@@ -173,12 +172,13 @@ def plan_units(conn, catalog: Catalog, rules: Rules, split_rows: int = SPLIT_ROW
 
 
 def _mask_weight(rule) -> int:
-    """A table's masking work per row, roughly: one for reading it, one per masked column, one per masked
-    path of a JSON column."""
+    """A table's masking work per row, roughly: one for reading it, one per masked column, one more per
+    masked path of a JSON column (each document is parsed, then each path masked)."""
     w = 1
     for spec in rule.columns.values():
         if trait(spec, "masks"):
-            w += max(1, len(spec.get("paths") or ())) if isinstance(spec, dict) else 1
+            paths = spec.get("paths") or {}
+            w += 1 + sum(trait(p, "masks") if isinstance(p, dict) else p != "keep" for p in paths.values())
     return w
 
 
@@ -392,55 +392,13 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=_watch_parent, args=(parent,), name="prodclone-parent-watch", daemon=True).start()
 
 
-_HANDOVER = None  # in a pool worker: where its first unit takes the pools the coordinator built
-
-
 def _start_worker(parent: int, handover) -> None:
-    """Pool initializer: die with the export; keep where the coordinator's pools will come (see _unit_in_worker)."""
-    global _HANDOVER
+    """Pool initializer: die with the export, and take the Faker pools its coordinator built (None: it failed
+    before building them, and this worker will get no work)."""
     _die_with_parent(parent)
-    _HANDOVER = handover
-
-
-def _unit_in_worker(*args) -> tuple[dict, bool]:
-    """export_unit in a pool worker, whose first unit first takes every pool the export built (one copy is
-    queued per worker; a worker builds none of them again). Also says whether this unit took them."""
-    global _HANDOVER
-    took = _HANDOVER is not None
-    if took:
-        pools.install(_HANDOVER.get())
-        _HANDOVER = None
-    return export_unit(*args), took
-
-
-def _build_pools(specs: list[dict], rules: Rules, key: bytes) -> tuple[dict, dict]:
-    """Pool task, before the coverage check: the Faker pools (and the kernel's tables of them) of some rules,
-    built here and returned, so an export's workers build its pools side by side instead of the coordinator
-    alone. A rule that fails to build is left to the coverage check, which reports it."""
-    mark = pools.mark()
-    for spec in specs:
-        try:
-            t = build_transform(spec, rules.context(key), where="")
-        except RulesError:
-            continue
-        if kernel.enabled():
-            t.native()  # computed once, and carried with the pools
-    return pools.built(since=mark)
-
-
-def _prebuild_pools(pool, rules: Rules, key: bytes) -> None:
-    """Every distinct masking rule's pools, built on the workers (one task per rule, so they balance) and
-    installed here: the coverage check then finds them built."""
-    specs = {}
-    for rule in rules.tables.values():
-        if not rule.skip:
-            for spec in rule.columns.values():
-                if trait(spec, "masks"):
-                    specs.setdefault(json.dumps(spec, sort_keys=True, default=str), spec)
-    # Rules with parts (json paths) first: the biggest tasks start first.
-    order = sorted(specs.values(), key=lambda s: -len(json.dumps(s, default=str)))
-    for f in [pool.submit(_build_pools, [spec], rules, key) for spec in order]:
-        pools.install(f.result())
+    built = handover.get()
+    if built is not None:
+        pools.install(built)
 
 
 def _watch_parent(parent: int, every: float = 0.5) -> None:
@@ -459,40 +417,30 @@ def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, j
         if jobs <= 1:
             return _export_in(None, 1, coord, source_dsn, rules, key, storage_url, storage, split_rows, s3_options,
                               overwrite, started)
-        # spawn, not fork: safe inside Airflow workers and with open connections. The workers build the pools
-        # (_prebuild_pools), the coordinator checks coverage with them, and each worker's first unit takes them all.
+        # spawn, not fork: safe inside Airflow workers and with open connections. The workers start (and import)
+        # while the coordinator checks coverage, then take the pools it built there (_start_worker).
         ctx = multiprocessing.get_context("spawn")
         handover = ctx.Queue()
-        try:
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_start_worker,
-                                     initargs=(os.getpid(), handover)) as pool:
-                return _export_in(pool, jobs, coord, source_dsn, rules, key, storage_url, storage, split_rows,
-                                  s3_options, overwrite, started, handover=handover)
-        except BaseException:
-            _drain(handover)
-            raise
-        finally:
-            handover.close()
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_start_worker,
+                                 initargs=(os.getpid(), handover)) as pool:
+            started_workers = [pool.submit(_started) for _ in range(jobs)]
+            ready = False
+            try:
+                result = _export_in(pool, jobs, coord, source_dsn, rules, key, storage_url, storage, split_rows,
+                                    s3_options, overwrite, started, handover=handover)
+                ready = True
+                return result
+            finally:
+                if not ready:  # no pools coming: let the waiting workers go
+                    for _ in started_workers:
+                        handover.put(None)
     finally:
         coord.close()
 
 
-def _drain(handover, left: int | None = None) -> None:
-    """Takes back the copies of the pools no worker took (it ran no unit), ``left`` of them (None: however many
-    there are), so no feeder thread waits forever to hand them over."""
-    try:
-        for _ in range(left) if left is not None else iter(int, 1):
-            handover.get(timeout=None if left is not None else 0.2)
-    except queue.Empty:
-        pass
-
-
 def _export_in(pool, jobs, coord, source_dsn, rules, key, storage_url, storage, split_rows, s3_options, overwrite,
                started, handover=None) -> dict:
-    """run_export's work, on ``pool`` (``jobs`` workers, whose first unit takes the pools from ``handover``) or in
-    this process."""
-    if pool is not None:
-        _prebuild_pools(pool, rules, key)
+    """run_export's work, on ``pool`` (``jobs`` workers waiting on ``handover`` for the pools) or in this process."""
     open_snapshot_tx(coord)
     point = point_in_time(coord)
     catalog, outside = prepare(coord, source_dsn, rules, storage, point, overwrite, key)
@@ -507,12 +455,14 @@ def _export_in(pool, jobs, coord, source_dsn, rules, key, storage_url, storage, 
         results = [export_unit(source_dsn, point, catalog, rules, key, storage_url, u, s3_options, conn=coord)
                    for u in units]
     else:
-        futures = [pool.submit(_unit_in_worker, source_dsn, point, catalog, rules, key, storage_url, u, s3_options)
+        futures = [pool.submit(export_unit, source_dsn, point, catalog, rules, key, storage_url, u, s3_options)
                    for u in units]
-        done = [f.result() for f in futures]
-        results = [r for r, _ in done]
-        _drain(handover, jobs - sum(took for _, took in done))
+        results = [f.result() for f in futures]
     return write_manifest(storage, catalog, rules, key, point, sequences, results, started, outside)
+
+
+def _started() -> None:
+    """A first task per worker: makes the pool start its workers now."""
 
 
 def read_manifest(storage) -> dict:

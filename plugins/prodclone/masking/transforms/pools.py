@@ -61,14 +61,9 @@ def _memo(store: dict):
     return wrap
 
 
-def mark() -> tuple[set, set]:
-    return set(_POOLS), set(_VARIANTS)
-
-
-def built(since: tuple[set, set] = (set(), set())) -> tuple[dict, dict]:
-    """Every pool and variants object built here (after ``since``, a mark()): for install() in another process."""
-    return ({k: v for k, v in _POOLS.items() if k not in since[0]},
-            {k: v for k, v in _VARIANTS.items() if k not in since[1]})
+def built() -> tuple[dict, dict]:
+    """Every pool and variants object built here: for install() in another process."""
+    return dict(_POOLS), dict(_VARIANTS)
 
 
 def install(pools_and_variants: tuple[dict, dict]) -> None:
