@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from psycopg import sql
@@ -366,19 +366,24 @@ def prepare(conn, source_dsn: str, rules: Rules, storage, point: SourcePoint, ov
     this passes. Also returns what of the schema was left behind because it reaches another server (see _outside)."""
     catalog = load_catalog(conn)
     pin_search_path(conn)  # from here on (sequences, key ranges): no overload the schema defined can match
-    ensure_covered(catalog, rules, key)
-    subsetter = Subsetter(catalog, rules)
-    for name in catalog.tables:  # a cycle through a filtered table fails here, before any data moves
-        subsetter.filter_sql(name)
-    kept_comments = check_schema_text(conn, rules.schema)
-    _ensure_writable(storage, overwrite)
     local_tables = stand_ins(conn)
-    removed = Counter()
-    for section in SCHEMA_SECTIONS:
-        dump = dump_schema(source_dsn, section, point.snapshot, point.server_version_num, local_tables)
-        text = dump.sql + (kept_comments if section == "post-data" else "")  # (comments last: on anything)
-        storage.write_bytes(f"schema/{section}.sql", text.encode())
-        removed.update(dump.removed)
+    # pg_dump runs (in processes of its own) while this one checks coverage and builds the Faker pools; its
+    # output is held here and written only once every check has passed.
+    with ThreadPoolExecutor(len(SCHEMA_SECTIONS), thread_name_prefix="prodclone-schema") as dumper:
+        dumps = {section: dumper.submit(dump_schema, source_dsn, section, point.snapshot, point.server_version_num,
+                                        local_tables) for section in SCHEMA_SECTIONS}
+        ensure_covered(catalog, rules, key)
+        subsetter = Subsetter(catalog, rules)
+        for name in catalog.tables:  # a cycle through a filtered table fails here, before any data moves
+            subsetter.filter_sql(name)
+        kept_comments = check_schema_text(conn, rules.schema)
+        _ensure_writable(storage, overwrite)
+        removed = Counter()
+        for section, dump in dumps.items():
+            dump = dump.result()
+            text = dump.sql + (kept_comments if section == "post-data" else "")  # (comments last: on anything)
+            storage.write_bytes(f"schema/{section}.sql", text.encode())
+            removed.update(dump.removed)
     return catalog, _outside(catalog, removed)
 
 
