@@ -58,6 +58,7 @@ FORMAT = 2  # 2: schema files carry a SHA-256 (format-1 exports ran unchecked SQ
 FORMATS = {"none": FORMAT, "zstd": 3}  # 3: compressed data files, which a reader of format 2 would load as text
 SPLIT_ROWS = 5_000_000  # tables larger than this are split into key ranges
 MIN_UNIT_ROWS = 20_000  # with several workers, smaller units cost more in queries and files than they balance
+UNITS_PER_WORKER = 8  # with several workers: units per worker, so the last ones to finish are short
 _PATH_SAFE = re.compile(r"[a-z0-9._-]")  # kept as is in data file names; anything else is %XX-encoded
 _PATH_MAX = 120  # longer encoded names are cut and made unique with a digest
 SCHEMA_SECTIONS = ("pre-data", "post-data")
@@ -141,13 +142,13 @@ def plan_units(conn, catalog: Catalog, rules: Rules, split_rows: int = SPLIT_ROW
     just those pages as a sequential scan would (a key range reads through the index); others whose (first)
     key column is an integer (partitioned tables, older servers) into key ranges.
 
-    With ``workers`` > 1, tables are also cut so no unit holds more than a quarter of one worker's share of the
-    masking work (rows times masked columns: one heavily masked table is most of an export's time), and the
-    heaviest units go first, so every worker stays busy to the end."""
+    With ``workers`` > 1, tables are also cut so no unit holds more than 1/UNITS_PER_WORKER of one worker's
+    share of the masking work (rows times masked columns: one heavily masked table is most of an export's
+    time), and the heaviest units go first, so every worker stays busy to the end."""
     weight = {n: _mask_weight(rules.tables[n]) for n in catalog.tables if not rules.tables[n].skip}
     per_unit = None
     if workers > 1:
-        per_unit = max(1, sum(catalog.tables[n].est_rows * w for n, w in weight.items()) // (workers * 4))
+        per_unit = max(1, sum(catalog.tables[n].est_rows * w for n, w in weight.items()) // (workers * UNITS_PER_WORKER))
     units, cost = [], {}
     tid_ranges = conn.info.server_version >= 140000
     for name, w in weight.items():

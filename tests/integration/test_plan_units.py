@@ -24,8 +24,8 @@ def test_units_follow_masking_work_not_rows(sample_source, rules, monkeypatch):
     for u in units:
         parts.setdefault(u.table, []).append(u)
     assert counts["order_items"] > 4 * counts["users"]
-    assert len(parts["public.users"]) >= 3  # 14x the work per row of order_items, which only keeps
-    assert len(parts["public.order_items"]) == 1
+    # users: 14x the work per row of order_items, which only keeps: cut finer though it has 1/5 of the rows
+    assert len(parts["public.users"]) >= 2 * len(parts["public.order_items"]) >= 2
     # events is partitioned with a composite key (id, occurred_at): cut on the key's integer first column
     assert len(parts["public.events"]) > 1 and {u.by for u in parts["public.events"]} == {"key"}
     cost = [catalog.tables[u.table].est_rows * export._mask_weight(rules.tables[u.table]) / len(parts[u.table])
