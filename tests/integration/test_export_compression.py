@@ -6,11 +6,12 @@ import hashlib
 import pytest
 import zstandard
 
+from prodclone.cli import main
 from prodclone.errors import ExportError
 from prodclone.export import read_manifest, run_export, verify_and_record
 from prodclone.seed import seed
 from prodclone.storage import open_storage
-from support import rows
+from support import RULES, rows
 
 
 def _export(src, rules, key, tmp_path, name, **kw):
@@ -70,3 +71,16 @@ def test_an_unknown_compression_is_refused_before_anything_is_written(sample_sou
     with pytest.raises(ExportError, match="unknown compression 'gzip'; use one of: none, zstd"):
         run_export(sample_source[0], rules, masking_key, f"file://{tmp_path}/x", compression="gzip")
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_export_compress_zstd(sample_source, tmp_path, capsys):
+    url = f"file://{tmp_path}/cli"
+    assert main(["export", "--source", sample_source[0], "--rules", str(RULES), "--to", url, "--compress", "zstd",
+                 "--no-verify"]) == 0
+    manifest = read_manifest(open_storage(url))
+    assert manifest["compression"] == "zstd"
+    assert f"{manifest['totals']['bytes']} bytes ({manifest['totals']['stored_bytes']} stored)" in capsys.readouterr().out
+    assert all(p.name.endswith(".copy.zst") for p in (tmp_path / "cli" / "data").iterdir())
+    with pytest.raises(SystemExit):
+        main(["export", "--source", sample_source[0], "--rules", str(RULES), "--to", url, "--compress", "gzip"])
+    assert "invalid choice: 'gzip'" in capsys.readouterr().err
