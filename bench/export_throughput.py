@@ -4,10 +4,11 @@ For each scale: build the sample database, then in fresh subprocesses (so
 peak memory is per run) time
   raw     COPY (SELECT cols FROM t) TO STDOUT for every table, to files: the ceiling
   masked  the whole `run_export` (schema, pools, data, manifest) with the shipped rules, jobs 1 and 2,
-          with the compiled kernel and on the Python path (PRODCLONE_KERNEL=0); verification timed apart
+          with the compiled kernel and on the Python path (PRODCLONE_KERNEL=0); verification timed apart;
+          once more with zstd-compressed data files (jobs 2): its cost in time against its saving in bytes
   users   the PII-heavy table alone, jobs 1 and 2: how masking scales with workers
 and report rows/s, MB/s, ratios to raw COPY and peak RSS. Usage:
-  python bench/export_throughput.py [users ...] [--reuse] [--python-j2]
+  python bench/export_throughput.py [users ...] [--reuse]
 Default 70000 and 280000 users: about 1M and 4M rows. --reuse keeps the sample databases between runs.
 Absolute times are noisy on shared machines; read the ratios, measured side by side in one run.
 """
@@ -51,7 +52,8 @@ def _raw(dsn: str, out: str) -> dict:
     return {"seconds": time.perf_counter() - t0, "rows": rows, "bytes": size}
 
 
-def _masked(dsn: str, out: str, jobs: int, only: str | None = None, verify: bool = False) -> dict:
+def _masked(dsn: str, out: str, jobs: int, only: str | None = None, verify: bool = False,
+            compression: str = "none") -> dict:
     from prodclone.export import run_export, verify_and_record
     from prodclone.masking.rules import load_rules
     from prodclone.storage import open_storage
@@ -62,8 +64,9 @@ def _masked(dsn: str, out: str, jobs: int, only: str | None = None, verify: bool
             t.skip = name != only
     key = b"bench-key-" + b"x" * 32
     t0 = time.perf_counter()
-    m = run_export(dsn, rules, key, f"file://{out}", jobs=jobs)
-    r = {"seconds": time.perf_counter() - t0, "rows": m["totals"]["rows"], "bytes": m["totals"]["bytes"]}
+    m = run_export(dsn, rules, key, f"file://{out}", jobs=jobs, compression=compression)
+    r = {"seconds": time.perf_counter() - t0, "rows": m["totals"]["rows"], "bytes": m["totals"]["bytes"],
+         "stored_bytes": m["totals"]["stored_bytes"], "cpu_at_end": (_cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN))}
     if verify:  # reported apart: the issue's figure is the export itself
         t1 = time.perf_counter()
         verify_and_record(open_storage(f"file://{out}"), dsn, rules, key)
@@ -119,13 +122,25 @@ def _mask_share(blocks: list[bytes]) -> int:
     return sum(b.count(b"\n") for b in blocks)
 
 
+def _cpu(who: int) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
 def child(kind: str, dsn: str, jobs: int, only: str | None, verify: bool) -> None:
+    own, kids = _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN)
     with tempfile.TemporaryDirectory() as out:
         r = _raw(dsn, out) if kind == "raw" else _mask_only(dsn, jobs) if kind == "mask_only" else \
-            _masked(dsn, out, jobs, only, verify)
+            _masked(dsn, out, jobs, only, verify, "zstd" if kind == "zstd" else "none")
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     r["peak_rss_mb"] = round(max(self_kb, kids_kb) / 1024, 1)
+    # CPU seconds: all of this run's processes (not Postgres's), and the busiest path through them (the
+    # coordinator, then its workers' share each): what the run would take with a free core per process.
+    # On a machine busy with other work, wall clock cannot show how the work divides; this can.
+    own_end, kids_end = r.pop("cpu_at_end", None) or (_cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN))
+    own, kids = own_end - own, kids_end - kids  # (the export's, without the verification after it)
+    r["cpu_s"], r["cpu_path_s"] = own + kids, own + kids / max(1, jobs if kind != "raw" else 1)
     print(json.dumps(r))
 
 
@@ -136,7 +151,7 @@ def run(kind: str, dsn: str, jobs: int = 1, only: str | None = None, kernel: boo
     return json.loads(out.strip().splitlines()[-1])
 
 
-def main(scales: list[int], reuse: bool, python_j2: bool) -> None:
+def main(scales: list[int], reuse: bool) -> None:
     import psycopg
 
     from prodclone import devpg
@@ -155,10 +170,10 @@ def main(scales: list[int], reuse: bool, python_j2: bool) -> None:
             create_sample_database(dsn, users=users, replace=True)
         runs = {"raw": run("raw", dsn),
                 "kernel_j1": run("masked", dsn, 1), "kernel_j2": run("masked", dsn, 2, verify=True),
-                "python_j1": run("masked", dsn, 1, kernel=False)}
-        if python_j2:
-            runs["python_j2"] = run("masked", dsn, 2, kernel=False)
-        # Compute-bound masking alone: the PII-heavy table, one worker against two.
+                "zstd_j2": run("zstd", dsn, 2),
+                # The Python path is compute-bound: how the whole export scales with workers.
+                "python_j1": run("masked", dsn, 1, kernel=False), "python_j2": run("masked", dsn, 2, kernel=False)}
+        # The PII-heavy table alone, one worker against two.
         runs["users_j1"] = run("masked", dsn, 1, "public.users")
         runs["users_j2"] = run("masked", dsn, 2, "public.users")
         # The kernel's own work, with no database sharing the cores: users' COPY text masked in memory.
@@ -170,8 +185,14 @@ def main(scales: list[int], reuse: bool, python_j2: bool) -> None:
         for name, r in runs.items():
             row["runs"][name] = {"seconds": round(r["seconds"], 2), "rows_per_s": int(r["rows"] / r["seconds"]),
                                  "mb_per_s": round(r["bytes"] / 1e6 / r["seconds"], 1),
-                                 "x_raw": round(raw["seconds"] / r["seconds"], 2), "peak_rss_mb": r["peak_rss_mb"]}
+                                 "x_raw": round(raw["seconds"] / r["seconds"], 2), "peak_rss_mb": r["peak_rss_mb"],
+                                 "cpu_s": round(r["cpu_s"], 2), "cpu_path_s": round(r["cpu_path_s"], 2)}
         row["kernel_vs_python_j1"] = round(runs["python_j1"]["seconds"] / runs["kernel_j1"]["seconds"], 1)
+        row["python_j2_vs_j1"] = round(runs["python_j1"]["seconds"] / runs["python_j2"]["seconds"], 2)
+        row["python_j2_vs_j1_cpu_path"] = round(runs["python_j1"]["cpu_path_s"] / runs["python_j2"]["cpu_path_s"], 2)
+        row["kernel_j2_vs_j1_cpu_path"] = round(runs["kernel_j1"]["cpu_path_s"] / runs["kernel_j2"]["cpu_path_s"], 2)
+        row["zstd_time_x"] = round(runs["zstd_j2"]["seconds"] / runs["kernel_j2"]["seconds"], 2)
+        row["zstd_bytes_x"] = round(runs["zstd_j2"]["stored_bytes"] / runs["zstd_j2"]["bytes"], 3)
         row["users_j2_vs_j1"] = round(runs["users_j1"]["seconds"] / runs["users_j2"]["seconds"], 2)
         row["masking_j2_vs_j1"] = round(runs["mask_j1"]["seconds"] / runs["mask_j2"]["seconds"], 2)
         report.append(row)
@@ -185,14 +206,19 @@ def main(scales: list[int], reuse: bool, python_j2: bool) -> None:
     print("\nx raw = raw COPY seconds / this run's seconds (the whole export: schema, pools, data, manifest).")
     for r in report:
         print(f"\n{r['rows']:,} rows ({r['users']:,} users), {r['copy_mb']} MB of COPY text; "
-              f"kernel vs Python (1 job): {r['kernel_vs_python_j1']}x; users table, 2 jobs vs 1: {r['users_j2_vs_j1']}x; "
+              f"kernel vs Python (1 job): {r['kernel_vs_python_j1']}x; Python path, 2 jobs vs 1: {r['python_j2_vs_j1']}x "
+              f"(busiest CPU path: {r['python_j2_vs_j1_cpu_path']}x); kernel, 2 jobs vs 1, busiest CPU path: "
+              f"{r['kernel_j2_vs_j1_cpu_path']}x; "
+              f"users table, 2 jobs vs 1: {r['users_j2_vs_j1']}x; "
               f"masking alone (users, in memory), 2 processes vs 1: {r['masking_j2_vs_j1']}x; "
-              f"verify (2 jobs' export): {r['verify_seconds']} s")
-        print(f"| {'run':<10} | {'seconds':>8} | {'rows/s':>9} | {'MB/s':>6} | {'x raw':>5} | {'peak RSS MB':>11} |")
-        print(f"|{'-' * 12}|{'-' * 10}:|{'-' * 11}:|{'-' * 8}:|{'-' * 7}:|{'-' * 13}:|")
+              f"verify (2 jobs' export): {r['verify_seconds']} s; zstd (2 jobs): {r['zstd_time_x']}x the time, "
+              f"{r['zstd_bytes_x']}x the bytes")
+        print(f"| {'run':<10} | {'seconds':>8} | {'rows/s':>9} | {'MB/s':>6} | {'x raw':>5} | {'peak RSS MB':>11} | "
+              f"{'CPU s':>6} | {'busiest CPU path s':>18} |")
+        print(f"|{'-' * 12}|{'-' * 9}:|{'-' * 10}:|{'-' * 7}:|{'-' * 6}:|{'-' * 12}:|{'-' * 7}:|{'-' * 19}:|")
         for name, x in r["runs"].items():
             print(f"| {name:<10} | {x['seconds']:>8} | {x['rows_per_s']:>9,} | {x['mb_per_s']:>6} | {x['x_raw']:>5} | "
-                  f"{x['peak_rss_mb']:>11} |")
+                  f"{x['peak_rss_mb']:>11} | {x['cpu_s']:>6} | {x['cpu_path_s']:>18} |")
 
 
 if __name__ == "__main__":
@@ -200,4 +226,4 @@ if __name__ == "__main__":
         child(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] or None, sys.argv[6] == "1")
     else:
         args = [a for a in sys.argv[1:] if not a.startswith("--")]
-        main([int(a) for a in args] or [70_000, 280_000], reuse="--reuse" in sys.argv, python_j2="--python-j2" in sys.argv)
+        main([int(a) for a in args] or [70_000, 280_000], reuse="--reuse" in sys.argv)

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from prodclone import __version__
+from prodclone.datafile import COMPRESSIONS
 from prodclone.errors import ProdcloneError
 from prodclone.masking import kernel
 
@@ -177,13 +178,15 @@ def _export_run(a, url: str):
     from prodclone.masking import keys
 
     return ExportRun(url=url, rules_path=a.rules, source_dsn=lambda: a.source, masking_key=keys.load_key,
-                     jobs=getattr(a, "jobs", 1), overwrite=getattr(a, "overwrite", False), stats_rows=a.stats_rows)
+                     jobs=getattr(a, "jobs", 1), overwrite=getattr(a, "overwrite", False), stats_rows=a.stats_rows,
+                     compression=getattr(a, "compress", "none"))
 
 
 def _export(a) -> int:
     run = _export_run(a, a.to)
     t = run.export()
-    print(f"exported {t['tables']} tables, {t['rows']} rows, {t['bytes']} bytes, "
+    stored = f" ({t['stored_bytes']} stored)" if t["stored_bytes"] != t["bytes"] else ""
+    print(f"exported {t['tables']} tables, {t['rows']} rows, {t['bytes']} bytes{stored}, "
           f"{t['masked_columns']} masked columns in {t['seconds']}s to {a.to}")
     if a.no_verify:
         print("not verified (--no-verify): seed refuses it until `prodclone verify --source ...` passes")
@@ -299,6 +302,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--rules", required=True)
     s.add_argument("--to", required=True, help="file:///abs/path or s3://bucket/prefix")
     s.add_argument("--jobs", type=int, default=1, help="parallel workers sharing one snapshot")
+    s.add_argument("--compress", choices=COMPRESSIONS, default="none", help="compress the data files (zstd: .copy.zst)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing export at --to")
     s.add_argument("--no-verify", action="store_true",
                    help="skip the checksum and leak check after export (seed refuses the export until it is verified)")

@@ -212,6 +212,9 @@ class Config:
                           {"type": "integer", "minimum": 0}, 30_000, at="masking.stats_rows")
     schedule: str | None = key("Cron for prodclone_export; null: manual runs only.", SCHEDULE, "0 2 * * *",
                                at="export.schedule", keep_null=True)
+    compression: str = key("Export data files: none | zstd (smaller in storage, a little slower to write; the "
+                           "manifest records it and seed and verify read either).", {"enum": ["none", "zstd"]}, "none",
+                           at="export.compression")
     export_deadline_minutes: int = key("Alert when an export is still not done this long after it was queued; 0: off.",
                                        {"type": "integer", "minimum": 0}, 0, at="export.deadline_minutes")
     slack_webhook_conn_id: str = key("An Airflow connection (Slack Incoming Webhook) for failure and deadline alerts.",

@@ -3,7 +3,8 @@
 Layout under the export URL::
 
     schema/pre-data.sql   schema/post-data.sql
-    data/<schema>.<table>.<part>.copy       COPY text, masked (name percent-encoded, see Unit.path)
+    data/<schema>.<table>.<part>.copy       COPY text, masked (name percent-encoded, see Unit.path);
+                                            .copy.zst when compressed (see datafile.py)
     manifest.json                           written LAST: no manifest = not complete;
                                             its ``verified`` record (added by the verify step, only
                                             after it passed) is what makes the export seedable
@@ -28,12 +29,12 @@ import sys
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from psycopg import sql
 
-from prodclone import __version__
+from prodclone import __version__, datafile
 from prodclone.catalog import Catalog, Table, load_catalog, split_qualified
 from prodclone.copyout import masked_blocks
 from prodclone.db import connect_source, pin_search_path
@@ -54,7 +55,10 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FORMAT = 2  # 2: schema files carry a SHA-256 (format-1 exports ran unchecked SQL at seed)
+FORMATS = {"none": FORMAT, "zstd": 3}  # 3: compressed data files, which a reader of format 2 would load as text
 SPLIT_ROWS = 5_000_000  # tables larger than this are split into key ranges
+MIN_UNIT_ROWS = 20_000  # with several workers, smaller units cost more in queries and files than they balance
+UNITS_PER_WORKER = 8  # with several workers: units per worker, so the last ones to finish are short
 _PATH_SAFE = re.compile(r"[a-z0-9._-]")  # kept as is in data file names; anything else is %XX-encoded
 _PATH_MAX = 120  # longer encoded names are cut and made unique with a digest
 SCHEMA_SECTIONS = ("pre-data", "post-data")
@@ -72,6 +76,7 @@ class Unit:
     lo: int | None = None
     hi: int | None = None  # exclusive
     by: str = "key"
+    compression: str = "none"
 
     @property
     def path(self) -> str:
@@ -80,7 +85,7 @@ class Unit:
         name = "".join(c if _PATH_SAFE.fullmatch(c) else "".join(f"%{b:02X}" for b in c.encode()) for c in self.table)
         if len(name) > _PATH_MAX:  # '+' never appears in an encoded name, so cut names cannot meet uncut ones
             name = f"{name[:_PATH_MAX - 33]}+{hashlib.sha256(self.table.encode()).hexdigest()[:32]}"
-        return f"data/{name}.{self.part:04d}.copy"
+        return f"data/{name}.{self.part:04d}.copy{datafile.suffix(self.compression)}"
 
 
 @dataclass
@@ -131,18 +136,28 @@ def open_snapshot_tx(conn) -> None:
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
 
 
-def plan_units(conn, catalog: Catalog, rules: Rules, split_rows: int = SPLIT_ROWS) -> list[Unit]:
+def plan_units(conn, catalog: Catalog, rules: Rules, split_rows: int = SPLIT_ROWS, workers: int = 1,
+               compression: str = "none") -> list[Unit]:
     """Units for every exported table. Big plain tables are split into page ranges on PostgreSQL 14+, which scans
-    just those pages as a sequential scan would (a key range reads through the index); others with an integer
-    PK (partitioned tables, older servers) into key ranges."""
-    units = []
+    just those pages as a sequential scan would (a key range reads through the index); others whose (first)
+    key column is an integer (partitioned tables, older servers) into key ranges.
+
+    With ``workers`` > 1, tables are also cut so no unit holds more than 1/UNITS_PER_WORKER of one worker's
+    share of the masking work (rows times masked columns: one heavily masked table is most of an export's
+    time), and the heaviest units go first, so every worker stays busy to the end."""
+    weight = {n: _mask_weight(rules.tables[n]) for n in catalog.tables if not rules.tables[n].skip}
+    per_unit = None
+    if workers > 1:
+        per_unit = max(1, sum(catalog.tables[n].est_rows * w for n, w in weight.items()) // (workers * UNITS_PER_WORKER))
+    units, cost = [], {}
     tid_ranges = conn.info.server_version >= 140000
-    for name, table in catalog.tables.items():
-        if rules.tables[name].skip:
-            continue
-        parts = math.ceil(table.est_rows / split_rows)
+    for name, w in weight.items():
+        table = catalog.tables[name]
+        limit = split_rows if per_unit is None else min(split_rows, max(MIN_UNIT_ROWS, per_unit // w))
+        parts = math.ceil(table.est_rows / limit)
+        cost[name] = table.est_rows * w / max(1, parts)
         pk = table.primary_key
-        integer_key = len(pk) == 1 and table.column(pk[0]).category == "number"
+        integer_key = bool(pk) and table.column(pk[0]).category == "number"  # ranges of a key's first column
         pages = _page_ranges(conn, name, parts) if parts > 1 and table.kind == "table" and tid_ranges else []
         if len(pages) > 1 and (len(pages) == parts or not integer_key):  # fewer pages than parts: cut by key
             units += pages
@@ -158,8 +173,20 @@ def plan_units(conn, catalog: Catalog, rules: Rules, split_rows: int = SPLIT_ROW
                           if lo + i * step <= hi]
                 continue
         units.append(Unit(name))
-    # Biggest first: keeps parallel workers busy to the end.
-    return sorted(units, key=lambda u: -catalog.tables[u.table].est_rows)
+    for u in units:
+        u.compression = compression
+    return sorted(units, key=lambda u: -cost[u.table])
+
+
+def _mask_weight(rule) -> int:
+    """A table's masking work per row, roughly: one for reading it, one per masked column, one more per
+    masked path of a JSON column (each document is parsed, then each path masked)."""
+    w = 1
+    for spec in rule.columns.values():
+        if trait(spec, "masks"):
+            paths = spec.get("paths") or {}
+            w += 1 + sum(trait(p, "masks") if isinstance(p, dict) else p != "keep" for p in paths.values())
+    return w
 
 
 def _page_ranges(conn, name: str, parts: int) -> list[Unit]:
@@ -193,19 +220,26 @@ def export_unit(source_dsn: str, point: SourcePoint, catalog: Catalog, rules: Ru
     pin_search_path(conn)
     started = time.perf_counter()
     digest = hashlib.sha256()
-    rows = size = 0
+    rows = size = stored = 0
+    encode = datafile.Writer(unit.compression)
     try:
         with storage.writer(unit.path) as out, conn.cursor().copy(_copy_query(table, where, unit)) as copy:
             for block, n in masked_blocks(conn, copy, masker):
-                digest.update(block)
-                out.write(block)
                 size += len(block)
                 rows += n
+                block = encode.add(block)
+                digest.update(block)
+                out.write(block)
+                stored += len(block)
+            block = encode.finish()
+            digest.update(block)
+            out.write(block)
+            stored += len(block)
     finally:
         if own_conn:
             conn.close()
     return {"table": unit.table, "part": unit.part, "path": unit.path, "rows": rows, "bytes": size,
-            "sha256": digest.hexdigest(), "seconds": round(time.perf_counter() - started, 3)}
+            "stored_bytes": stored, "sha256": digest.hexdigest(), "seconds": round(time.perf_counter() - started, 3)}
 
 
 def _ensure_writable(storage, overwrite: bool) -> None:
@@ -225,25 +259,28 @@ def _schema_entry(storage, section: str) -> dict:
 
 
 def write_manifest(storage, catalog: Catalog, rules: Rules, key: bytes, point: SourcePoint,
-                   sequences: list[dict], results: list[dict], started: float, outside: dict) -> dict:
+                   sequences: list[dict], results: list[dict], started: float, outside: dict,
+                   compression: str = "none") -> dict:
     by_table: dict[str, list[dict]] = {}
     for r in sorted(results, key=lambda r: (r["table"], r["part"])):
         by_table.setdefault(r["table"], []).append(r)
     tables = []
     for name, table in catalog.tables.items():
         rule = rules.tables[name]
-        files = [{k: f[k] for k in ("path", "rows", "bytes", "sha256")} for f in by_table.get(name, [])]
+        # bytes: of COPY text; stored_bytes: as stored (compressed or not), which sha256 is of
+        files = [{k: f[k] for k in ("path", "rows", "bytes", "stored_bytes", "sha256")} for f in by_table.get(name, [])]
         if not rule.skip and not files:
             raise ExportError(f"no data written for {name}: the export is incomplete")
         masked = [c for c, spec in rule.columns.items() if trait(spec, "masks")]
         tables.append({
             "name": name, "columns": [c.name for c in table.columns], "masked_columns": sorted(masked),
             "skipped": rule.skip, "where": rule.where, "rows": sum(f["rows"] for f in files),
-            "bytes": sum(f["bytes"] for f in files), "files": files,
+            "bytes": sum(f["bytes"] for f in files), "stored_bytes": sum(f["stored_bytes"] for f in files),
+            "files": files,
             "seconds": round(sum(f["seconds"] for f in by_table.get(name, [])), 3),
         })
     manifest = {
-        "format": FORMAT,
+        "format": FORMATS[compression],
         "complete": True,
         "tool": "prodclone",
         "tool_version": __version__,
@@ -253,12 +290,14 @@ def write_manifest(storage, catalog: Catalog, rules: Rules, key: bytes, point: S
         "key_fingerprint": keys.fingerprint(key),
         "schema": {section.replace("-", "_"): _schema_entry(storage, section) for section in SCHEMA_SECTIONS},
         "left_behind": outside,
+        "compression": compression,
         "sequences": sequences,
         "tables": tables,
         "totals": {
             "tables": len(tables),
             "rows": sum(t["rows"] for t in tables),
             "bytes": sum(t["bytes"] for t in tables),
+            "stored_bytes": sum(t["stored_bytes"] for t in tables),
             "masked_columns": sum(len(t["masked_columns"]) for t in tables),
             "seconds": round(time.perf_counter() - started, 3),
         },
@@ -328,19 +367,24 @@ def prepare(conn, source_dsn: str, rules: Rules, storage, point: SourcePoint, ov
     this passes. Also returns what of the schema was left behind because it reaches another server (see _outside)."""
     catalog = load_catalog(conn)
     pin_search_path(conn)  # from here on (sequences, key ranges): no overload the schema defined can match
-    ensure_covered(catalog, rules, key)
-    subsetter = Subsetter(catalog, rules)
-    for name in catalog.tables:  # a cycle through a filtered table fails here, before any data moves
-        subsetter.filter_sql(name)
-    kept_comments = check_schema_text(conn, rules.schema)
-    _ensure_writable(storage, overwrite)
     local_tables = stand_ins(conn)
-    removed = Counter()
-    for section in SCHEMA_SECTIONS:
-        dump = dump_schema(source_dsn, section, point.snapshot, point.server_version_num, local_tables)
-        text = dump.sql + (kept_comments if section == "post-data" else "")  # (comments last: on anything)
-        storage.write_bytes(f"schema/{section}.sql", text.encode())
-        removed.update(dump.removed)
+    # pg_dump runs (in processes of its own) while this one checks coverage and builds the Faker pools; its
+    # output is held here and written only once every check has passed.
+    with ThreadPoolExecutor(len(SCHEMA_SECTIONS), thread_name_prefix="prodclone-schema") as dumper:
+        dumps = {section: dumper.submit(dump_schema, source_dsn, section, point.snapshot, point.server_version_num,
+                                        local_tables) for section in SCHEMA_SECTIONS}
+        ensure_covered(catalog, rules, key)
+        subsetter = Subsetter(catalog, rules)
+        for name in catalog.tables:  # a cycle through a filtered table fails here, before any data moves
+            subsetter.filter_sql(name)
+        kept_comments = check_schema_text(conn, rules.schema)
+        _ensure_writable(storage, overwrite)
+        removed = Counter()
+        for section, dump in dumps.items():
+            dump = dump.result()
+            text = dump.sql + (kept_comments if section == "post-data" else "")  # (comments last: on anything)
+            storage.write_bytes(f"schema/{section}.sql", text.encode())
+            removed.update(dump.removed)
     return catalog, _outside(catalog, removed)
 
 
@@ -388,15 +432,17 @@ def _watch_parent(parent: int, every: float = 0.5) -> None:
 
 
 def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, jobs: int = 1,
-               overwrite: bool = False, s3_options: dict | None = None, split_rows: int = SPLIT_ROWS) -> dict:
+               overwrite: bool = False, s3_options: dict | None = None, split_rows: int = SPLIT_ROWS,
+               compression: str = "none") -> dict:
     """The whole export in one process tree: what `prodclone export` and the DAG's live mode run."""
+    datafile.check(compression)
     started = time.perf_counter()
     storage = open_storage(storage_url, s3_options)
     coord = connect_source(source_dsn)
     try:
         if jobs <= 1:
             return _export_in(None, 1, coord, source_dsn, rules, key, storage_url, storage, split_rows, s3_options,
-                              overwrite, started)
+                              overwrite, started, compression)
         # spawn, not fork: safe inside Airflow workers and with open connections. The workers start (and import)
         # while the coordinator checks coverage, then take the pools it built there (_start_worker).
         ctx = multiprocessing.get_context("spawn")
@@ -407,7 +453,7 @@ def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, j
             ready = False
             try:
                 result = _export_in(pool, jobs, coord, source_dsn, rules, key, storage_url, storage, split_rows,
-                                    s3_options, overwrite, started, handover=handover)
+                                    s3_options, overwrite, started, compression, handover=handover)
                 ready = True
                 return result
             finally:
@@ -419,7 +465,7 @@ def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, j
 
 
 def _export_in(pool, jobs, coord, source_dsn, rules, key, storage_url, storage, split_rows, s3_options, overwrite,
-               started, handover=None) -> dict:
+               started, compression, handover=None) -> dict:
     """run_export's work, on ``pool`` (``jobs`` workers waiting on ``handover`` for the pools) or in this process."""
     open_snapshot_tx(coord)
     point = point_in_time(coord)
@@ -429,10 +475,7 @@ def _export_in(pool, jobs, coord, source_dsn, rules, key, storage_url, storage, 
         for _ in range(jobs):
             handover.put(built)
     sequences = read_sequences(coord, catalog)
-    if pool is not None:  # split big tables so every worker stays busy, not just the one on the biggest table
-        total = sum(t.est_rows for n, t in catalog.tables.items() if not rules.tables[n].skip)
-        split_rows = min(split_rows, max(50_000, total // (jobs * 4)))
-    units = plan_units(coord, catalog, rules, split_rows)
+    units = plan_units(coord, catalog, rules, split_rows, workers=jobs, compression=compression)
     log.info("exporting %d tables in %d units with %d job(s) at %s", len(catalog.tables), len(units), jobs, point.taken_at)
     if pool is None:
         results = [export_unit(source_dsn, point, catalog, rules, key, storage_url, u, s3_options, conn=coord)
@@ -441,7 +484,7 @@ def _export_in(pool, jobs, coord, source_dsn, rules, key, storage_url, storage, 
         futures = [pool.submit(export_unit, source_dsn, point, catalog, rules, key, storage_url, u, s3_options)
                    for u in units]
         results = [f.result() for f in futures]
-    return write_manifest(storage, catalog, rules, key, point, sequences, results, started, outside)
+    return write_manifest(storage, catalog, rules, key, point, sequences, results, started, outside, compression)
 
 
 def _started() -> None:
@@ -454,8 +497,8 @@ def read_manifest(storage) -> dict:
             f"{storage.url} has no {MANIFEST}: the export is missing or did not finish. Re-run the export."
         )
     manifest = json.loads(storage.read_bytes(MANIFEST))
-    if not manifest.get("complete") or manifest.get("format") != FORMAT:
-        raise ExportError(f"{storage.url}/{MANIFEST} is not a complete format-{FORMAT} export "
+    if not manifest.get("complete") or manifest.get("format") != FORMATS.get(manifest.get("compression", "none")):
+        raise ExportError(f"{storage.url}/{MANIFEST} is not a complete export this prodclone reads "
                           f"(format {manifest.get('format')!r}); re-run the export with this prodclone")
     return manifest
 
@@ -468,18 +511,20 @@ PLAN = "plan.json"
 
 
 def plan_frozen_export(source_dsn: str, rules: Rules, storage_url: str, *, mode: str, overwrite: bool,
-                       s3_options: dict | None = None, split_rows: int = SPLIT_ROWS) -> list[dict]:
+                       s3_options: dict | None = None, split_rows: int = SPLIT_ROWS,
+                       compression: str = "none") -> list[dict]:
     """Schema, sequences and the point in time go to ``plan.json`` beside the
     data (finalize reads it back); the units are returned for mapping."""
+    datafile.check(compression)
     storage = open_storage(storage_url, s3_options)
     with connect_source(source_dsn) as conn:
         open_snapshot_tx(conn)
         point = point_in_time(conn, mode=mode, export_snapshot=False)
         catalog, outside = prepare(conn, source_dsn, rules, storage, point, overwrite)
         sequences = read_sequences(conn, catalog)
-        units = [asdict(u) for u in plan_units(conn, catalog, rules, split_rows)]
+        units = [asdict(u) for u in plan_units(conn, catalog, rules, split_rows, compression=compression)]
     plan = {"point": asdict(point), "sequences": sequences, "units": units, "started": time.time(),
-            "left_behind": outside}
+            "left_behind": outside, "compression": compression}
     storage.write_bytes(PLAN, json.dumps(plan).encode())
     return units
 
@@ -505,4 +550,4 @@ def finalize_frozen_export(source_dsn: str, rules: Rules, key: bytes, storage_ur
         raise ExportError(f"{len(missing)} export unit(s) produced no result, e.g. {missing[0]['table']}; re-run them")
     started = time.perf_counter() - (time.time() - plan["started"])
     return write_manifest(storage, catalog, rules, key, SourcePoint(**plan["point"]), plan["sequences"], results, started,
-                          plan["left_behind"])
+                          plan["left_behind"], plan["compression"])

@@ -65,6 +65,7 @@ class ExportRun:
     frozen: Frozen | None = None
     jobs: int = 1
     split_rows: int = SPLIT_ROWS
+    compression: str = "none"
     leak_sample: int = 500
     stats_rows: int = SAMPLE_ROWS
     overwrite: bool = True  # the DAG's retries replace their own half-written try
@@ -75,7 +76,7 @@ class ExportRun:
         """This run's export as ``cfg`` says; ``needs`` are the callables above, ``frozen`` what freeze returned."""
         return cls(url=f"{cfg.storage_url}/exports/{run_key(run_id)}", root=cfg.storage_url, run_id=run_id,
                    rules_path=cfg.rules_path, mode=cfg.source_mode, frozen=Frozen(**frozen) if frozen else None,
-                   jobs=cfg.jobs, split_rows=cfg.split_rows, leak_sample=cfg.leak_sample,
+                   jobs=cfg.jobs, split_rows=cfg.split_rows, compression=cfg.compression, leak_sample=cfg.leak_sample,
                    stats_rows=cfg.stats_rows, rds=cfg.rds, **needs)
 
     @property
@@ -145,12 +146,12 @@ class ExportRun:
     def export(self) -> dict:
         """Live mode: the whole export in this task, its workers sharing one exported snapshot."""
         return run_export(self.source, self.rules, self.key, self.url, jobs=self.jobs, overwrite=self.overwrite,
-                          s3_options=self.s3)["totals"]  # (split_rows is the frozen modes' key)
+                          s3_options=self.s3, compression=self.compression)["totals"]  # (split_rows is the frozen modes' key)
 
     def plan(self) -> list[dict]:
         """Frozen modes: schema and sequences written, the units to map over returned."""
         return plan_frozen_export(self.source, self.rules, self.url, mode=self.mode, overwrite=self.overwrite,
-                                  s3_options=self.s3, split_rows=self.split_rows)
+                                  s3_options=self.s3, split_rows=self.split_rows, compression=self.compression)
 
     def export_part(self, unit: dict) -> dict:
         return export_frozen_unit(self.source, self.rules, self.key, self.url, unit, self.s3)

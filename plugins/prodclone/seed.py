@@ -44,7 +44,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
-from prodclone import faults, marker, roles
+from prodclone import datafile, faults, marker, roles
 from prodclone.catalog import qualified_name, split_qualified
 from prodclone.db import catalog_only, connect, dbname_of, drop_database, with_dbname
 from prodclone.errors import ConnectionFailed, ProdcloneError, SeedError
@@ -280,15 +280,14 @@ def _require_verified(storage, manifest: dict, force: bool) -> bool:
     return False
 
 
-def _load_table(conn, storage, table: dict) -> int:
+def _load_table(conn, storage, table: dict, compression: str) -> int:
     copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(*split_qualified(table["name"])), sql.SQL(", ").join(map(sql.Identifier, table["columns"])))
     rows = 0
     for f in table["files"]:
         digest = hashlib.sha256()
         with conn.cursor().copy(copy_sql) as copy:
-            for chunk in storage.read_chunks(f["path"]):
-                digest.update(chunk)
+            for chunk in datafile.read(storage, f["path"], compression, digest):
                 copy.write(chunk)
             if digest.hexdigest() != f["sha256"]:
                 raise SeedError(f"{f['path']}: checksum mismatch; the export is corrupt. Re-run the export.")
@@ -408,7 +407,7 @@ def _fill(admin, dsn: str, owner: str, storage, manifest: dict, schema: dict[str
             for table in manifest["tables"]:
                 if table["files"]:
                     with _step(f"loading {table['name']}"):
-                        rows += _load_table(conn, storage, table)
+                        rows += _load_table(conn, storage, table, manifest.get("compression", "none"))
         with _step("building indexes and constraints (post-data)",
                    ". A UNIQUE violation means a masking rule lacks `unique: true`; an FK violation, a subset gap."):
             conn.execute(schema["post_data"])

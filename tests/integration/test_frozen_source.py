@@ -8,22 +8,29 @@ tests/dags/test_replica_export.py."""
 
 import json
 
+import pytest
+
 from prodclone.export import PLAN, export_frozen_unit, finalize_frozen_export, plan_frozen_export, verify_and_record
 from prodclone.seed import seed
 from prodclone.storage import open_storage
 from support import rows
 
 
-def test_plan_units_finalize_matches_single_task_export(sample_source, new_db, tmp_path, rules, masking_key):
+@pytest.mark.parametrize("compression, suffix", [("none", ".copy"), ("zstd", ".copy.zst")])
+def test_plan_units_finalize_matches_single_task_export(sample_source, new_db, tmp_path, rules, masking_key,
+                                                        compression, suffix):
     src, counts = sample_source
     url = f"file://{tmp_path}/frozen"
     # split_rows tiny: big tables split into key ranges, like a 100 GB table would.
-    units = plan_frozen_export(src, rules, url, mode="replica_paused", overwrite=False, split_rows=300)
+    units = plan_frozen_export(src, rules, url, mode="replica_paused", overwrite=False, split_rows=300,
+                               compression=compression)
     assert len([u for u in units if u["table"] == "public.users"]) > 1
     assert json.loads((tmp_path / "frozen" / PLAN).read_text())["sequences"]
     results = [export_frozen_unit(src, rules, masking_key, url, u) for u in units]
     manifest = finalize_frozen_export(src, rules, masking_key, url, results)
     assert {t["name"].split(".")[1]: t["rows"] for t in manifest["tables"]} == counts
+    assert manifest["compression"] == compression
+    assert all(f["path"].endswith(suffix) for t in manifest["tables"] for f in t["files"])
     verify_and_record(open_storage(url), src, rules, masking_key)
     target = new_db("pct_frozen")
     seed(url, target)
@@ -31,8 +38,6 @@ def test_plan_units_finalize_matches_single_task_export(sample_source, new_db, t
 
 
 def test_finalize_refuses_when_a_unit_is_missing(sample_source, tmp_path, rules, masking_key):
-    import pytest
-
     from prodclone.errors import ExportError
 
     src, _ = sample_source

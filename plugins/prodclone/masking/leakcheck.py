@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
+from prodclone import datafile
 from prodclone.catalog import Table, column_name, load_catalog
 from prodclone.db import connect_source, pin_search_path
 from prodclone.errors import ExportError, LeakError
@@ -94,8 +95,7 @@ def verify_export(storage, manifest: dict, source_dsn: str | None, rules: Rules,
             digest = hashlib.sha256()
             rows = 0
             tail = b""
-            for chunk in storage.read_chunks(f["path"]):
-                digest.update(chunk)
+            for chunk in datafile.read(storage, f["path"], manifest.get("compression", "none"), digest):
                 lines = (tail + chunk).split(b"\n")
                 tail = lines.pop()
                 rows += len(lines)
