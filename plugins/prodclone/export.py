@@ -48,7 +48,7 @@ from prodclone.masking.schema_text import check_schema_text
 from prodclone.masking.stats import export_statistics
 from prodclone.masking.transforms import pools, trait
 from prodclone.pgtools import dump_schema, stand_ins
-from prodclone.storage import open_storage
+from prodclone.storage import StorageTarget, open_storage
 from prodclone.subset import Subsetter
 
 log = logging.getLogger(__name__)
@@ -203,14 +203,14 @@ def _page_ranges(conn, name: str, parts: int) -> list[Unit]:
 
 
 def export_unit(source_dsn: str, point: SourcePoint, catalog: Catalog, rules: Rules, key: bytes,
-                storage_url: str, unit: Unit, s3_options: dict | None = None, conn=None) -> dict:
+                target: str | StorageTarget, unit: Unit, conn=None) -> dict:
     """Export one unit. Reads the snapshot ``point.snapshot`` if given (live
     mode), else the (frozen) source as it is. Returns stats, never row values."""
     kernel.announce()
     table = catalog.tables[unit.table]
     masker = TableMasker.shared(table, rules, key)
     where = Subsetter(catalog, rules).filter_sql(unit.table)
-    storage = open_storage(storage_url, s3_options)
+    storage = open_storage(target)
     own_conn = conn is None
     if own_conn:
         conn = connect_source(source_dsn)
@@ -431,18 +431,18 @@ def _watch_parent(parent: int, every: float = 0.5) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, jobs: int = 1,
-               overwrite: bool = False, s3_options: dict | None = None, split_rows: int = SPLIT_ROWS,
+def run_export(source_dsn: str, rules: Rules, key: bytes, target: str | StorageTarget, *, jobs: int = 1,
+               overwrite: bool = False, split_rows: int = SPLIT_ROWS,
                compression: str = "none") -> dict:
     """The whole export in one process tree: what `prodclone export` and the DAG's live mode run."""
     datafile.check(compression)
     started = time.perf_counter()
-    storage = open_storage(storage_url, s3_options)
+    storage = open_storage(target)
     coord = connect_source(source_dsn)
     try:
         if jobs <= 1:
-            return _export_in(None, 1, coord, source_dsn, rules, key, storage_url, storage, split_rows, s3_options,
-                              overwrite, started, compression)
+            return _export_in(None, 1, coord, source_dsn, rules, key, target, storage, split_rows, overwrite,
+                              started, compression)
         # spawn, not fork: safe inside Airflow workers and with open connections. The workers start (and import)
         # while the coordinator checks coverage, then take the pools it built there (_start_worker).
         ctx = multiprocessing.get_context("spawn")
@@ -452,8 +452,8 @@ def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, j
             started_workers = [pool.submit(_started) for _ in range(jobs)]
             ready = False
             try:
-                result = _export_in(pool, jobs, coord, source_dsn, rules, key, storage_url, storage, split_rows,
-                                    s3_options, overwrite, started, compression, handover=handover)
+                result = _export_in(pool, jobs, coord, source_dsn, rules, key, target, storage, split_rows,
+                                    overwrite, started, compression, handover=handover)
                 ready = True
                 return result
             finally:
@@ -464,8 +464,7 @@ def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, j
         coord.close()
 
 
-def _export_in(pool, jobs, coord, source_dsn, rules, key, storage_url, storage, split_rows, s3_options, overwrite,
-               started, compression, handover=None) -> dict:
+def _export_in(pool, jobs, coord, source_dsn, rules, key, target, storage, split_rows, overwrite, started, compression, handover=None) -> dict:
     """run_export's work, on ``pool`` (``jobs`` workers waiting on ``handover`` for the pools) or in this process."""
     open_snapshot_tx(coord)
     point = point_in_time(coord)
@@ -478,10 +477,10 @@ def _export_in(pool, jobs, coord, source_dsn, rules, key, storage_url, storage, 
     units = plan_units(coord, catalog, rules, split_rows, workers=jobs, compression=compression)
     log.info("exporting %d tables in %d units with %d job(s) at %s", len(catalog.tables), len(units), jobs, point.taken_at)
     if pool is None:
-        results = [export_unit(source_dsn, point, catalog, rules, key, storage_url, u, s3_options, conn=coord)
+        results = [export_unit(source_dsn, point, catalog, rules, key, target, u, conn=coord)
                    for u in units]
     else:
-        futures = [pool.submit(export_unit, source_dsn, point, catalog, rules, key, storage_url, u, s3_options)
+        futures = [pool.submit(export_unit, source_dsn, point, catalog, rules, key, target, u)
                    for u in units]
         results = [f.result() for f in futures]
     return write_manifest(storage, catalog, rules, key, point, sequences, results, started, outside, compression)
@@ -510,13 +509,13 @@ def read_manifest(storage) -> dict:
 PLAN = "plan.json"
 
 
-def plan_frozen_export(source_dsn: str, rules: Rules, storage_url: str, *, mode: str, overwrite: bool,
-                       s3_options: dict | None = None, split_rows: int = SPLIT_ROWS,
+def plan_frozen_export(source_dsn: str, rules: Rules, target: str | StorageTarget, *, mode: str, overwrite: bool,
+                       split_rows: int = SPLIT_ROWS,
                        compression: str = "none") -> list[dict]:
     """Schema, sequences and the point in time go to ``plan.json`` beside the
     data (finalize reads it back); the units are returned for mapping."""
     datafile.check(compression)
-    storage = open_storage(storage_url, s3_options)
+    storage = open_storage(target)
     with connect_source(source_dsn) as conn:
         open_snapshot_tx(conn)
         point = point_in_time(conn, mode=mode, export_snapshot=False)
@@ -529,20 +528,19 @@ def plan_frozen_export(source_dsn: str, rules: Rules, storage_url: str, *, mode:
     return units
 
 
-def export_frozen_unit(source_dsn: str, rules: Rules, key: bytes, storage_url: str, unit: dict,
-                       s3_options: dict | None = None) -> dict:
+def export_frozen_unit(source_dsn: str, rules: Rules, key: bytes, target: str | StorageTarget, unit: dict) -> dict:
     with connect_source(source_dsn) as conn:
         catalog = load_catalog(conn)
         conn.rollback()
     point = SourcePoint(snapshot=None, taken_at="", txid="", lsn=None, server_version_num=0, mode="frozen")
-    return export_unit(source_dsn, point, catalog, rules, key, storage_url, Unit(**unit), s3_options)
+    return export_unit(source_dsn, point, catalog, rules, key, target, Unit(**unit))
 
 
-def finalize_frozen_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str,
-                           results: list[dict], s3_options: dict | None = None) -> dict:
+def finalize_frozen_export(source_dsn: str, rules: Rules, key: bytes, target: str | StorageTarget,
+                           results: list[dict]) -> dict:
     with connect_source(source_dsn) as conn:
         catalog = load_catalog(conn)
-    storage = open_storage(storage_url, s3_options)
+    storage = open_storage(target)
     plan = json.loads(storage.read_bytes(PLAN))
     done = {(r["table"], r["part"]) for r in results}
     missing = [u for u in plan["units"] if (u["table"], u["part"]) not in done]
