@@ -30,7 +30,7 @@ from prodclone.export import (
     verify_and_record,
 )
 from prodclone.masking.coverage import ensure_covered
-from prodclone.masking.rules import Rules, load_rules
+from prodclone.masking.rules import Masking, Rules, load_rules
 from prodclone.masking.stats import SAMPLE_ROWS
 from prodclone.source import Frozen
 from prodclone.storage import StorageTarget, open_storage
@@ -88,8 +88,9 @@ class ExportRun:
         return load_rules(self.rules_path)
 
     @cached_property
-    def key(self) -> bytes:
-        return self.masking_key()
+    def masking(self) -> Masking:
+        """The rules bound to the key: read here, once, by the steps that mask, check or verify."""
+        return self.rules.bind(self.masking_key())
 
     @cached_property
     def target(self) -> StorageTarget:
@@ -141,12 +142,12 @@ class ExportRun:
     def check_rules(self) -> dict:
         """Fail closed: a column no rule covers stops the run before any data moves."""
         with connect(self.source, role="source") as conn:
-            report = ensure_covered(load_catalog(conn), self.rules)
+            report = ensure_covered(load_catalog(conn), self.rules.throwaway())  # no key: nothing is masked here
         return {"masked_columns": report.masked_columns, "kept_columns": report.kept_columns}
 
     def export(self) -> dict:
         """Live mode: the whole export in this task, its workers sharing one exported snapshot."""
-        return run_export(self.source, self.rules, self.key, self.target, jobs=self.jobs, overwrite=self.overwrite,
+        return run_export(self.source, self.masking, self.target, jobs=self.jobs, overwrite=self.overwrite,
                           compression=self.compression)["totals"]  # (split_rows is the frozen modes' key)
 
     def plan(self) -> list[dict]:
@@ -155,15 +156,15 @@ class ExportRun:
                                   split_rows=self.split_rows, compression=self.compression)
 
     def export_part(self, unit: dict) -> dict:
-        return export_frozen_unit(self.source, self.rules, self.key, self.target, unit)
+        return export_frozen_unit(self.source, self.masking, self.target, unit)
 
     def finalize(self, results: list[dict]) -> dict:
-        return finalize_frozen_export(self.source, self.rules, self.key, self.target, list(results))["totals"]
+        return finalize_frozen_export(self.source, self.masking, self.target, list(results))["totals"]
 
     def verify(self, summary: bool = False) -> dict | None:
         """Checksums, the leak check and the statistics comparison; the record that makes the export seedable
         (``summary``: its counts and the names of columns whose statistics are out of bounds, for XCom)."""
-        record = verify_and_record(self.storage(), self.source, self.rules, self.key, sample_size=self.leak_sample,
+        record = verify_and_record(self.storage(), self.source, self.masking, sample_size=self.leak_sample,
                                    stats_rows=self.stats_rows)
         if not summary or record is None:
             return record
