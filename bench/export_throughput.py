@@ -62,14 +62,14 @@ def _masked(dsn: str, out: str, jobs: int, only: str | None = None, verify: bool
     if only:  # one table: every other table skipped (schema only)
         for name, t in rules.tables.items():
             t.skip = name != only
-    key = b"bench-key-" + b"x" * 32
+    masking = rules.bind(b"bench-key-" + b"x" * 32)
     t0 = time.perf_counter()
-    m = run_export(dsn, rules, key, f"file://{out}", jobs=jobs, compression=compression)
+    m = run_export(dsn, masking, f"file://{out}", jobs=jobs, compression=compression)
     r = {"seconds": time.perf_counter() - t0, "rows": m["totals"]["rows"], "bytes": m["totals"]["bytes"],
          "stored_bytes": m["totals"]["stored_bytes"], "cpu_at_end": (_cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN))}
     if verify:  # reported apart: the figure is the export itself
         t1 = time.perf_counter()
-        verify_and_record(open_storage(f"file://{out}"), dsn, rules, key)
+        verify_and_record(open_storage(f"file://{out}"), dsn, masking)
         r["verify_seconds"] = time.perf_counter() - t1
     return r
 
@@ -109,7 +109,7 @@ def _masker_for(table) -> None:
     from prodclone.masking.rules import load_rules
 
     global _MASKER
-    _MASKER = TableMasker(table, load_rules(ROOT / "include/masking/rules.yaml"), b"bench-key-" + b"x" * 32)
+    _MASKER = TableMasker(table, load_rules(ROOT / "include/masking/rules.yaml").bind(b"bench-key-" + b"x" * 32))
 
 
 def _warm(_) -> None:

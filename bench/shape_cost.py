@@ -75,16 +75,16 @@ def one(dsn: str, rules_path: str) -> dict:
     from prodclone.export import run_export
     from prodclone.masking.rules import build_transform, load_rules
 
-    rules = load_rules(Path(rules_path))
+    masking = load_rules(Path(rules_path)).bind(KEY)
     t0 = time.perf_counter()
-    for name, table in rules.tables.items():
+    for name, table in masking.rules.tables.items():
         for column, spec in table.columns.items():
             for s in _specs(spec):
-                build_transform(s, rules.context(KEY), where=f"{name}.{column}")
+                build_transform(s, masking.context(), where=f"{name}.{column}")
     build = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
-        totals = run_export(dsn, rules, KEY, f"file://{out}/export", jobs=2)["totals"]
+        totals = run_export(dsn, masking, f"file://{out}/export", jobs=2)["totals"]
         return {"build_s": build, "seconds": time.perf_counter() - t0, "rows": totals["rows"]}
 
 
@@ -112,7 +112,7 @@ def masking_alone(dsn: str, paths: dict[str, Path], rounds: int) -> dict[str, fl
     best: dict[str, float] = {}
     for _ in range(rounds):
         for v, r in rules.items():
-            maskers = {name: TableMasker(catalog.tables[name], r, KEY) for name in blocks}
+            maskers = {name: TableMasker(catalog.tables[name], r.bind(KEY)) for name in blocks}
             t0 = time.perf_counter()
             for name, block in blocks.items():
                 if not maskers[name].passthrough:

@@ -34,17 +34,17 @@ def measure(dsn: str, users: int) -> dict:
     from prodclone.masking.rules import load_rules
     from prodclone.storage import open_storage
 
-    rules = load_rules(ROOT / "include/masking/rules.yaml")
+    masking = load_rules(ROOT / "include/masking/rules.yaml").bind(KEY)
     with tempfile.TemporaryDirectory() as out:
         url = f"file://{out}/export"
         t0 = time.perf_counter()
-        totals = run_export(dsn, rules, KEY, url, jobs=2)["totals"]
+        totals = run_export(dsn, masking, url, jobs=2)["totals"]
         export_s = time.perf_counter() - t0
         plain, stats = [], []
         for _ in range(3):  # alternate, so both see the same machine load
-            plain.append(_best(lambda: verify_and_record(open_storage(url), dsn, rules, KEY), 1))
-            stats.append(_best(lambda: verify_and_record(open_storage(url), dsn, rules, KEY, stats_rows=30_000), 1))
-        record = verify_and_record(open_storage(url), dsn, rules, KEY, stats_rows=30_000)["statistics"]
+            plain.append(_best(lambda: verify_and_record(open_storage(url), dsn, masking), 1))
+            stats.append(_best(lambda: verify_and_record(open_storage(url), dsn, masking, stats_rows=30_000), 1))
+        record = verify_and_record(open_storage(url), dsn, masking, stats_rows=30_000)["statistics"]
     return {"users": users, "rows": totals["rows"], "export_s": round(export_s, 2),
             "verify_s": round(min(plain), 2), "verify_with_stats_s": round(min(stats), 2),
             "stats_s": round(min(stats) - min(plain), 2), "ratio": round(min(stats) / min(plain), 2),

@@ -185,8 +185,8 @@ def sample_export(sample_source, tmp_path_factory):
 
     url = f"file://{tmp_path_factory.mktemp('export')}/exp"
     rules = load_rules(RULES)
-    run_export(sample_source[0], rules, KEY.encode(), url)
-    verify_and_record(open_storage(url), sample_source[0], rules, KEY.encode())
+    run_export(sample_source[0], rules.bind(KEY.encode()), url)
+    verify_and_record(open_storage(url), sample_source[0], rules.bind(KEY.encode()))
     return url
 
 

@@ -41,11 +41,11 @@ def maskers(rules: tuple[str, ...], monkeypatch=None) -> tuple[rewriter.TableMas
         cols = [f"c{i}" for i in range(len(rules))]
         text = "version: 1\ntables:\n  public.t:\n    columns:\n" + "".join(f"      {c}: {r}\n" for c, r in zip(cols, rules, strict=True))
         table = Table("public.t", "table", [Column(c, "text", False) for c in cols])
-        fast = rewriter.TableMasker(table, parse_rules(text), KEY)
+        fast = rewriter.TableMasker(table, parse_rules(text).bind(KEY))
         old = os.environ.get(kernel.ENV)
         os.environ[kernel.ENV] = "0"  # the reference: no kernel anywhere, json leaves included
         try:
-            slow = rewriter.TableMasker(table, parse_rules(text), KEY)
+            slow = rewriter.TableMasker(table, parse_rules(text).bind(KEY))
         finally:
             os.environ.pop(kernel.ENV) if old is None else os.environ.__setitem__(kernel.ENV, old)
         assert fast.passthrough or fast.kernel is not None

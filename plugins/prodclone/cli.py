@@ -79,29 +79,28 @@ def _rules_scaffold(a) -> int:
 def _rules_check(a) -> int:
     from prodclone.catalog import load_catalog
     from prodclone.db import connect_source
+    from prodclone.masking import keys
     from prodclone.masking.coverage import check
     from prodclone.masking.rules import load_rules
 
+    # Coverage builds each rule's pools and --stats masks with them: with the real key when one is set,
+    # else one throwaway key for both (neither the coverage nor the shape depends on which key).
     rules = load_rules(a.rules)
+    masking = rules.bind(keys.load_key()) if os.environ.get(keys.KEY_ENV) else rules.throwaway()
     with connect_source(a.source) as conn:
         catalog = load_catalog(conn)
-        report = check(catalog, rules)
+        report = check(catalog, masking)
         print(report.text())
         if not report.ok or not a.stats:
             return EXIT_OK if report.ok else EXIT_FAILED
-        return _stats_check(conn, catalog, rules, a.stats_rows)
+        return _stats_check(conn, catalog, masking, a.stats_rows)
 
 
-def _stats_check(conn, catalog, rules, rows: int) -> int:
-    """Source and masked statistics per masked column, from one sample; exit 1 if any is out of bounds.
-    Without $PRODCLONE_MASKING_KEY a throwaway key masks: the shape does not depend on which key."""
-    import secrets
-
-    from prodclone.masking import keys
+def _stats_check(conn, catalog, masking, rows: int) -> int:
+    """Source and masked statistics per masked column, from one sample; exit 1 if any is out of bounds."""
     from prodclone.masking.stats import check_shapes
 
-    key = keys.load_key() if os.environ.get(keys.KEY_ENV) else secrets.token_urlsafe(32).encode()
-    reports = check_shapes(conn, catalog, rules, key, rows)
+    reports = check_shapes(conn, catalog, masking, rows)
     for r in reports:
         print(r.line())
     bad = [r for r in reports if r.problems]
@@ -117,15 +116,13 @@ def _rules_preview(a) -> int:
     from prodclone.db import connect_source
     from prodclone.masking import keys
     from prodclone.masking.copytext import NULL, decode
-    from prodclone.masking.rewriter import TableMasker
     from prodclone.masking.rules import load_rules
 
     try:
         name = qualified_name(*split_qualified(a.table))
     except ValueError as exc:
         raise ProdcloneError(f"--table: {exc}") from None
-    rules = load_rules(a.rules)
-    key = keys.load_key()
+    masking = load_rules(a.rules).bind(keys.load_key())
     with connect_source(a.source) as conn:
         catalog = load_catalog(conn)
         table = catalog.table(name)
@@ -133,7 +130,7 @@ def _rules_preview(a) -> int:
             raise ProdcloneError(f"no table {name!r} in the source; tables: {', '.join(catalog.tables)}")
         if table.reaches_out:
             raise ProdcloneError(f"{name} reads another server (a foreign table or partition); nothing of it is exported")
-        masker = TableMasker(table, rules, key)
+        masker = masking.table(table)
         query = sql.SQL("COPY (SELECT {} FROM {} LIMIT {}) TO STDOUT").format(
             sql.SQL(", ").join(map(sql.Identifier, masker.columns)), table.scan, sql.Literal(int(a.limit)))
         with conn.cursor().copy(query) as copy:

@@ -39,16 +39,15 @@ from prodclone.catalog import Catalog, Table, load_catalog, split_qualified
 from prodclone.copyout import masked_blocks
 from prodclone.db import connect_source, pin_search_path
 from prodclone.errors import ExportError, LeakError
-from prodclone.masking import kernel, keys
+from prodclone.masking import kernel
 from prodclone.masking.coverage import ensure_covered
 from prodclone.masking.leakcheck import VerifyReport, verify_export
-from prodclone.masking.rewriter import TableMasker
-from prodclone.masking.rules import Rules
+from prodclone.masking.rules import Masking, Rules
 from prodclone.masking.schema_text import check_schema_text
 from prodclone.masking.stats import export_statistics
 from prodclone.masking.transforms import pools, trait
 from prodclone.pgtools import dump_schema, stand_ins
-from prodclone.storage import open_storage
+from prodclone.storage import StorageTarget, open_storage
 from prodclone.subset import Subsetter
 
 log = logging.getLogger(__name__)
@@ -202,15 +201,15 @@ def _page_ranges(conn, name: str, parts: int) -> list[Unit]:
     return [Unit(name, i, edges[i], edges[i + 1], by="ctid") for i in range(len(edges) - 1)]
 
 
-def export_unit(source_dsn: str, point: SourcePoint, catalog: Catalog, rules: Rules, key: bytes,
-                storage_url: str, unit: Unit, s3_options: dict | None = None, conn=None) -> dict:
+def export_unit(source_dsn: str, point: SourcePoint, catalog: Catalog, masking: Masking,
+                target: str | StorageTarget, unit: Unit, conn=None) -> dict:
     """Export one unit. Reads the snapshot ``point.snapshot`` if given (live
     mode), else the (frozen) source as it is. Returns stats, never row values."""
     kernel.announce()
     table = catalog.tables[unit.table]
-    masker = TableMasker.shared(table, rules, key)
-    where = Subsetter(catalog, rules).filter_sql(unit.table)
-    storage = open_storage(storage_url, s3_options)
+    masker = masking.table(table)
+    where = Subsetter(catalog, masking.rules).filter_sql(unit.table)
+    storage = open_storage(target)
     own_conn = conn is None
     if own_conn:
         conn = connect_source(source_dsn)
@@ -258,9 +257,10 @@ def _schema_entry(storage, section: str) -> dict:
     return {"path": path, "sha256": hashlib.sha256(storage.read_bytes(path)).hexdigest()}
 
 
-def write_manifest(storage, catalog: Catalog, rules: Rules, key: bytes, point: SourcePoint,
+def write_manifest(storage, catalog: Catalog, masking: Masking, point: SourcePoint,
                    sequences: list[dict], results: list[dict], started: float, outside: dict,
                    compression: str = "none") -> dict:
+    rules = masking.rules
     by_table: dict[str, list[dict]] = {}
     for r in sorted(results, key=lambda r: (r["table"], r["part"])):
         by_table.setdefault(r["table"], []).append(r)
@@ -287,7 +287,7 @@ def write_manifest(storage, catalog: Catalog, rules: Rules, key: bytes, point: S
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
         "source": asdict(point),
         "rules_sha256": rules.digest,
-        "key_fingerprint": keys.fingerprint(key),
+        "key_fingerprint": masking.fingerprint,
         "schema": {section.replace("-", "_"): _schema_entry(storage, section) for section in SCHEMA_SECTIONS},
         "left_behind": outside,
         "compression": compression,
@@ -317,19 +317,19 @@ def manifest_digest(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def verify_and_record(storage, source_dsn: str | None, rules: Rules, key: bytes, sample_size: int = 500,
+def verify_and_record(storage, source_dsn: str | None, masking: Masking, sample_size: int = 500,
                       stats_rows: int = 0) -> dict | None:
     """The verify step: checksums and, with ``source_dsn``, the leak check; only when both passed, the
     manifest's ``verified`` record that makes the export seedable (returned; None without a source: a
     checksum check alone proves nothing about masking). A failed verification withdraws an earlier record.
-    The rules and key must be the export's own: a leak check with other rules proves nothing about it.
+    ``masking`` (rules and key) must be the export's own: a leak check with other rules proves nothing about it.
     With ``stats_rows``, the record also holds masked columns' statistics against the source's (warnings only)."""
     manifest = read_manifest(storage)
-    if rules.digest != manifest["rules_sha256"] or keys.fingerprint(key) != manifest["key_fingerprint"]:
+    if masking.rules.digest != manifest["rules_sha256"] or masking.fingerprint != manifest["key_fingerprint"]:
         raise ExportError(f"{storage.url} was exported with other masking rules or another key than the ones "
                           "given; verify with the rules file and key it was exported with")
     try:
-        report = verify_export(storage, manifest, source_dsn, rules, key, sample_size)
+        report = verify_export(storage, manifest, source_dsn, masking, sample_size)
     except (LeakError, ExportError):
         if manifest.pop("verified", None) is not None:
             _store_manifest(storage, manifest)
@@ -338,7 +338,7 @@ def verify_and_record(storage, source_dsn: str | None, rules: Rules, key: bytes,
         return None
     manifest["verified"] = _verification_record(manifest, report)
     if stats_rows:
-        manifest["verified"]["statistics"] = export_statistics(source_dsn, manifest, rules, key, stats_rows)
+        manifest["verified"]["statistics"] = export_statistics(source_dsn, manifest, masking, stats_rows)
     _store_manifest(storage, manifest)
     return manifest["verified"]
 
@@ -361,8 +361,8 @@ def read_sequences(conn, catalog: Catalog) -> list[dict]:
     return out
 
 
-def prepare(conn, source_dsn: str, rules: Rules, storage, point: SourcePoint, overwrite: bool,
-            key: bytes | None = None) -> tuple[Catalog, dict]:
+def prepare(conn, source_dsn: str, masking: Masking, storage, point: SourcePoint,
+            overwrite: bool) -> tuple[Catalog, dict]:
     """Inside the snapshot: catalog, coverage and schema text (fail closed), schema. No row data moves before
     this passes. Also returns what of the schema was left behind because it reaches another server (see _outside)."""
     catalog = load_catalog(conn)
@@ -373,11 +373,11 @@ def prepare(conn, source_dsn: str, rules: Rules, storage, point: SourcePoint, ov
     with ThreadPoolExecutor(len(SCHEMA_SECTIONS), thread_name_prefix="prodclone-schema") as dumper:
         dumps = {section: dumper.submit(dump_schema, source_dsn, section, point.snapshot, point.server_version_num,
                                         local_tables) for section in SCHEMA_SECTIONS}
-        ensure_covered(catalog, rules, key)
-        subsetter = Subsetter(catalog, rules)
+        ensure_covered(catalog, masking)
+        subsetter = Subsetter(catalog, masking.rules)
         for name in catalog.tables:  # a cycle through a filtered table fails here, before any data moves
             subsetter.filter_sql(name)
-        kept_comments = check_schema_text(conn, rules.schema)
+        kept_comments = check_schema_text(conn, masking.rules.schema)
         _ensure_writable(storage, overwrite)
         removed = Counter()
         for section, dump in dumps.items():
@@ -431,18 +431,18 @@ def _watch_parent(parent: int, every: float = 0.5) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, jobs: int = 1,
-               overwrite: bool = False, s3_options: dict | None = None, split_rows: int = SPLIT_ROWS,
+def run_export(source_dsn: str, masking: Masking, target: str | StorageTarget, *, jobs: int = 1,
+               overwrite: bool = False, split_rows: int = SPLIT_ROWS,
                compression: str = "none") -> dict:
     """The whole export in one process tree: what `prodclone export` and the DAG's live mode run."""
     datafile.check(compression)
     started = time.perf_counter()
-    storage = open_storage(storage_url, s3_options)
+    storage = open_storage(target)
     coord = connect_source(source_dsn)
     try:
         if jobs <= 1:
-            return _export_in(None, 1, coord, source_dsn, rules, key, storage_url, storage, split_rows, s3_options,
-                              overwrite, started, compression)
+            return _export_in(None, 1, coord, source_dsn, masking, target, storage, split_rows, overwrite,
+                              started, compression)
         # spawn, not fork: safe inside Airflow workers and with open connections. The workers start (and import)
         # while the coordinator checks coverage, then take the pools it built there (_start_worker).
         ctx = multiprocessing.get_context("spawn")
@@ -452,8 +452,8 @@ def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, j
             started_workers = [pool.submit(_started) for _ in range(jobs)]
             ready = False
             try:
-                result = _export_in(pool, jobs, coord, source_dsn, rules, key, storage_url, storage, split_rows,
-                                    s3_options, overwrite, started, compression, handover=handover)
+                result = _export_in(pool, jobs, coord, source_dsn, masking, target, storage, split_rows,
+                                    overwrite, started, compression, handover=handover)
                 ready = True
                 return result
             finally:
@@ -464,27 +464,27 @@ def run_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str, *, j
         coord.close()
 
 
-def _export_in(pool, jobs, coord, source_dsn, rules, key, storage_url, storage, split_rows, s3_options, overwrite,
-               started, compression, handover=None) -> dict:
+def _export_in(pool, jobs, coord, source_dsn, masking, target, storage, split_rows, overwrite, started, compression,
+               handover=None) -> dict:
     """run_export's work, on ``pool`` (``jobs`` workers waiting on ``handover`` for the pools) or in this process."""
     open_snapshot_tx(coord)
     point = point_in_time(coord)
-    catalog, outside = prepare(coord, source_dsn, rules, storage, point, overwrite, key)
+    catalog, outside = prepare(coord, source_dsn, masking, storage, point, overwrite)
     if handover is not None:
         built = pools.built()
         for _ in range(jobs):
             handover.put(built)
     sequences = read_sequences(coord, catalog)
-    units = plan_units(coord, catalog, rules, split_rows, workers=jobs, compression=compression)
+    units = plan_units(coord, catalog, masking.rules, split_rows, workers=jobs, compression=compression)
     log.info("exporting %d tables in %d units with %d job(s) at %s", len(catalog.tables), len(units), jobs, point.taken_at)
     if pool is None:
-        results = [export_unit(source_dsn, point, catalog, rules, key, storage_url, u, s3_options, conn=coord)
+        results = [export_unit(source_dsn, point, catalog, masking, target, u, conn=coord)
                    for u in units]
     else:
-        futures = [pool.submit(export_unit, source_dsn, point, catalog, rules, key, storage_url, u, s3_options)
+        futures = [pool.submit(export_unit, source_dsn, point, catalog, masking, target, u)
                    for u in units]
         results = [f.result() for f in futures]
-    return write_manifest(storage, catalog, rules, key, point, sequences, results, started, outside, compression)
+    return write_manifest(storage, catalog, masking, point, sequences, results, started, outside, compression)
 
 
 def _started() -> None:
@@ -510,17 +510,16 @@ def read_manifest(storage) -> dict:
 PLAN = "plan.json"
 
 
-def plan_frozen_export(source_dsn: str, rules: Rules, storage_url: str, *, mode: str, overwrite: bool,
-                       s3_options: dict | None = None, split_rows: int = SPLIT_ROWS,
-                       compression: str = "none") -> list[dict]:
+def plan_frozen_export(source_dsn: str, rules: Rules, target: str | StorageTarget, *, mode: str, overwrite: bool,
+                       split_rows: int = SPLIT_ROWS, compression: str = "none") -> list[dict]:
     """Schema, sequences and the point in time go to ``plan.json`` beside the
-    data (finalize reads it back); the units are returned for mapping."""
+    data (finalize reads it back); the units are returned for mapping. It masks nothing, so needs no key."""
     datafile.check(compression)
-    storage = open_storage(storage_url, s3_options)
+    storage = open_storage(target)
     with connect_source(source_dsn) as conn:
         open_snapshot_tx(conn)
         point = point_in_time(conn, mode=mode, export_snapshot=False)
-        catalog, outside = prepare(conn, source_dsn, rules, storage, point, overwrite)
+        catalog, outside = prepare(conn, source_dsn, rules.throwaway(), storage, point, overwrite)
         sequences = read_sequences(conn, catalog)
         units = [asdict(u) for u in plan_units(conn, catalog, rules, split_rows, compression=compression)]
     plan = {"point": asdict(point), "sequences": sequences, "units": units, "started": time.time(),
@@ -529,25 +528,24 @@ def plan_frozen_export(source_dsn: str, rules: Rules, storage_url: str, *, mode:
     return units
 
 
-def export_frozen_unit(source_dsn: str, rules: Rules, key: bytes, storage_url: str, unit: dict,
-                       s3_options: dict | None = None) -> dict:
+def export_frozen_unit(source_dsn: str, masking: Masking, target: str | StorageTarget, unit: dict) -> dict:
     with connect_source(source_dsn) as conn:
         catalog = load_catalog(conn)
         conn.rollback()
     point = SourcePoint(snapshot=None, taken_at="", txid="", lsn=None, server_version_num=0, mode="frozen")
-    return export_unit(source_dsn, point, catalog, rules, key, storage_url, Unit(**unit), s3_options)
+    return export_unit(source_dsn, point, catalog, masking, target, Unit(**unit))
 
 
-def finalize_frozen_export(source_dsn: str, rules: Rules, key: bytes, storage_url: str,
-                           results: list[dict], s3_options: dict | None = None) -> dict:
+def finalize_frozen_export(source_dsn: str, masking: Masking, target: str | StorageTarget,
+                           results: list[dict]) -> dict:
     with connect_source(source_dsn) as conn:
         catalog = load_catalog(conn)
-    storage = open_storage(storage_url, s3_options)
+    storage = open_storage(target)
     plan = json.loads(storage.read_bytes(PLAN))
     done = {(r["table"], r["part"]) for r in results}
     missing = [u for u in plan["units"] if (u["table"], u["part"]) not in done]
     if missing:
         raise ExportError(f"{len(missing)} export unit(s) produced no result, e.g. {missing[0]['table']}; re-run them")
     started = time.perf_counter() - (time.time() - plan["started"])
-    return write_manifest(storage, catalog, rules, key, SourcePoint(**plan["point"]), plan["sequences"], results, started,
+    return write_manifest(storage, catalog, masking, SourcePoint(**plan["point"]), plan["sequences"], results, started,
                           plan["left_behind"], plan["compression"])

@@ -30,10 +30,10 @@ from prodclone.export import (
     verify_and_record,
 )
 from prodclone.masking.coverage import ensure_covered
-from prodclone.masking.rules import Rules, load_rules
+from prodclone.masking.rules import Masking, Rules, load_rules
 from prodclone.masking.stats import SAMPLE_ROWS
 from prodclone.source import Frozen
-from prodclone.storage import open_storage
+from prodclone.storage import StorageTarget, open_storage
 
 LATEST = "LATEST"
 
@@ -88,12 +88,14 @@ class ExportRun:
         return load_rules(self.rules_path)
 
     @cached_property
-    def key(self) -> bytes:
-        return self.masking_key()
+    def masking(self) -> Masking:
+        """The rules bound to the key: read here, once, by the steps that mask, check or verify."""
+        return self.rules.bind(self.masking_key())
 
     @cached_property
-    def s3(self) -> dict | None:
-        return self.storage_options()
+    def target(self) -> StorageTarget:
+        """This export's place and the credentials that reach it."""
+        return StorageTarget(self.url, self.storage_options())
 
     @cached_property
     def configured_source(self) -> str | None:
@@ -112,7 +114,7 @@ class ExportRun:
         return self.rds_client()
 
     def storage(self, url: str | None = None):
-        return open_storage(url or self.url, self.s3)
+        return open_storage(self.target.at(url) if url else self.target)
 
     # --- holding one point in time (frozen modes)
 
@@ -140,29 +142,29 @@ class ExportRun:
     def check_rules(self) -> dict:
         """Fail closed: a column no rule covers stops the run before any data moves."""
         with connect(self.source, role="source") as conn:
-            report = ensure_covered(load_catalog(conn), self.rules)
+            report = ensure_covered(load_catalog(conn), self.rules.throwaway())  # no key: nothing is masked here
         return {"masked_columns": report.masked_columns, "kept_columns": report.kept_columns}
 
     def export(self) -> dict:
         """Live mode: the whole export in this task, its workers sharing one exported snapshot."""
-        return run_export(self.source, self.rules, self.key, self.url, jobs=self.jobs, overwrite=self.overwrite,
-                          s3_options=self.s3, compression=self.compression)["totals"]  # (split_rows is the frozen modes' key)
+        return run_export(self.source, self.masking, self.target, jobs=self.jobs, overwrite=self.overwrite,
+                          compression=self.compression)["totals"]  # (split_rows is the frozen modes' key)
 
     def plan(self) -> list[dict]:
         """Frozen modes: schema and sequences written, the units to map over returned."""
-        return plan_frozen_export(self.source, self.rules, self.url, mode=self.mode, overwrite=self.overwrite,
-                                  s3_options=self.s3, split_rows=self.split_rows, compression=self.compression)
+        return plan_frozen_export(self.source, self.rules, self.target, mode=self.mode, overwrite=self.overwrite,
+                                  split_rows=self.split_rows, compression=self.compression)
 
     def export_part(self, unit: dict) -> dict:
-        return export_frozen_unit(self.source, self.rules, self.key, self.url, unit, self.s3)
+        return export_frozen_unit(self.source, self.masking, self.target, unit)
 
     def finalize(self, results: list[dict]) -> dict:
-        return finalize_frozen_export(self.source, self.rules, self.key, self.url, list(results), self.s3)["totals"]
+        return finalize_frozen_export(self.source, self.masking, self.target, list(results))["totals"]
 
     def verify(self, summary: bool = False) -> dict | None:
         """Checksums, the leak check and the statistics comparison; the record that makes the export seedable
         (``summary``: its counts and the names of columns whose statistics are out of bounds, for XCom)."""
-        record = verify_and_record(self.storage(), self.source, self.rules, self.key, sample_size=self.leak_sample,
+        record = verify_and_record(self.storage(), self.source, self.masking, sample_size=self.leak_sample,
                                    stats_rows=self.stats_rows)
         if not summary or record is None:
             return record
@@ -174,7 +176,7 @@ class ExportRun:
     def seed(self, labels: str | None = None) -> dict:
         from prodclone.seed import seed
 
-        r = seed(self.url, self.base_dsn(), overwrite=self.overwrite, s3_options=self.s3,
+        r = seed(self.target, self.base_dsn(), overwrite=self.overwrite,
                  labels=f"run={self.run}" if labels is None else labels)
         return {"database": r.database, "tables": r.tables, "rows": r.rows, "seconds": r.seconds}
 

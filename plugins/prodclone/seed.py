@@ -51,7 +51,7 @@ from prodclone.errors import ConnectionFailed, ProdcloneError, SeedError
 from prodclone.export import manifest_digest, read_manifest
 from prodclone.marker import ADMIN_DB, SYSTEM_DBS
 from prodclone.marker import MARKER as MARKER  # re-exported: drivers.postgres marks with it
-from prodclone.storage import open_storage
+from prodclone.storage import StorageTarget, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -295,14 +295,14 @@ def _load_table(conn, storage, table: dict, compression: str) -> int:
     return rows
 
 
-def seed(storage_url: str, target_dsn: str, *, overwrite: bool = False, s3_options: dict | None = None,
+def seed(export: str | StorageTarget, target_dsn: str, *, overwrite: bool = False,
          labels: str = "", force_unverified: bool = False) -> SeedResult:
-    """Seed ``target_dsn``'s database from the export at ``storage_url``, which must have passed
+    """Seed ``target_dsn``'s database from the export at ``export``, which must have passed
     verification unless ``force_unverified``."""
     started = time.perf_counter()
     base = dbname_of(target_dsn)
     _check_name(base)
-    storage = open_storage(storage_url, s3_options)
+    storage = open_storage(export)
     manifest = read_manifest(storage)
     verified = _require_verified(storage, manifest, force_unverified)
     schema = _verified_schema(storage, manifest)

@@ -11,6 +11,7 @@ import contextlib
 import io
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -235,13 +236,28 @@ class S3Storage(Storage):
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
 
 
-def open_storage(url: str, s3_options: dict | None = None) -> Storage:
-    """``file:///abs/path`` or ``s3://bucket/prefix``. ``s3_options`` are boto3
-    client kwargs (Airflow passes them from its AWS connection); without them
-    boto3's defaults (env vars, ``AWS_ENDPOINT_URL``) apply."""
-    scheme = urlparse(url).scheme
-    if scheme == "file":
-        return FileStorage(url)
-    if scheme == "s3":
-        return S3Storage(url, s3_options)
-    raise ExportError(f"unsupported storage URL {url!r}: use file:///absolute/path or s3://bucket/prefix")
+@dataclass(frozen=True)
+class StorageTarget:
+    """Where an export lives: ``file:///abs/path`` or ``s3://bucket/prefix``, and the boto3 client kwargs
+    that reach it (Airflow passes them from its AWS connection; without them boto3's defaults, env vars and
+    ``AWS_ENDPOINT_URL``, apply). Picklable for worker processes; the options hold credentials: never shown."""
+
+    url: str
+    options: dict | None = field(default=None, repr=False)
+
+    def at(self, url: str) -> StorageTarget:
+        """Another place reached with the same credentials (the root above a run's export)."""
+        return StorageTarget(url, self.options)
+
+    def open(self) -> Storage:
+        scheme = urlparse(self.url).scheme
+        if scheme == "file":
+            return FileStorage(self.url)
+        if scheme == "s3":
+            return S3Storage(self.url, self.options)
+        raise ExportError(f"unsupported storage URL {self.url!r}: use file:///absolute/path or s3://bucket/prefix")
+
+
+def open_storage(where: str | StorageTarget) -> Storage:
+    """A URL (with boto3's default credentials) or a StorageTarget, opened."""
+    return (where if isinstance(where, StorageTarget) else StorageTarget(where)).open()

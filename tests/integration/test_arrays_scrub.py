@@ -50,13 +50,13 @@ def test_scaffold_check_export_seed_arrays_and_remarks(own_db, new_db, tmp_path)
     assert "free text carrying card, email, phone (16 of 200 sampled rows)" in text
     rules = parse_rules(text.replace("codes: keep", "codes: {transform: elements, rule: {transform: faker, "
                                      "provider: word}, unique: true}"))
-    assert check(catalog, rules).ok, check(catalog, rules).text()
+    assert check(catalog, rules.bind(KEY)).ok, check(catalog, rules.bind(KEY)).text()
 
     url = f"file://{tmp_path}/exp"
-    manifest = run_export(own_db, rules, KEY, url)
-    report = verify_export(open_storage(url), manifest, own_db, rules, KEY)
+    manifest = run_export(own_db, rules.bind(KEY), url)
+    report = verify_export(open_storage(url), manifest, own_db, rules.bind(KEY))
     assert not report.leaks and report.columns_checked == 3  # emails, remarks, codes
-    assert verify_and_record(open_storage(url), own_db, rules, KEY)  # what makes it seedable
+    assert verify_and_record(open_storage(url), own_db, rules.bind(KEY))  # what makes it seedable
     target = new_db("pct_arrbase")
     seed(url, target)
 
@@ -103,8 +103,8 @@ def test_awkward_elements_and_delimiters_round_trip_through_copy(own_db):
                             "words: {transform: elements, rule: {transform: redact, keep_start: 1, char: '\"'}}, "
                             "boxes: {transform: elements, rule: null, delimiter: ';'}, "
                             "cube: {transform: elements, rule: {transform: hash, length: 8}}}\n")
-        assert check(catalog, rules).ok, check(catalog, rules).text()
-        masker = TableMasker(table, rules, KEY)
+        assert check(catalog, rules.bind(KEY)).ok, check(catalog, rules.bind(KEY)).text()
+        masker = TableMasker(table, rules.bind(KEY))
         with conn.cursor().copy("COPY src TO STDOUT") as copy:
             lines = b"".join(masker.mask_line(bytes(r)[:-1]) + b"\n" for r in copy)
         with conn.cursor().copy("COPY out FROM STDIN") as copy:

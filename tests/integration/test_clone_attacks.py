@@ -217,8 +217,8 @@ def hostile_export(pg, sample_source, tmp_path_factory):
                            "public.trip_data": {"columns": {"id": "keep", "d": "keep"}}}
         (tmp / "rules.yaml").write_text(yaml.safe_dump(data))
         rules, url = load_rules(tmp / "rules.yaml"), f"file://{tmp}/exp"
-        run_export(with_dbname(pg, name), rules, KEY.encode(), url)
-        assert verify_and_record(open_storage(url), with_dbname(pg, name), rules, KEY.encode())
+        run_export(with_dbname(pg, name), rules.bind(KEY.encode()), url)
+        assert verify_and_record(open_storage(url), with_dbname(pg, name), rules.bind(KEY.encode()))
         yield url
     finally:
         _as_superuser(pg, "DROP DATABASE {} WITH (FORCE)", name)

@@ -24,7 +24,7 @@ from prodclone.masking.coverage import check
 from prodclone.masking.rules import parse_rules
 from prodclone.masking.scaffold import scaffold
 from prodclone.masking.transforms import trait
-from support import ROOT
+from support import KEY, ROOT
 
 DATA = ROOT / "tests" / "data"
 CACHE = ROOT / ".prodclone" / "test-data" / "discovery"
@@ -231,7 +231,7 @@ def test_scaffold_finds_every_personal_column_and_leaves_the_catalogue(schema, a
           f"catalogue masked {s['masked_catalogue']}")
     assert not s["missed"], f"{schema}: personal columns scaffold keeps: {s['missed']}"
     assert masked <= 0.10 * catalogue, f"{schema}: catalogue columns scaffold masks: {s['masked_catalogue']}"
-    assert check(catalog, rules).ok, check(catalog, rules).text()  # the draft is usable as it is
+    assert check(catalog, rules.bind(KEY.encode())).ok, check(catalog, rules.bind(KEY.encode())).text()  # the draft is usable as it is
 
 
 JPEG, PNG = b"\xff\xd8\xff\xe0\x00\x10JFIF", b"\x89PNG\r\n\x1a\n\x00\x00"
@@ -303,4 +303,4 @@ def test_sample_database_email_is_built_from_the_masked_names(sample_source):
     assert rules.tables["public.orders"].columns["customer_email"] == {"transform": "email"}
     assert rules.tables["public.users"].columns["avatar"] == {"transform": "null"}
     assert rules.tables["public.products"].columns["name"] == {"transform": "keep"}
-    assert check(catalog, rules).ok, check(catalog, rules).text()
+    assert check(catalog, rules.bind(KEY.encode())).ok, check(catalog, rules.bind(KEY.encode())).text()

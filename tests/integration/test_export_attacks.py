@@ -61,7 +61,7 @@ def hostile(pg, password_auth, new_db):
 
 def _export(dsn, rules_yaml, tmp_path, **kw):
     url = f"file://{tmp_path}/exp"
-    return run_export(dsn, parse_rules(rules_yaml), KEY.encode(), url, overwrite=True, **kw), url
+    return run_export(dsn, parse_rules(rules_yaml).bind(KEY.encode()), url, overwrite=True, **kw), url
 
 
 PEOPLE = """

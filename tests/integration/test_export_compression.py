@@ -16,7 +16,7 @@ from support import RULES, rows
 
 def _export(src, rules, key, tmp_path, name, **kw):
     url = f"file://{tmp_path}/{name}"
-    return url, run_export(src, rules, key, url, **kw)
+    return url, run_export(src, rules.bind(key), url, **kw)
 
 
 def test_zstd_export_round_trip(sample_source, new_db, tmp_path, rules, masking_key):
@@ -36,7 +36,7 @@ def test_zstd_export_round_trip(sample_source, new_db, tmp_path, rules, masking_
     for t in plain["tables"]:  # the same masked COPY text, byte for byte
         assert text.get(t["name"], b"") == b"".join((tmp_path / "plain" / f["path"]).read_bytes() for f in t["files"])
     storage = open_storage(url)
-    assert verify_and_record(storage, src, rules, masking_key)["rows"] == packed["totals"]["rows"]
+    assert verify_and_record(storage, src, rules.bind(masking_key))["rows"] == packed["totals"]["rows"]
     target = new_db("pct_zstd")
     assert seed(url, target).rows == packed["totals"]["rows"]
     assert rows(target, "SELECT count(*) FROM users")[0][0] == counts["users"]
@@ -56,20 +56,20 @@ def test_a_damaged_compressed_file_fails_verify_and_seed_clearly(sample_source, 
     src, _ = sample_source
     url, manifest = _export(src, rules, masking_key, tmp_path, "zstd", compression="zstd")
     storage = open_storage(url)
-    verify_and_record(storage, src, rules, masking_key)
+    verify_and_record(storage, src, rules.bind(masking_key))
     path = _biggest(tmp_path, manifest)
     path.write_bytes(damage(path.read_bytes()))
     target = new_db("pct_zstd_bad")
     with pytest.raises(ExportError, match=f"{path.name}: {says}"):
         seed(url, target)
     with pytest.raises(ExportError, match=f"{path.name}: {says}"):
-        verify_and_record(storage, src, rules, masking_key)
+        verify_and_record(storage, src, rules.bind(masking_key))
     assert "verified" not in read_manifest(storage)  # a failed verification withdraws the record
 
 
 def test_an_unknown_compression_is_refused_before_anything_is_written(sample_source, tmp_path, rules, masking_key):
     with pytest.raises(ExportError, match="unknown compression 'gzip'; use one of: none, zstd"):
-        run_export(sample_source[0], rules, masking_key, f"file://{tmp_path}/x", compression="gzip")
+        run_export(sample_source[0], rules.bind(masking_key), f"file://{tmp_path}/x", compression="gzip")
     assert not (tmp_path / "x").exists()
 
 

@@ -68,9 +68,9 @@ def test_cli_round_trip_keeps_every_row_and_fk_and_no_pii(sample_source, new_db,
 
 def test_deterministic_across_runs_and_key_matters(sample_source, tmp_path, rules, masking_key):
     src, _ = sample_source
-    run_export(src, rules, masking_key, f"file://{tmp_path}/a")
-    run_export(src, rules, masking_key, f"file://{tmp_path}/b")
-    run_export(src, rules, b"another-key-" + b"z" * 30, f"file://{tmp_path}/c")
+    run_export(src, rules.bind(masking_key), f"file://{tmp_path}/a")
+    run_export(src, rules.bind(masking_key), f"file://{tmp_path}/b")
+    run_export(src, rules.bind(b"another-key-" + b"z" * 30), f"file://{tmp_path}/c")
     users = "data/public.users.0000.copy"
     a, b, c = ((tmp_path / d / users).read_bytes() for d in "abc")
     assert a == b
@@ -81,7 +81,7 @@ def test_uncovered_column_stops_export_before_any_data(source_copy, tmp_path, ru
     with psycopg.connect(source_copy, autocommit=True) as c:
         c.execute("ALTER TABLE users ADD COLUMN secondary_email text")
     with pytest.raises(CoverageError, match="public.users.secondary_email"):
-        run_export(source_copy, rules, masking_key, f"file://{tmp_path}/x")
+        run_export(source_copy, rules.bind(masking_key), f"file://{tmp_path}/x")
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").rglob("*.copy"))
     assert main(["rules", "check", "--source", source_copy, "--rules", str(RULES)]) == 1
     report = capsys.readouterr().out
@@ -121,11 +121,11 @@ def test_preview_shows_before_and_after(sample_source, capsys):
 def test_existing_export_and_existing_base_are_not_overwritten_silently(pg, sample_source, new_db, tmp_path, rules, masking_key):
     src, _ = sample_source
     url = f"file://{tmp_path}/e"
-    run_export(src, rules, masking_key, url)
+    run_export(src, rules.bind(masking_key), url)
     with pytest.raises(ExportError, match="already holds an export"):
-        run_export(src, rules, masking_key, url)
-    run_export(src, rules, masking_key, url, overwrite=True)
-    verify_and_record(open_storage(url), src, rules, masking_key)
+        run_export(src, rules.bind(masking_key), url)
+    run_export(src, rules.bind(masking_key), url, overwrite=True)
+    verify_and_record(open_storage(url), src, rules.bind(masking_key))
     target = new_db("pct_base")
     seed(url, target)
     with pytest.raises(SeedError, match="already exists"):
@@ -156,7 +156,7 @@ def test_disk_full_mid_export_leaves_no_manifest_and_no_partial_files(sample_sou
 
     monkeypatch.setattr(storage._FileWriter, "write", filling_disk)
     with pytest.raises((ExportError, OSError)):
-        run_export(sample_source[0], rules, masking_key, f"file://{tmp_path}/full")
+        run_export(sample_source[0], rules.bind(masking_key), f"file://{tmp_path}/full")
     assert not (tmp_path / "full" / MANIFEST).exists()
     assert not list((tmp_path / "full").rglob("*.partial"))
     with pytest.raises(ExportError, match="did not finish"):
@@ -166,8 +166,8 @@ def test_disk_full_mid_export_leaves_no_manifest_and_no_partial_files(sample_sou
 def test_failed_seed_keeps_previous_base(sample_source, new_db, tmp_path, rules, masking_key):
     src, counts = sample_source
     url = f"file://{tmp_path}/ok"
-    run_export(src, rules, masking_key, url)
-    verify_and_record(open_storage(url), src, rules, masking_key)
+    run_export(src, rules.bind(masking_key), url)
+    verify_and_record(open_storage(url), src, rules.bind(masking_key))
     target = new_db("pct_base")
     seed(url, target)
     # Corrupt one data file: the checksum check must stop the seed mid-load.
@@ -186,7 +186,7 @@ def test_unreachable_source_and_bad_credentials_are_clear(tmp_path, rules, maski
     from prodclone.errors import ConnectionFailed
 
     with pytest.raises(ConnectionFailed, match="cannot connect to the source database") as err:
-        run_export("postgresql://nobody:secretpw@127.0.0.1:1/x", rules, masking_key, f"file://{tmp_path}/u")
+        run_export("postgresql://nobody:secretpw@127.0.0.1:1/x", rules.bind(masking_key), f"file://{tmp_path}/u")
     assert "secretpw" not in str(err.value)  # the password never appears in the error
     assert not (tmp_path / "u").exists()
 
@@ -204,9 +204,9 @@ def test_leak_check_catches_a_broken_rule(sample_source, tmp_path, rules, maskin
     monkeypatch.setitem(REGISTRY, "broken_identity", _Identity)
     rules.tables["public.users"].columns["phone"] = {"transform": "broken_identity"}
     url = f"file://{tmp_path}/leaky"
-    manifest = run_export(sample_source[0], rules, masking_key, url)
+    manifest = run_export(sample_source[0], rules.bind(masking_key), url)
     with pytest.raises(LeakError, match=r"public\.users\.phone \(\d+ values\)") as err:
-        verify_export(open_storage(url), manifest, sample_source[0], rules, masking_key)
+        verify_export(open_storage(url), manifest, sample_source[0], rules.bind(masking_key))
     assert "@" not in str(err.value)  # names the column, never a value
 
 
@@ -215,7 +215,7 @@ def test_subsetting_follows_foreign_keys(source_copy, new_db, tmp_path, rules, m
     rules.tables["public.users"].columns["referred_by"] = {"transform": "null"}  # break the self-FK cycle
     rules.tables["public.support_tickets"].skip = True
     url = f"file://{tmp_path}/sub"
-    manifest = run_export(source_copy, rules, masking_key, url)
+    manifest = run_export(source_copy, rules.bind(masking_key), url)
     by = {t["name"]: t for t in manifest["tables"]}
     assert by["public.support_tickets"]["rows"] == 0 and by["public.support_tickets"]["skipped"]
     kept_users = rows(source_copy, "SELECT count(*) FROM users WHERE id % 2 = 0")[0][0]
@@ -223,7 +223,7 @@ def test_subsetting_follows_foreign_keys(source_copy, new_db, tmp_path, rules, m
     expected_orders = rows(source_copy, "SELECT count(*) FROM orders WHERE user_id % 2 = 0 AND (shipping_address_id IS NULL OR "
                                         "shipping_address_id IN (SELECT id FROM addresses WHERE user_id % 2 = 0))")[0][0]
     assert by["public.orders"]["rows"] == expected_orders
-    verify_and_record(open_storage(url), source_copy, rules, masking_key)
+    verify_and_record(open_storage(url), source_copy, rules.bind(masking_key))
     target = new_db("pct_sub")
     seed(url, target)  # post-data re-adds every FK: any dangling reference would fail here
     assert rows(target, "SELECT count(*) FROM order_items oi LEFT JOIN orders o ON o.id = oi.order_id WHERE o.id IS NULL")[0][0] == 0
@@ -234,7 +234,7 @@ def test_subsetting_refuses_an_fk_cycle_through_a_filter(source_copy, tmp_path, 
 
     rules.tables["public.users"].where = "id % 2 = 0"
     with pytest.raises(RulesError, match="cycle"):
-        run_export(source_copy, rules, masking_key, f"file://{tmp_path}/cyc")
+        run_export(source_copy, rules.bind(masking_key), f"file://{tmp_path}/cyc")
 
 
 def _children(pid: int) -> list[int]:
@@ -330,8 +330,8 @@ def test_materialized_views_are_populated_in_the_base_and_its_clones(source_copy
         c.execute("CREATE UNIQUE INDEX ON z_counts (user_id)")
     expected = rows(source_copy, "SELECT count(*) FROM z_counts")[0][0]
     url = f"file://{tmp_path}/mv"
-    run_export(source_copy, rules, masking_key, url)
-    verify_and_record(open_storage(url), source_copy, rules, masking_key)
+    run_export(source_copy, rules.bind(masking_key), url)
+    verify_and_record(open_storage(url), source_copy, rules.bind(masking_key))
     base = base_role(dbname_of(new_db("pct_mvbase")))
     seed(url, base)
     assert rows(base, "SELECT (SELECT count(*) FROM z_counts), (SELECT count(*) FROM a_top)") == [(expected, 10)]
@@ -384,7 +384,7 @@ def test_scaffold_surveys_every_json_key_path_and_masks_late_and_birth_date_keys
     assert doc["plan"] == doc["seats"] == doc["tags"] == raw["theme"] == {"transform": "keep"}
     assert "key paths of all 403 documents" in text
     url = f"file://{tmp_path}/survey"
-    manifest = run_export(src, parse_rules(text), b"k" * 40, url)
+    manifest = run_export(src, parse_rules(text).bind(b"k" * 40), url)
     assert {t["name"]: t["rows"] for t in manifest["tables"]} == {"public.accounts": 403}
     exported = b"".join(p.read_bytes() for p in (tmp_path / "survey" / "data").iterdir())
     assert not any(v in exported for v in (b"ann@corp.test", b"bo@corp.test", b"123-45-6789", b"1980-02-03",

@@ -23,9 +23,9 @@ def _originals(dsn: str) -> list[str]:
 def test_verify_records_figures_per_masked_column(sample_source, tmp_path, rules, masking_key, caplog):
     src, _ = sample_source
     url = f"file://{tmp_path}/export"
-    manifest = run_export(src, rules, masking_key, url)
+    manifest = run_export(src, rules.bind(masking_key), url)
     with caplog.at_level(logging.INFO, logger="prodclone.masking.stats"):
-        record = verify_and_record(open_storage(url), src, rules, masking_key, stats_rows=30_000)
+        record = verify_and_record(open_storage(url), src, rules.bind(masking_key), stats_rows=30_000)
     stats = record["statistics"]
     masked = {f"{t['name']}.{c}" for t in manifest["tables"] for c in t["masked_columns"]}
     # Every masked column is compared, but the one a rule empties on purpose (null).
@@ -60,9 +60,9 @@ def test_a_column_outside_bounds_warns_and_the_export_still_seeds(sample_source,
     (tmp_path / "rules.yaml").write_text(text)
     rules = load_rules(tmp_path / "rules.yaml")
     url = f"file://{tmp_path}/export"
-    run_export(src, rules, masking_key, url)
+    run_export(src, rules.bind(masking_key), url)
     with caplog.at_level(logging.WARNING, logger="prodclone.masking.stats"):
-        record = verify_and_record(open_storage(url), src, rules, masking_key, stats_rows=30_000)
+        record = verify_and_record(open_storage(url), src, rules.bind(masking_key), stats_rows=30_000)
     problems = record["statistics"]["outside_bounds"]["public.users.first_name"]
     assert any(p.startswith("distinct values -") for p in problems)
     assert record["statistics"]["columns"]["public.users.first_name"]["distinct"][1] == 1
@@ -74,8 +74,8 @@ def test_a_column_outside_bounds_warns_and_the_export_still_seeds(sample_source,
 def test_statistics_are_bounded_and_optional(sample_source, tmp_path, rules, masking_key):
     src, _ = sample_source
     url = f"file://{tmp_path}/export"
-    run_export(src, rules, masking_key, url)
-    record = verify_and_record(open_storage(url), src, rules, masking_key, stats_rows=50)
+    run_export(src, rules.bind(masking_key), url)
+    record = verify_and_record(open_storage(url), src, rules.bind(masking_key), stats_rows=50)
     figures = record["statistics"]["columns"]["public.users.first_name"]
     assert record["statistics"]["sample_rows"] == 50 and 0 < figures["non_null_in_sample"] <= 50
-    assert "statistics" not in verify_and_record(open_storage(url), src, rules, masking_key, stats_rows=0)
+    assert "statistics" not in verify_and_record(open_storage(url), src, rules.bind(masking_key), stats_rows=0)

@@ -19,7 +19,7 @@ from prodclone.export import read_manifest, run_export, verify_and_record
 from prodclone.masking.coverage import check
 from prodclone.masking.rules import parse_rules
 from prodclone.storage import open_storage
-from support import drop_role, dsn_as, make_role, rows
+from support import KEY, drop_role, dsn_as, make_role, rows
 
 SECRET = "hunter2-secret"
 SOURCE = f"""
@@ -72,8 +72,8 @@ def sample_export(fdw_source, tmp_path, masking_key):
     """Overrides conftest's: the `clones` fixture seeds its base from this export instead."""
     url = f"file://{tmp_path}/fdw-export"
     rules = parse_rules(COVERED)
-    run_export(fdw_source, rules, masking_key, url)
-    verify_and_record(open_storage(url), fdw_source, rules, masking_key)
+    run_export(fdw_source, rules.bind(masking_key), url)
+    verify_and_record(open_storage(url), fdw_source, rules.bind(masking_key))
     return url
 
 
@@ -81,16 +81,16 @@ def test_coverage_refuses_a_foreign_table_until_skipped(fdw_source, tmp_path, ma
     with psycopg.connect(fdw_source) as conn:
         catalog = load_catalog(conn)
     assert catalog.tables["public.remote_accounts"].kind == "foreign"
-    problems = check(catalog, parse_rules(RULES)).problems
+    problems = check(catalog, parse_rules(RULES).bind(KEY.encode())).problems
     assert [(p.table, p.kind) for p in problems] == [("public.remote_accounts", "missing-table")]
     assert "skip: true" in problems[0].message
     for other in ("    skip: true\n    where: \"id > 0\"\n", "    columns: {id: keep, email: email}\n"):
-        problems = check(catalog, parse_rules(RULES + "  public.remote_accounts:\n" + other)).problems
+        problems = check(catalog, parse_rules(RULES + "  public.remote_accounts:\n" + other).bind(KEY.encode())).problems
         assert [(p.table, p.kind) for p in problems] == [("public.remote_accounts", "invalid")]
-    assert check(catalog, parse_rules(COVERED)).ok
+    assert check(catalog, parse_rules(COVERED).bind(KEY.encode())).ok
     url = f"file://{tmp_path}/refused"
     with pytest.raises(CoverageError, match=r"public\.remote_accounts"):
-        run_export(fdw_source, parse_rules(RULES), masking_key, url)
+        run_export(fdw_source, parse_rules(RULES).bind(masking_key), url)
     assert not list(Path(tmp_path).rglob("*.sql"))  # refused before any schema was written
 
 
@@ -152,4 +152,4 @@ def test_scaffold_skips_foreign_tables_without_reading_them(fdw_source):
         catalog = load_catalog(conn)
         rules = parse_rules(scaffold(conn, catalog))
     assert rules.tables["public.remote_accounts"].skip and not rules.tables["public.remote_accounts"].columns
-    assert check(catalog, rules).ok
+    assert check(catalog, rules.bind(KEY.encode())).ok

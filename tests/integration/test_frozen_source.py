@@ -26,12 +26,12 @@ def test_plan_units_finalize_matches_single_task_export(sample_source, new_db, t
                                compression=compression)
     assert len([u for u in units if u["table"] == "public.users"]) > 1
     assert json.loads((tmp_path / "frozen" / PLAN).read_text())["sequences"]
-    results = [export_frozen_unit(src, rules, masking_key, url, u) for u in units]
-    manifest = finalize_frozen_export(src, rules, masking_key, url, results)
+    results = [export_frozen_unit(src, rules.bind(masking_key), url, u) for u in units]
+    manifest = finalize_frozen_export(src, rules.bind(masking_key), url, results)
     assert {t["name"].split(".")[1]: t["rows"] for t in manifest["tables"]} == counts
     assert manifest["compression"] == compression
     assert all(f["path"].endswith(suffix) for t in manifest["tables"] for f in t["files"])
-    verify_and_record(open_storage(url), src, rules, masking_key)
+    verify_and_record(open_storage(url), src, rules.bind(masking_key))
     target = new_db("pct_frozen")
     seed(url, target)
     assert rows(target, "SELECT count(*), count(DISTINCT email) FROM users")[0] == (counts["users"], counts["users"])
@@ -43,7 +43,7 @@ def test_finalize_refuses_when_a_unit_is_missing(sample_source, tmp_path, rules,
     src, _ = sample_source
     url = f"file://{tmp_path}/partial"
     units = plan_frozen_export(src, rules, url, mode="replica_paused", overwrite=False)
-    results = [export_frozen_unit(src, rules, masking_key, url, u) for u in units[1:]]
+    results = [export_frozen_unit(src, rules.bind(masking_key), url, u) for u in units[1:]]
     with pytest.raises(ExportError, match="produced no result"):
-        finalize_frozen_export(src, rules, masking_key, url, results)
+        finalize_frozen_export(src, rules.bind(masking_key), url, results)
     assert not (tmp_path / "partial" / "manifest.json").exists()

@@ -144,8 +144,8 @@ def exported(hostile):
     rules_path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
     url = f"file://{tmp}/exp"
     rules = load_rules(rules_path)
-    manifest = run_export(src, rules, KEY.encode(), url, jobs=2, split_rows=50)
-    report = verify_and_record(open_storage(url), src, rules, KEY.encode())
+    manifest = run_export(src, rules.bind(KEY.encode()), url, jobs=2, split_rows=50)
+    report = verify_and_record(open_storage(url), src, rules.bind(KEY.encode()))
     return {**hostile, "rules_path": rules_path, "url": url, "manifest": manifest, "verify": report}
 
 
@@ -202,7 +202,7 @@ def test_a_concurrent_sessions_temp_table_does_not_stop_the_export(exported):
     with psycopg.connect(exported["src"], autocommit=True) as other:
         other.execute("CREATE TEMP TABLE t (id serial, body text)")
         other.execute("INSERT INTO t (body) VALUES ('x')")
-        manifest = run_export(exported["src"], load_rules(exported["rules_path"]), KEY.encode(),
+        manifest = run_export(exported["src"], load_rules(exported["rules_path"]).bind(KEY.encode()),
                               f"file://{exported['tmp']}/exp-noise")
         assert other.execute("SELECT count(*) FROM t").fetchone() == (1,)  # still there, still its own
     assert {t["name"] for t in manifest["tables"]} == set(COUNTS)

@@ -285,8 +285,8 @@ def test_free_text_identifiers_scrub_missed_are_now_masked(base_role, new_db, tm
                     "INSERT INTO notes VALUES (%s, %s)", list(enumerate(texts)))
     rules = parse_rules("version: 1\ntables:\n  public.notes:\n    columns: {id: keep, body: scrub}\n")
     url = f"file://{tmp_path}/exp"
-    run_export(src, rules, KEY, url)
-    assert verify_and_record(open_storage(url), src, rules, KEY)["columns_checked"] == 1
+    run_export(src, rules.bind(KEY), url)
+    assert verify_and_record(open_storage(url), src, rules.bind(KEY))["columns_checked"] == 1
     out = [decode(line.split(b"\t")[1]) for line in next((tmp_path / "exp" / "data").iterdir()).read_bytes().splitlines()]
     assert not _found("\n".join(out), ["Hunter2pass", "tok3nV4lue", "10.0.0.5", "900123", "900124", "1234567", "900125"])
     assert re.fullmatch(r"prod is postgres://app:[A-Z][a-z]{5}\d[a-z]{4}@[\d.]+:5432/app, use it", out[0])
@@ -309,7 +309,7 @@ def test_a_json_key_holding_personal_data_is_never_printed(base_role, new_db, tm
         rules = parse_rules("version: 1\ntables:\n  public.teams:\n    columns: {id: keep, roles: {transform: json, "
                             f"paths: {{team: keep, {listed}}}}}}}\n")
         with pytest.raises(UncoveredValue) as err:
-            run_export(src, rules, KEY, f"file://{tmp_path}/exp")
+            run_export(src, rules.bind(KEY), f"file://{tmp_path}/exp")
         assert f"public.teams.roles: json path '{path}' is not listed" in str(err.value)
         assert key not in str(err.value) and not (tmp_path / "exp" / "manifest.json").exists()
 

@@ -28,8 +28,8 @@ class _Identity(Transform):
 def export_and_verify(dsn: str, url: str, columns: str, where: str | None = None):
     subset = f"    where: {where!r}\n" if where else ""
     rules = parse_rules(f"version: 1\ntables:\n  public.cards:\n{subset}    columns: {columns}\n")
-    manifest = run_export(dsn, rules, KEY, url)
-    return verify_export(open_storage(url), manifest, dsn, rules, KEY)
+    manifest = run_export(dsn, rules.bind(KEY), url)
+    return verify_export(open_storage(url), manifest, dsn, rules.bind(KEY))
 
 
 def test_empty_strings_are_no_leak_and_real_values_still_are(own_db, tmp_path, monkeypatch):
@@ -75,8 +75,7 @@ def test_only_exported_rows_are_sampled(own_db, tmp_path, monkeypatch):
         conn.execute("CREATE TABLE cards (id int PRIMARY KEY, holder text)")
         conn.execute("INSERT INTO cards SELECT i, 'holder ' || i FROM generate_series(2, 60, 2) i")
     columns = "{id: keep, holder: {transform: hash, length: 12}}"
-    manifest = run_export(own_db, parse_rules(f"version: 1\ntables:\n  public.cards:\n    columns: {columns}\n"),
-                          KEY, f"file://{tmp_path}/first")
+    manifest = run_export(own_db, parse_rules(f"version: 1\ntables:\n  public.cards:\n    columns: {columns}\n").bind(KEY), f"file://{tmp_path}/first")
     first = b"".join(open_storage(f"file://{tmp_path}/first").read_chunks(manifest["tables"][0]["files"][0]["path"]))
     masked = [line.split(b"\t")[1].decode() for line in first.splitlines()]
     with psycopg.connect(own_db, autocommit=True) as conn:  # rows the subset drops, holding the exported masked values

@@ -41,8 +41,8 @@ def test_export_as_read_only_role_and_seed_without_superuser(pg, sample_source, 
         as_reader = dsn_as(src, reader, password)
         before = _fingerprint(src)
         url = f"file://{tmp_path}/exp"
-        manifest = run_export(as_reader, rules, KEY.encode(), url, jobs=2)
-        verified = verify_and_record(open_storage(url), as_reader, rules, KEY.encode())
+        manifest = run_export(as_reader, rules.bind(KEY.encode()), url, jobs=2)
+        verified = verify_and_record(open_storage(url), as_reader, rules.bind(KEY.encode()))
         assert verified["columns_checked"] and verified["leak_check"] == "passed"
         assert _fingerprint(src) == before  # the export changed nothing on the source
         # The reader cannot write even if it tried: its role is read-only.

@@ -38,9 +38,9 @@ def test_units_follow_masking_work_not_rows(sample_source, rules, monkeypatch):
 
 def test_units_of_a_heavy_table_read_every_row_once(sample_source, tmp_path, rules, masking_key, monkeypatch):
     src, _ = sample_source
-    whole = run_export(src, rules, masking_key, f"file://{tmp_path}/whole")
+    whole = run_export(src, rules.bind(masking_key), f"file://{tmp_path}/whole")
     monkeypatch.setattr(export, "MIN_UNIT_ROWS", 1)
-    split = run_export(src, rules, masking_key, f"file://{tmp_path}/split", jobs=2)
+    split = run_export(src, rules.bind(masking_key), f"file://{tmp_path}/split", jobs=2)
     files = {t["name"]: t["files"] for t in split["tables"]}
     assert len(files["public.users"]) >= 3 and len(files["public.events"]) > 1
     assert {t["name"]: t["rows"] for t in split["tables"]} == {t["name"]: t["rows"] for t in whole["tables"]}

@@ -90,8 +90,8 @@ def attempt(dsn: str, typ: str, rule: dict, nullable: bool = True, unique: bool 
             cur.executemany("INSERT INTO src VALUES (%s, 'Ann', 'Lee', %s)", list(enumerate(values)))
         conn.execute("CREATE TABLE out (LIKE src INCLUDING INDEXES)")
         catalog = load_catalog(conn)
-        problems = [p.message for p in check(catalog, rules, KEY).problems if p.table == "public.src"]
-        masker = TableMasker(catalog.table("public.src"), rules, KEY)
+        problems = [p.message for p in check(catalog, rules.bind(KEY)).problems if p.table == "public.src"]
+        masker = TableMasker(catalog.table("public.src"), rules.bind(KEY))
         try:
             with conn.cursor().copy("COPY src TO STDOUT") as copy:
                 lines = [masker.mask_line(bytes(r)[:-1]) + b"\n" for r in copy]

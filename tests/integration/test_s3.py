@@ -6,21 +6,23 @@ import pytest
 from prodclone.errors import ExportError
 from prodclone.export import MANIFEST, run_export, verify_and_record
 from prodclone.seed import seed
-from prodclone.storage import open_storage
+from prodclone.storage import StorageTarget, open_storage
 from support import rows
 
 
 def test_export_to_s3_and_seed_from_it(sample_source, new_db, s3, rules, masking_key):
     opts, bucket = s3
     url = f"s3://{bucket}/nightly/run1"
-    manifest = run_export(sample_source[0], rules, masking_key, url, jobs=2, s3_options=opts)
+    target = StorageTarget(url, opts)
+    assert opts["aws_secret_access_key"] not in repr(target)  # credentials travel with it, never shown
+    manifest = run_export(sample_source[0], rules.bind(masking_key), target, jobs=2)
     keys = {o["Key"] for o in boto3.client("s3", **opts).list_objects_v2(Bucket=bucket)["Contents"]}
     assert f"nightly/run1/{MANIFEST}" in keys and "nightly/run1/schema/pre-data.sql" in keys
-    verify_and_record(open_storage(url, opts), sample_source[0], rules, masking_key)
-    target = new_db("pct_s3")
-    result = seed(url, target, s3_options=opts)
+    verify_and_record(open_storage(target), sample_source[0], rules.bind(masking_key))
+    base = new_db("pct_s3")
+    result = seed(target, base)
     assert result.rows == manifest["totals"]["rows"]
-    assert rows(target, "SELECT count(*) FROM users")[0][0] == sample_source[1]["users"]
+    assert rows(base, "SELECT count(*) FROM users")[0][0] == sample_source[1]["users"]
 
 
 def test_bucket_failure_mid_export_aborts_uploads_and_writes_no_manifest(sample_source, s3, rules, masking_key, monkeypatch):
@@ -38,8 +40,8 @@ def test_bucket_failure_mid_export_aborts_uploads_and_writes_no_manifest(sample_
 
     monkeypatch.setattr(storage._S3Writer, "close", failing_close)
     with pytest.raises(ExportError, match="uploading s3://"):
-        run_export(sample_source[0], rules, masking_key, f"s3://{bucket}/x", s3_options=opts)
-    st = open_storage(f"s3://{bucket}/x", opts)
+        run_export(sample_source[0], rules.bind(masking_key), StorageTarget(f"s3://{bucket}/x", opts))
+    st = open_storage(StorageTarget(f"s3://{bucket}/x", opts))
     assert not st.exists(MANIFEST)
     assert boto3.client("s3", **opts).list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 

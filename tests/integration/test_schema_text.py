@@ -63,8 +63,8 @@ def own_db(base_role, new_db):
 def _export(src: str, tmp_path, rules_yaml: str = RULES) -> str:
     url = f"file://{tmp_path}/exp"
     rules = parse_rules(rules_yaml)
-    run_export(src, rules, KEY, url, overwrite=True)
-    verify_and_record(open_storage(url), src, rules, KEY)
+    run_export(src, rules.bind(KEY), url, overwrite=True)
+    verify_and_record(open_storage(url), src, rules.bind(KEY))
     return url
 
 

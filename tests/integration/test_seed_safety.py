@@ -316,8 +316,8 @@ def test_a_tampered_schema_file_is_refused_before_anything_runs(base_role, new_d
     from prodclone.storage import open_storage
 
     url = f"file://{tmp_path}/exp"
-    run_export(sample_source[0], rules, masking_key, url)
-    verify_and_record(open_storage(url), sample_source[0], rules, masking_key)
+    run_export(sample_source[0], rules.bind(masking_key), url)
+    verify_and_record(open_storage(url), sample_source[0], rules.bind(masking_key))
     name = dbname_of(new_db("pct_tamper"))
     seed(url, base_role(name))
     with psycopg.connect(base_role(name), autocommit=True) as c:

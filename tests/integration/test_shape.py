@@ -44,8 +44,8 @@ def source_and_base(pg, tmp_path_factory):
         conn.execute("UPDATE users SET phone = '+1-202-555-0142' WHERE id %% 100 < %s", (round(SHARE * 100),))
     rules, key = load_rules(RULES), b"shape-key-" + b"s" * 32
     url = f"file://{tmp_path_factory.mktemp('shape')}/export"
-    run_export(source, rules, key, url, jobs=2)
-    verify_and_record(open_storage(url), source, rules, key)
+    run_export(source, rules.bind(key), url, jobs=2)
+    verify_and_record(open_storage(url), source, rules.bind(key))
     seed(url, base)
     for dsn in (source, base):
         with psycopg.connect(dsn, autocommit=True) as conn:

@@ -33,7 +33,7 @@ def leaky_export(sample_source, tmp_path, rules, masking_key, monkeypatch):
     monkeypatch.setitem(REGISTRY, "broken_identity", _Identity)
     rules.tables["public.users"].columns["phone"] = {"transform": "broken_identity"}
     url = f"file://{tmp_path}/leaky"
-    run_export(sample_source[0], rules, masking_key, url)
+    run_export(sample_source[0], rules.bind(masking_key), url)
     return url, tmp_path / "leaky" / MANIFEST
 
 
@@ -49,7 +49,7 @@ def test_a_failed_leak_check_records_nothing_and_seed_refuses_it(leaky_export, s
                                                                   base_role, new_db, pg, capsys):
     url, manifest_file = leaky_export
     with pytest.raises(LeakError, match=r"public\.users\.phone"):
-        verify_and_record(open_storage(url), sample_source[0], rules, masking_key)
+        verify_and_record(open_storage(url), sample_source[0], rules.bind(masking_key))
     manifest = json.loads(manifest_file.read_text())
     assert manifest["complete"] and "verified" not in manifest  # complete, but never verified
     target = _base(base_role, new_db)
@@ -95,8 +95,8 @@ def test_a_passing_verification_is_recorded_and_seeds(sample_source, tmp_path, r
 def test_a_manifest_changed_after_verification_or_reverified_as_failing_is_refused(
         sample_source, tmp_path, rules, masking_key, base_role, new_db):
     url = f"file://{tmp_path}/ok"
-    run_export(sample_source[0], rules, masking_key, url)
-    verify_and_record(open_storage(url), sample_source[0], rules, masking_key)
+    run_export(sample_source[0], rules.bind(masking_key), url)
+    verify_and_record(open_storage(url), sample_source[0], rules.bind(masking_key))
     path = tmp_path / "ok" / MANIFEST
     good = path.read_text()
     edited = json.loads(good)
@@ -109,7 +109,7 @@ def test_a_manifest_changed_after_verification_or_reverified_as_failing_is_refus
     other = load_rules(RULES)
     other.digest = "0" * 64
     with pytest.raises(ExportError, match="other masking rules"):
-        verify_and_record(open_storage(url), sample_source[0], other, masking_key)
+        verify_and_record(open_storage(url), sample_source[0], other.bind(masking_key))
     assert "verified" in json.loads(path.read_text())
     # A later verification that fails withdraws the earlier pass (here: a data file no longer matches).
     victim = next((tmp_path / "ok" / "data").glob("public.orders.*.copy"))
@@ -117,7 +117,7 @@ def test_a_manifest_changed_after_verification_or_reverified_as_failing_is_refus
     data[10] ^= 1
     victim.write_bytes(bytes(data))
     with pytest.raises(ExportError, match="does not match the manifest"):
-        verify_and_record(open_storage(url), sample_source[0], rules, masking_key)
+        verify_and_record(open_storage(url), sample_source[0], rules.bind(masking_key))
     assert "verified" not in json.loads(path.read_text())
     with pytest.raises(SeedError, match="has not passed verification"):
         seed(url, _base(base_role, new_db))

@@ -22,7 +22,7 @@ def test_without_the_kernel_the_python_path_masks_and_says_so_once(monkeypatch, 
     _missing(monkeypatch)
     assert not kernel.enabled() and "masking runs in Python" in kernel.status()
     table = Table("public.t", "table", [Column(c, "text", False) for c in ("id", "email", "name")])
-    m = rewriter.TableMasker(table, parse_rules(RULES), b"k" * 40)
+    m = rewriter.TableMasker(table, parse_rules(RULES).bind(b"k" * 40))
     assert m.kernel is None
     out = m.mask_block(b"1\ta@b.c\tAnn\n2\t\\N\tBob\n")
     assert out.count(b"\n") == 2 and b"a@b.c" not in out and b"\tAnn" not in out and b"\t\\N\t" in out

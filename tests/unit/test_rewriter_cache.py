@@ -37,7 +37,7 @@ def test_the_budget_is_shared_by_the_tables_cached_columns(monkeypatch):
     monkeypatch.setattr(rewriter, "CACHE_BYTES", 3000)
     rules = parse_rules("version: 1\ntables:\n  public.t:\n    columns: {a: hash, b: redact, c: keep, "
                         "d: {transform: faker, provider: first_name, unique: true}}\n")
-    m = rewriter.TableMasker(Table("public.t", "table", [Column(c, "text", False) for c in "abcd"]), rules, b"k" * 40)
+    m = rewriter.TableMasker(Table("public.t", "table", [Column(c, "text", False) for c in "abcd"]), rules.bind(b"k" * 40))
     m.mask_line(b"x" * 700 + b"\t" + b"y" * 700 + b"\tz\tw")
     caches = [fn.cache for _, fn, _ in m.simple if hasattr(fn, "cache")]
     assert len(caches) == 2  # keep is not masked, unique tags every value: neither is cached
@@ -52,7 +52,7 @@ def test_peak_memory_stays_flat_with_800_values_of_512_kb():
 
         rules = parse_rules("version: 1\\ntables:\\n  public.t:\\n    columns: {id: keep, body: redact}\\n")
         m = TableMasker(Table("public.t", "table", [Column("id", "int", True), Column("body", "text", False)]),
-                        rules, b"k" * 40)
+                        rules.bind(b"k" * 40))
         for i in range(800):
             m.mask_line(b"%d\\t" % i + (b"%06d" % i) * (512 * 1024 // 6))
         # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child forked from a big pytest

@@ -116,7 +116,7 @@ def test_leak_check_finds_originals_embedded_anywhere_in_scrubbed_text():
                                         Column("notes", "text[]", False, base_type="text[]")])
     rules = parse_rules("version: 1\ntables:\n  public.t:\n    columns: {id: keep, remarks: scrub, "
                         "notes: {transform: elements, rule: scrub}}\n")
-    masker = TableMasker(table, rules, KEY)
+    masker = TableMasker(table, rules.bind(KEY))
     originals = {1: _originals(masker.transforms["remarks"], {b"mail ann@corp.com or 415-555-0123", b"nothing"}),
                  2: _originals(masker.transforms["notes"], {b'{"ping bob@corp.com",NULL}'})}
     assert originals[1][""] == {b"ann@corp.com", b"415-555-0123"} and originals[2]["[*]"] == {b"bob@corp.com"}

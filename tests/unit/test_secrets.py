@@ -9,7 +9,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from prodclone.db import UNPARSABLE, redact_dsn
 from prodclone.masking import keys
-from prodclone.masking.rules import build_transform
+from prodclone.masking.rules import build_transform, parse_rules
 from prodclone.masking.transforms import Context
 
 SECRET = "correct horse battery staple"
@@ -61,6 +61,19 @@ def test_the_whole_masking_key_counts():
     for spec in ({"transform": "email"}, {"transform": "hash"}, {"transform": "faker", "provider": "first_name"}):
         masked = [build_transform(spec, Context(key=key), where="t.c")(b"jane.doe@example.com") for key in (a, b)]
         assert masked[0] != masked[1], spec
+
+
+def test_a_bound_masking_shows_no_key_and_derives_what_it_always_did():
+    key = b"x" * 40
+    masking = parse_rules("version: 1\ntables: {}\n").bind(key)
+    for shown in (repr(masking), repr(masking.context()), str(masking)):
+        assert "xxxx" not in shown
+    # Pinned from before sub-keys went through keys.derive alone: manifests and masked bytes must not change.
+    assert masking.fingerprint == keys.fingerprint(key) == "e7d761d39066"
+    assert keys.derive(key, "scope").hex() == "d8e78fa76a780001a8b16870fc9f645b6b7cdfaee151aca19a108acb431c7388"
+    assert parse_rules("version: 1\ntables: {}\n").bind(b"y" * 40).fingerprint != masking.fingerprint
+    # Steps that mask nothing they keep (coverage on its own, the frozen plan) need no key: each gets a fresh one.
+    assert masking.rules.throwaway().fingerprint != masking.rules.throwaway().fingerprint
 
 
 def test_file_exports_are_private(tmp_path, monkeypatch):

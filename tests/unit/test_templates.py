@@ -16,7 +16,7 @@ def _masker(columns: dict[str, str], table: str = "public.people") -> TableMaske
     """A masker for a text-only table whose rules are ``columns`` (column -> YAML flow rule), in that order."""
     body = ", ".join(f"{c}: {r}" for c, r in columns.items())
     rules = parse_rules(f"version: 1\ntables:\n  {table}:\n    columns: {{{body}}}\n")
-    return TableMasker(Table(table, "table", [Column(c, "text", False) for c in columns]), rules, KEY)
+    return TableMasker(Table(table, "table", [Column(c, "text", False) for c in columns]), rules.bind(KEY))
 
 
 def _row(masker: TableMasker, **values: str) -> dict[str, str]:

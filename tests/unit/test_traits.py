@@ -173,7 +173,7 @@ def test_a_new_transform_is_handled_by_its_traits(blank):
     catalog = Catalog({"public.users": users, "public.orders": orders}, [])
     rules = parse_rules("version: 1\ntables:\n  public.users:\n    where: id < 10\n    columns: {id: keep, email: email}\n"
                         "  public.orders:\n    columns: {id: keep, email: blank_for_test, note: blank_for_test}\n")
-    problems = {p.column: p.message for p in check(catalog, rules).problems}
+    problems = {p.column: p.message for p in check(catalog, rules.bind(KEY)).problems}
     # NOT NULL refuses it; the FK column masked to NULL needs no matching rule, and subsetting drops the FK.
     assert problems == {"note": "column is NOT NULL; 'blank_for_test' emits NULL, which would fail the load"}
     assert Subsetter(catalog, rules).filter_sql("public.orders") is None

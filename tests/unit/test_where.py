@@ -12,7 +12,7 @@ from prodclone.masking import where
 from prodclone.masking.coverage import check
 from prodclone.masking.rules import parse_rules
 from prodclone.storage import open_storage
-from support import rows
+from support import KEY, rows
 
 DROP_VICTIM = "true)) TO STDOUT; COMMIT; DROP TABLE victim; --"
 UNION_EMAILS = "true) UNION ALL SELECT id+1000, 'x@example.com', email FROM people WHERE (true"
@@ -98,10 +98,10 @@ def _people():
 def test_coverage_refuses_a_where_naming_another_column():
     r = parse_rules("version: 1\ntables:\n  public.people:\n    where: \"lower(email) = 'a' and secret > 0\"\n"
                     "    columns: {id: keep, email: email}\n")
-    report = check(_people(), r)
+    report = check(_people(), r.bind(KEY.encode()))
     assert [(p.table, p.column, p.kind) for p in report.problems] == [("public.people", "secret", "unknown-column")]
     r.tables["public.people"].where = "lower(email) = 'a'"
-    assert check(_people(), r).ok
+    assert check(_people(), r.bind(KEY.encode())).ok
 
 
 # --- Real exports: the attacks do no harm, and the subset stays what it says.
@@ -147,7 +147,7 @@ def test_an_attack_slipped_past_the_loader_moves_nothing(attack_source, tmp_path
     rules.tables["public.people"].where = attack  # as if set in code, bypassing the rules file check
     url = f"file://{tmp_path}/exp"
     with pytest.raises(CoverageError) as err:  # coverage re-checks every where before anything moves
-        run_export(attack_source, rules, masking_key, url)
+        run_export(attack_source, rules.bind(masking_key), url)
     assert "[invalid] public.people: where " in str(err.value)
     assert rows(attack_source, "SELECT count(*) FROM victim") == [(1,)]
     assert not open_storage(url).exists("manifest.json") and _exported_bytes(url) == b""
@@ -157,12 +157,12 @@ def test_subset_reads_built_ins_only_and_exports_masked_rows(attack_source, tmp_
     rules = parse_rules(RULES)
     url = f"file://{tmp_path}/even"
     rules.tables["public.people"].where = "id % 2 = 0"
-    by = {t["name"]: t for t in run_export(attack_source, rules, masking_key, url)["tables"]}
+    by = {t["name"]: t for t in run_export(attack_source, rules.bind(masking_key), url)["tables"]}
     assert by["public.people"]["rows"] == 20 and by["public.people"]["where"] == "id % 2 = 0"
     data = _exported_bytes(url)
     assert b"@corp.test" not in data and b"\tcalm\n" in data  # masked; the enum column copies fine
     # public.lower(varchar) would say 'hit' for every row; the export resolves lower() in pg_catalog.
     rules.tables["public.people"].where = "lower(email) = 'hit'"
-    manifest = run_export(attack_source, rules, masking_key, f"file://{tmp_path}/shadow")
+    manifest = run_export(attack_source, rules.bind(masking_key), f"file://{tmp_path}/shadow")
     assert {t["name"]: t["rows"] for t in manifest["tables"]} == {"public.people": 0, "public.victim": 1}
     assert rows(attack_source, "SELECT count(*) FROM people WHERE lower(email) = 'hit'") == [(40,)]  # the shadow is real

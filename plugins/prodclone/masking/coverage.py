@@ -11,13 +11,10 @@ from prodclone.catalog import Catalog, Column, Table, column_name
 from prodclone.errors import CoverageError, RulesError
 from prodclone.masking import where as where_clause
 from prodclone.masking.detect import element_column, suggest
-from prodclone.masking.rules import Rules, build_transform
-from prodclone.masking.transforms import Transform, trait
+from prodclone.masking.rules import Masking, build_transform
+from prodclone.masking.transforms import Context, Transform, trait
 from prodclone.masking.transforms.outputs import TEXT, Output
 from prodclone.masking.transforms.template import render_order
-
-# A fixed key for validation only: building a transform needs one; no data moves.
-_CHECK_KEY = b"prodclone-rules-check-key-not-a-secret"
 
 
 @dataclass
@@ -57,8 +54,9 @@ class Report:
             raise CoverageError(f"masking rules do not cover the source: {names}", self.text())
 
 
-def check(catalog: Catalog, rules: Rules, key: bytes | None = None) -> Report:
-    """``key``: build transforms with the real key, so an export reuses the pools built here."""
+def check(catalog: Catalog, masking: Masking) -> Report:
+    """Transforms are built (pools too) with ``masking``'s key: an export's own, so it reuses them."""
+    rules, ctx = masking.rules, masking.context()
     report = Report()
     for tname, table in catalog.tables.items():
         rule = rules.tables.get(tname)
@@ -77,7 +75,7 @@ def check(catalog: Catalog, rules: Rules, key: bytes | None = None) -> Report:
                 s, why = suggest(col, is_key=col.name in keys)
                 report.problems.append(Problem(tname, col.name, "uncovered", f"{col.type}: no rule ({why})", s))
                 continue
-            t, err = _build(spec, rules, key or _CHECK_KEY, where=column_name(tname, col.name))
+            t, err = _build(spec, ctx, where=column_name(tname, col.name))
             err = err or _check_rule(t, spec, col)
             if err:
                 report.problems.append(Problem(tname, col.name, "invalid", err))
@@ -159,10 +157,10 @@ def _canon(spec: dict) -> str:
     return json.dumps({k: v for k, v in spec.items() if k not in drop}, sort_keys=True)
 
 
-def _build(spec: dict, rules: Rules, key: bytes, where: str) -> tuple[Transform | None, str | None]:
+def _build(spec: dict, ctx: Context, where: str) -> tuple[Transform | None, str | None]:
     """The rule's transform, or why it cannot be built."""
     try:
-        return build_transform(spec, rules.context(key), where=where), None
+        return build_transform(spec, ctx, where=where), None
     except RulesError as exc:
         return None, str(exc).removeprefix(where + ": ")
 
@@ -261,7 +259,7 @@ def _kinds(types: frozenset[str]) -> str:
     return "text" + (f" ({', '.join(rest)} too)" if rest else " only")
 
 
-def ensure_covered(catalog: Catalog, rules: Rules, key: bytes | None = None) -> Report:
-    report = check(catalog, rules, key)
+def ensure_covered(catalog: Catalog, masking: Masking) -> Report:
+    report = check(catalog, masking)
     report.raise_if_failed()
     return report

@@ -38,14 +38,14 @@ def _root(key: bytes) -> bytes:
     return hashlib.blake2b(key, digest_size=64, person=b"prodclone-root").digest()
 
 
+def derive(key: bytes, scope: str, size: int = 32) -> bytes:
+    """Every sub-key, from the whole key: one per ``scope`` (a transform's configuration, so equal configs
+    give equal outputs and joins survive across tables; different scopes are independent)."""
+    return hashlib.blake2b(scope.encode(), key=_root(key), digest_size=size).digest()
+
+
 def fingerprint(key: bytes) -> str:
-    return hashlib.blake2b(b"prodclone-key-fingerprint", key=_root(key), digest_size=6).hexdigest()
-
-
-def derive(key: bytes, scope: str) -> bytes:
-    """A sub-key per transform configuration: equal configs give equal outputs
-    (joins survive across tables), different configs are independent."""
-    return hashlib.blake2b(scope.encode(), key=_root(key), digest_size=32).digest()
+    return derive(key, "prodclone-key-fingerprint", size=6).hex()
 
 
 def h64(subkey: bytes, value: bytes) -> int:

@@ -30,7 +30,7 @@ from prodclone.db import connect_source, pin_search_path
 from prodclone.errors import ExportError, LeakError
 from prodclone.masking.copytext import NULL
 from prodclone.masking.rewriter import TableMasker
-from prodclone.masking.rules import Rules
+from prodclone.masking.rules import Masking
 from prodclone.subset import Subsetter
 
 
@@ -61,7 +61,7 @@ def _sample(conn, table: Table, column: str, n: int, where: sql.Composable | Non
         return {bytes(row)[:-1] for row in copy}
 
 
-def verify_export(storage, manifest: dict, source_dsn: str | None, rules: Rules, key: bytes,
+def verify_export(storage, manifest: dict, source_dsn: str | None, masking: Masking,
                   sample_size: int = 500) -> VerifyReport:
     """Check files against the manifest; with ``source_dsn``, also the leak check."""
     report = VerifyReport()
@@ -70,13 +70,13 @@ def verify_export(storage, manifest: dict, source_dsn: str | None, rules: Rules,
     if source_dsn:
         with connect_source(source_dsn) as conn:
             catalog = load_catalog(conn)
-            subsetter = Subsetter(catalog, rules)
+            subsetter = Subsetter(catalog, masking.rules)
             pin_search_path(conn)  # the subset filter resolves names as it did in the export
             for t in manifest["tables"]:
                 table = catalog.tables.get(t["name"])
                 if table is None or not t["files"]:
                     continue
-                masker = maskers[t["name"]] = TableMasker(table, rules, key)
+                masker = maskers[t["name"]] = TableMasker(table, masking)
                 where = subsetter.filter_sql(t["name"])
                 exported = sum(f["rows"] for f in t["files"])
                 cols = {}

@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 from prodclone.catalog import Table, column_name
 from prodclone.errors import RulesError, UncoveredValue
-from prodclone.masking import kernel, keys
+from prodclone.masking import kernel
 from prodclone.masking.copytext import NULL
-from prodclone.masking.rules import Rules, build_transform
+from prodclone.masking.rules import Masking, build_transform
 from prodclone.masking.transforms import Transform
 from prodclone.masking.transforms.template import render_order
 
@@ -48,32 +48,34 @@ class TableMasker:
     _built: dict[tuple, TableMasker] = {}
 
     @classmethod
-    def shared(cls, table: Table, rules: Rules, key: bytes) -> TableMasker:
+    def shared(cls, table: Table, masking: Masking) -> TableMasker:
         """One masker per table, rules and key in a process: the units of a split table (and a worker's next
         unit) reuse its pools, compiled rules and caches instead of building them again."""
+        rules = masking.rules
         rule = rules.tables.get(table.name)
         specs = json.dumps(rule.columns if rule else None, sort_keys=True, default=str)  # the rules as they are now
         ident = (table.name, tuple((c.name, c.type) for c in table.columns), specs, rules.locale, rules.pool_size,
-                 keys.fingerprint(key), kernel.enabled())
+                 masking.fingerprint, kernel.enabled())
         if ident not in cls._built:
             if len(cls._built) >= 32:
                 cls._built.clear()
-            cls._built[ident] = cls(table, rules, key)
+            cls._built[ident] = cls(table, masking)
         return cls._built[ident]
 
-    def __init__(self, table: Table, rules: Rules, key: bytes):
-        rule = rules.tables.get(table.name)
+    def __init__(self, table: Table, masking: Masking):
+        rule = masking.rules.tables.get(table.name)
         if rule is None:
             raise RulesError(f"no rules for table {table.name}")
         self.table = table
         self.columns = [c.name for c in table.columns]
         index = {name: i for i, name in enumerate(self.columns)}
         self.transforms: dict[str, Transform] = {}
+        ctx = masking.context()
         for col in table.columns:
             spec = rule.columns.get(col.name)
             if spec is None:
                 raise RulesError(f"{table.name}.{col.name} ({col.type}) has no rule")
-            self.transforms[col.name] = build_transform(spec, rules.context(key), where=f"{table.name}.{col.name}")
+            self.transforms[col.name] = build_transform(spec, ctx, where=f"{table.name}.{col.name}")
         # Per value, in any order; unique transforms tag every value, so a cache would never hit.
         per_value = {n: t for n, t in self.transforms.items() if t.masks and not t.row_level}
         share = CACHE_BYTES // max(1, sum(not t.unique for t in per_value.values()))

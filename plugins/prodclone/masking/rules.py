@@ -6,7 +6,9 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import secrets
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import jsonschema
@@ -14,6 +16,7 @@ import jsonschema
 from prodclone import yamlsource
 from prodclone.catalog import QUALIFIED_PATTERN, qualified_name, split_qualified
 from prodclone.errors import RulesError
+from prodclone.masking import keys
 from prodclone.masking import where as where_clause
 from prodclone.masking.detect import TEXT_FINDINGS
 from prodclone.masking.transforms import REGISTRY, Context, Transform
@@ -134,8 +137,36 @@ class Rules:
     source: str = "<rules>"
     schema: SchemaRules = field(default_factory=SchemaRules)
 
-    def context(self, key: bytes) -> Context:
-        return Context(key=key, locale=self.locale, pool_size=self.pool_size)
+    def bind(self, key: bytes) -> Masking:
+        return Masking(self, key)
+
+    def throwaway(self) -> Masking:
+        """Bound to a random key, for steps that check but write nothing masked (coverage in a task of its
+        own, the frozen plan, `rules check` without a key): they need no secret, and what fits does not
+        depend on the key."""
+        return Masking(self, secrets.token_bytes(32))
+
+
+@dataclass(frozen=True, eq=False)
+class Masking:
+    """The rules bound to the masking key: what masks, checks and verifies an export. The key stays inside
+    (never in a repr); transforms derive their sub-keys from it (keys.derive), and only its fingerprint leaves."""
+
+    rules: Rules
+    _key: bytes = field(repr=False)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return keys.fingerprint(self._key)
+
+    def context(self) -> Context:
+        return Context(key=self._key, locale=self.rules.locale, pool_size=self.rules.pool_size)
+
+    def table(self, table):
+        """The TableMasker of ``table`` (a catalog Table), shared in this process (TableMasker.shared)."""
+        from prodclone.masking.rewriter import TableMasker  # (rewriter imports this module)
+
+        return TableMasker.shared(table, self)
 
 
 def _normalize_nulls(data) -> None:

@@ -16,7 +16,7 @@ from prodclone.catalog import Catalog, Table, column_name, load_catalog
 from prodclone.db import connect_source, pin_search_path
 from prodclone.masking.copytext import NULL
 from prodclone.masking.rewriter import TableMasker
-from prodclone.masking.rules import Rules
+from prodclone.masking.rules import Masking
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,11 @@ def sample_lines(conn, table: Table, columns: list[str], rows: int = SAMPLE_ROWS
         return [bytes(r)[:-1] for r in copy]
 
 
-def table_shapes(conn, table: Table, rules: Rules, key: bytes, rows: int = SAMPLE_ROWS) -> list[ColumnReport]:
+def table_shapes(conn, table: Table, masking: Masking, rows: int = SAMPLE_ROWS) -> list[ColumnReport]:
     """Every masked column of ``table`` (but those a rule empties on purpose): source and masked statistics
     over one sample of rows."""
-    masker = TableMasker(table, rules, key)
-    if masker.passthrough or rules.tables[table.name].skip:
+    masker = TableMasker(table, masking)
+    if masker.passthrough or masking.rules.tables[table.name].skip:
         return []
     lines = sample_lines(conn, table, masker.columns, rows)
     if not lines:
@@ -136,12 +136,12 @@ def table_shapes(conn, table: Table, rules: Rules, key: bytes, rows: int = SAMPL
     return out
 
 
-def check_shapes(conn, catalog: Catalog, rules: Rules, key: bytes, rows: int = SAMPLE_ROWS) -> list[ColumnReport]:
-    return [r for name in sorted(catalog.tables) if name in rules.tables
-            for r in table_shapes(conn, catalog.tables[name], rules, key, rows)]
+def check_shapes(conn, catalog: Catalog, masking: Masking, rows: int = SAMPLE_ROWS) -> list[ColumnReport]:
+    return [r for name in sorted(catalog.tables) if name in masking.rules.tables
+            for r in table_shapes(conn, catalog.tables[name], masking, rows)]
 
 
-def export_statistics(source_dsn: str, manifest: dict, rules: Rules, key: bytes, rows: int = SAMPLE_ROWS) -> dict:
+def export_statistics(source_dsn: str, manifest: dict, masking: Masking, rows: int = SAMPLE_ROWS) -> dict:
     """The verify step's comparison, for the tables ``manifest`` exported: per masked column, the figures of
     one source sample before and after masking with the export's own rules and key (so exactly what the export
     wrote for those rows). Columns out of bounds are warnings: logged and recorded, never a failure."""
@@ -150,8 +150,8 @@ def export_statistics(source_dsn: str, manifest: dict, rules: Rules, key: bytes,
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         catalog = load_catalog(conn)
         pin_search_path(conn)
-        reports = [r for name in sorted(exported & set(catalog.tables)) if name in rules.tables
-                   for r in table_shapes(conn, catalog.tables[name], rules, key, rows)]
+        reports = [r for name in sorted(exported & set(catalog.tables)) if name in masking.rules.tables
+                   for r in table_shapes(conn, catalog.tables[name], masking, rows)]
     outside = {r.column: list(r.problems) for r in reports if r.problems}
     for r in reports:
         if r.problems:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from prodclone.masking import keys
@@ -42,7 +42,9 @@ def trait(spec, name: str):
 
 @dataclass
 class Context:
-    key: bytes
+    """What a transform is built with; the engine makes it from a bound Masking (rules.Masking.context)."""
+
+    key: bytes = field(repr=False)
     locale: str = "en_US"
     pool_size: int = 1024
 
