@@ -43,7 +43,8 @@ class FakerTransform(Transform):
         where = (self.spec["provider"], self.spec.get("args", {}), self.spec.get("locale", self.ctx.locale),
                  self.spec.get("pool_size", self.ctx.pool_size), self.subkey)
         self.pool = text_pool(*where)
-        self.variants = None if self.spec.get("pool_only") else text_variants(*where)
+        # fit_length draws from the pool's words alone: no variants to build (the vocabulary's Faker draws are slow)
+        self.variants = None if self.spec.get("pool_only") or self.spec.get("fit_length") else text_variants(*where)
         self._members = None
         self.words = None
         if self.spec.get("fit_length"):
