@@ -158,6 +158,25 @@ def test_card_numbers_at_every_length_and_grouping_match_python():
     assert len(one.mask_block(b"4111111111111111\n4111-1111-1111-1111\n")) == 37 and handed_back == []
 
 
+def test_fitted_text_at_every_length_with_escapes_matches_python_and_stays_in_the_kernel():
+    fast, slow = maskers(("{transform: faker, provider: paragraph, fit_length: true}",))
+    rows = [("x" * n).encode() for n in range(0, 90)] + [b"a\\nb\\x41\\x4g\\101\\7\\\\\\\xc3\xa9" * k for k in range(1, 60, 7)]
+    rows += ["日本 \\é".encode() * 300, b"\\", b"\\x", b"\\N", b"\x01\x7f"]
+    block = b"".join(r + b"\n" for r in rows)
+    assert fast.mask_block(block) == b"".join(slow.mask_line(r) + b"\n" for r in rows)
+    spec = fast.transforms["c0"].native()
+    handed_back = []
+    one = kernel._kernel.Masker(((spec[0], False, *spec[1:], handed_back.append),))
+    assert one.mask_block(block) == fast.mask_block(block) and handed_back == []
+    assert outcome(one.mask_block, b"\xff\n")[0] == "error" and handed_back == [b"\xff"]  # Python's to refuse
+
+
+def test_fit_length_with_words_the_kernel_cannot_capitalize_stays_in_python():
+    fast, _ = maskers(("{transform: faker, provider: city, locale: fr_FR, fit_length: true}",))
+    words = fast.transforms["c0"].words
+    assert any(not w.isascii() for w in words) and fast.transforms["c0"].native() is None
+
+
 def test_a_table_of_keep_rules_passes_through_the_kernel_untouched():
     block = b"a\t\\N\t\\\\x\n\n\xff\xfe\n"
     assert kernel.passthrough().mask_block(block) == block

@@ -161,7 +161,7 @@ static void keccak_f(uint64_t a[25]) { /* lanes a[x + 5y] */
 
 #define SHAKE256_RATE 136
 
-/* The first outlen (<= 136) bytes of SHAKE256(a || b || c). */
+/* The first outlen bytes of SHAKE256(a || b || c). */
 static void shake256(const uint8_t *parts[3], const size_t lens[3], uint8_t *out, size_t outlen) {
     uint64_t st[25] = {0};
     uint8_t block[SHAKE256_RATE];
@@ -186,8 +186,14 @@ static void shake256(const uint8_t *parts[3], const size_t lens[3], uint8_t *out
     block[fill] ^= 0x1f;
     block[SHAKE256_RATE - 1] ^= 0x80;
     for (int i = 0; i < SHAKE256_RATE / 8; i++) st[i] ^= load64(block + 8 * i);
-    keccak_f(st);
-    for (size_t i = 0; i < outlen; i++) out[i] = (uint8_t)(st[i >> 3] >> (8 * (i & 7)));
+    for (;;) {
+        keccak_f(st);
+        size_t n = outlen < SHAKE256_RATE ? outlen : SHAKE256_RATE;
+        for (size_t i = 0; i < n; i++) out[i] = (uint8_t)(st[i >> 3] >> (8 * (i & 7)));
+        out += n;
+        outlen -= n;
+        if (!outlen) return;
+    }
 }
 
 /* ---------------- output buffer ---------------- */
@@ -281,7 +287,7 @@ static int put_decimal(Buf *b, uint64_t v, int width) { /* str(v).zfill(width) *
 
 /* ---------------- columns ---------------- */
 
-enum { K_KEEP, K_CALL, K_CONST, K_HASH, K_PICK, K_VARIANTS, K_EMAIL, K_JSON, K_CARD };
+enum { K_KEEP, K_CALL, K_CONST, K_HASH, K_PICK, K_VARIANTS, K_EMAIL, K_JSON, K_CARD, K_FIT };
 enum { F_HEX, F_DIGITS, F_UUID };
 enum { S_DIGITS, S_IP, S_WORD };
 
@@ -305,13 +311,14 @@ typedef struct Col {
     int mask_nulls, unique;
     PyObject *fn;    /* K_CALL */
     PyObject *data;  /* K_CONST: bytes; K_HASH: prefix; K_PICK: pool tuple; K_EMAIL: (firsts, lasts, domains);
-                        K_CARD: the sub-key */
+                        K_FIT: the words */
+    PyObject *key;   /* K_CARD, K_FIT: the sub-key */
     int fmt, length; /* K_HASH */
     B2Key h64, tag, wide; /* wide: 32 bytes (hash) or 64 (variants) */
     int nframes;
     Frame *frames;
     struct JTree *tree; /* K_JSON; fn is then the Python transform, for documents the kernel leaves to it
-                           (K_CARD: for values that are not a grouped number of 12-19 digits) */
+                           (K_CARD, K_FIT: for the values they leave) */
 } Col;
 
 /* json paths: the rules' paths as a trie. A node is a path; its rule, and its children by key and [*]. */
@@ -492,8 +499,8 @@ static int do_card(Col *c, const char *v, size_t len, Buf *out) {
     if (nd < 12) return HAND_BACK;
     char text[19];
     for (size_t i = 0; i < nd; i++) text[i] = (char)('0' + digits[i]);
-    const uint8_t *parts[3] = {(const uint8_t *)PyBytes_AS_STRING(c->data), (const uint8_t *)"card", (const uint8_t *)text};
-    const size_t lens[3] = {(size_t)PyBytes_GET_SIZE(c->data), 5, nd}; /* "card\0" */
+    const uint8_t *parts[3] = {(const uint8_t *)PyBytes_AS_STRING(c->key), (const uint8_t *)"card", (const uint8_t *)text};
+    const size_t lens[3] = {(size_t)PyBytes_GET_SIZE(c->key), 5, nd}; /* "card\0" */
     shake256(parts, lens, stream, nd - 2);
     for (size_t i = 1; i + 1 < nd; i++) digits[i] = (uint8_t)((digits[i] + 1 + stream[i - 1] % 9) % 10);
     int sum = 0; /* Luhn over digits[0:nd-1]: from its last digit leftwards, every other one doubled */
@@ -557,12 +564,12 @@ static int call_python(Col *c, const char *v, size_t len, Buf *out, PyThreadStat
 
 static int apply_native(Col *c, const char *v, size_t len, Buf *out);
 
-static int utf8_ok(const unsigned char *s, size_t n) {
+static int utf8_valid(const unsigned char *s, size_t n, int any_ascii) {
     size_t i = 0;
     while (i < n) {
         unsigned char c = s[i];
         if (c < 0x80) {
-            if (c < 0x20 || c == '\\') return 0; /* control characters and escapes: the Python path's */
+            if (!any_ascii && (c < 0x20 || c == '\\')) return 0; /* control characters and escapes: the Python path's */
             i++;
             continue;
         }
@@ -585,6 +592,76 @@ static int utf8_ok(const unsigned char *s, size_t n) {
         i += len;
     }
     return 1;
+}
+
+static int utf8_ok(const unsigned char *s, size_t n) { return utf8_valid(s, n, 0); }
+
+static inline int is_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+
+/* len(copytext.decode(v)) for valid UTF-8 v: an escape is one character. */
+static size_t copy_chars(const char *v, size_t len) {
+    size_t n = 0, i = 0;
+    while (i < len) {
+        if (v[i] == '\\' && i + 1 < len) {
+            char e = v[i + 1];
+            i += 2;
+            if (e == 'x' && i < len && is_hex(v[i])) {
+                i += 1 + (i + 1 < len && is_hex(v[i + 1]));
+            } else if (e >= '0' && e <= '7') {
+                for (int k = 0; k < 2 && i < len && v[i] >= '0' && v[i] <= '7'; k++) i++;
+            } else {
+                while (i < len && ((unsigned char)v[i] & 0xC0) == 0x80) i++; /* the rest of the escaped character */
+            }
+        } else {
+            i++;
+            while (i < len && ((unsigned char)v[i] & 0xC0) == 0x80) i++;
+        }
+        n++;
+    }
+    return n;
+}
+
+/* faker_values.py, FakerTransform._fitted, with words of ASCII lower-case letters (kernel.py checks): sentences
+ * of keyed words, cut at the value's length in characters. HAND_BACK: text that is not UTF-8 (Python's error). */
+static int do_fit(Col *c, const char *v, size_t len, Buf *out) {
+    if (!utf8_valid((const unsigned char *)v, len, 1)) return HAND_BACK;
+    size_t n = copy_chars(v, len), chunk = 2 * n + 40, have = chunk, i = 0, start = out->n;
+    uint8_t *d = malloc(chunk);
+    if (!d) return -1;
+    const uint8_t *parts[3] = {(const uint8_t *)PyBytes_AS_STRING(c->key), (const uint8_t *)"fit", (const uint8_t *)v};
+    size_t lens[3] = {(size_t)PyBytes_GET_SIZE(c->key), 4, len}; /* "fit\0" */
+    shake256(parts, lens, d, chunk);
+    uint32_t nw = (uint32_t)PyTuple_GET_SIZE(c->data);
+    size_t length = 0; /* of the text so far, with the space after it: Python's length + 1 */
+    while (length < n + 1) {
+        if (i + 37 > have) { /* a long text: more draws, chained from the last ones */
+            uint8_t *more = realloc(d, have + chunk);
+            if (!more) goto nomem;
+            d = more;
+            parts[2] = d + have - 32;
+            lens[2] = 32;
+            shake256(parts, lens, d + have, chunk);
+            have += chunk;
+        }
+        int words = 4 + d[i] % 9;
+        size_t first = out->n;
+        for (int k = 0; k < words; k++) {
+            const uint8_t *x = d + i + 1 + 3 * k;
+            PyObject *w = PyTuple_GET_ITEM(c->data, (((uint32_t)x[0] << 16) | ((uint32_t)x[1] << 8) | x[2]) % nw);
+            if ((k && buf_put(out, " ", 1)) || put_bytes(out, w)) goto nomem;
+        }
+        if (buf_put(out, ". ", 2)) goto nomem;
+        out->p[first] = (char)(out->p[first] - 'a' + 'A'); /* capitalize(): the words are lower case already */
+        length += out->n - first;
+        i += 1 + 3 * (size_t)words;
+    }
+    free(d);
+    out->n = start + n; /* ASCII: characters are bytes */
+    if (n && out->p[out->n - 1] == ' ') out->p[out->n - 1] = '.';
+    return 0;
+nomem:
+    free(d);
+    return -1;
 }
 
 /* The length of the JSON scalar at s (number, true, false, null) as json_paths' regex matches it; 0 if none. */
@@ -829,8 +906,8 @@ static int apply(Col *c, const char *v, size_t len, Buf *out, PyThreadState **ts
         if (rc == JSON_BAIL) return call_python(c, v, len, out, ts, release);
         return rc ? no_memory(ts) : 0;
     }
-    if (c->kind == K_CARD) {
-        int rc = do_card(c, v, len, out);
+    if (c->kind == K_CARD || c->kind == K_FIT) {
+        int rc = c->kind == K_CARD ? do_card(c, v, len, out) : do_fit(c, v, len, out);
         if (rc == HAND_BACK) return call_python(c, v, len, out, ts, release);
         return rc ? no_memory(ts) : 0;
     }
@@ -1261,10 +1338,18 @@ static int setup_col(Col *c, PyObject *spec) {
     }
     if (!strcmp(kind, "card")) {
         c->kind = K_CARD;
-        if (!PyArg_ParseTuple(spec, "spSO", &kind, &c->mask_nulls, &c->data, &c->fn)) return -1;
-        if (PyBytes_GET_SIZE(c->data) < 1) {
-            PyErr_SetString(PyExc_ValueError, "a sub-key has at least one byte");
-            return -1;
+        return PyArg_ParseTuple(spec, "spSO", &kind, &c->mask_nulls, &c->key, &c->fn) ? 0 : -1;
+    }
+    if (!strcmp(kind, "fit")) {
+        c->kind = K_FIT;
+        if (!PyArg_ParseTuple(spec, "spSOO", &kind, &c->mask_nulls, &c->key, &c->data, &c->fn)) return -1;
+        if (bytes_tuple(c->data, "the words")) return -1;
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(c->data); j++) {
+            PyObject *w = PyTuple_GET_ITEM(c->data, j);
+            if (!PyBytes_GET_SIZE(w) || PyBytes_AS_STRING(w)[0] < 'a' || PyBytes_AS_STRING(w)[0] > 'z') {
+                PyErr_SetString(PyExc_ValueError, "fit: words start with a lower-case ASCII letter");
+                return -1;
+            }
         }
         return 0;
     }

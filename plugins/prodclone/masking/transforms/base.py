@@ -17,7 +17,7 @@ from prodclone.masking.transforms.outputs import ANY_TEXT, Output
 REGISTRY: dict[str, type[Transform]] = {}
 
 # Options every rule may carry, handled by the engine, not by transforms.
-HANDS_BACK = ("json", "card")  # native kinds the kernel builds with the transform, for the values it leaves
+HANDS_BACK = ("json", "card", "fit")  # native kinds the kernel builds with the transform, for the values it leaves
 
 COMMON_PARAMS = {
     "transform": {"type": "string"},

@@ -29,7 +29,7 @@ class FakerTransform(Transform):
                       "distinct): for lookup-like columns such as job titles."},
         "fit_length": {"type": "boolean", "description": "Free text as long as the original, in characters: "
                        "sentences of the provider's words drawn by the keyed hash, cut at the original's length "
-                       "(so the column keeps its width; none of the original's words stay). Computed in Python."},
+                       "(so the column keeps its width; none of the original's words stay)."},
     }
     required = ("provider",)
     examples = ({"transform": "faker", "provider": "first_name"},
@@ -88,8 +88,9 @@ class FakerTransform(Transform):
         return encode(text[:-1] + "." if text.endswith(" ") else text)
 
     def native(self) -> tuple | None:
-        if self.words:
-            return None
+        if self.words:  # the kernel capitalizes ASCII only; its input must be UTF-8 (else Python says why)
+            plain = all(w.isascii() and w.isalpha() and w.islower() for w in self.words)
+            return ("fit", self.subkey, tuple(w.encode() for w in self.words)) if plain else None
         if self.variants is None:
             return ("pick", self.subkey, self.unique, self.pool)
         frames = self.variants.native()
