@@ -23,10 +23,13 @@ RULES = [
     "{transform: faker, provider: postcode, nulls: mask}", "{transform: faker, provider: date_of_birth}",
     '{transform: constant, value: "x\\ty"}', "{transform: constant, value: 0, nulls: mask}",
     "{transform: redact, keep_end: 4}", "{transform: date_shift, days: 30}", "{transform: scrub}",
+    "card_number", "{transform: card_number, nulls: mask}",
+    "{transform: faker, provider: paragraph, fit_length: true}", "{transform: faker, provider: word, fit_length: true, nulls: mask}",
+    "{transform: faker, provider: city, locale: fr_FR, fit_length: true}",
     "{transform: json, paths: {ip: {transform: faker, provider: ipv4}, name: {transform: faker, provider: name}, "
     "a.b: hash, 'items[*].email': email, keep: keep, gone: null}, unlisted: keep}",
     "{transform: json, paths: {ip: {transform: faker, provider: ipv4}, a: keep, n: null}}",
-    "{transform: json, paths: {x: {transform: redact}, a.b: email}, unlisted: null}",
+    "{transform: json, paths: {x: {transform: redact}, a.b: email, n: card_number}, unlisted: null}",
     "{transform: json, paths: {name: {transform: faker, provider: first_name}, o: keep}, unlisted: drop}",
 ]
 

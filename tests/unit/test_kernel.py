@@ -49,7 +49,11 @@ def json_fields(draw) -> bytes:
     return encode(text)
 
 
-fields = st.one_of(st.just(b"\\N"), st.just(b""), text_fields, json_fields(), long_fields, raw_bytes)
+# card numbers: 10-21 digits, alone or grouped by spaces or hyphens (the kernel's own path), sometimes broken
+card_fields = st.lists(st.lists(st.sampled_from("0123456789"), min_size=1, max_size=8).map("".join), min_size=1,
+                       max_size=5).flatmap(lambda groups: st.sampled_from([" ", "-", "", "  ", "- ", "\\t"]).map(
+                           lambda sep: sep.join(groups).encode()))
+fields = st.one_of(st.just(b"\\N"), st.just(b""), text_fields, json_fields(), long_fields, raw_bytes, card_fields)
 
 
 @st.composite
@@ -119,6 +123,58 @@ def test_the_kernel_reads_plain_documents_itself(doc, rule):
     if "\\" in text or any(ord(c) < 32 for c in text) or fallback:  # escapes, or an error or drop: Python's to write
         return
     assert want[0] == "ok" and got == ("ok", want[1] + b"\n")
+
+
+@FUZZ
+@given(card_fields)
+def test_the_kernel_numbers_cards_itself_as_python_does(value):
+    """A number of 12-19 digits, grouped or not, never goes back to Python and comes out as Python writes it;
+    anything else is handed back."""
+    fast, slow = maskers(("card_number",))
+    handed_back = []
+    one = kernel._kernel.Masker((("card", False, fast.transforms["c0"].native()[1], lambda v: handed_back.append(v) or v),))
+    got = one.mask_block(value + b"\n")
+    digits = sum(c in b"0123456789" for c in value)
+    if handed_back:
+        assert handed_back == [value] and not (12 <= digits <= 19 and _grouped(value))
+    else:
+        assert 12 <= digits <= 19 and got == slow.mask_line(value) + b"\n" != value + b"\n"
+
+
+def _grouped(value: bytes) -> bool:
+    return all(g.isdigit() for g in value.replace(b"-", b" ").split(b" "))
+
+
+def test_card_numbers_at_every_length_and_grouping_match_python():
+    fast, slow = maskers(("card_number", "{transform: card_number, nulls: mask}"))
+    rows = [b"%s\t%s" % (v, v) for n in range(0, 23) for v in (b"4" * n, b"1234567890123456789012"[:n],
+                                                              b"-".join([b"9876"] * (n // 4)), b" ".join([b"12"] * n))]
+    rows += [b"\\N\t\\N", b"4111 1111 1111 1111\t4111-1111-1111-1111", b"4111  1111 1111 1111\t 4111111111111111",
+             b"4111\\t1111 1111 1111\t4111111111111111x", b"\xd9\xa3111111111111\t4111111111111111\\n"]
+    block = b"".join(r + b"\n" for r in rows)
+    assert fast.mask_block(block) == b"".join(slow.mask_line(r) + b"\n" for r in rows)
+    handed_back = []
+    one = kernel._kernel.Masker((("card", False, fast.transforms["c0"].native()[1], handed_back.append),))
+    assert len(one.mask_block(b"4111111111111111\n4111-1111-1111-1111\n")) == 37 and handed_back == []
+
+
+def test_fitted_text_at_every_length_with_escapes_matches_python_and_stays_in_the_kernel():
+    fast, slow = maskers(("{transform: faker, provider: paragraph, fit_length: true}",))
+    rows = [("x" * n).encode() for n in range(0, 90)] + [b"a\\nb\\x41\\x4g\\101\\7\\\\\\\xc3\xa9" * k for k in range(1, 60, 7)]
+    rows += ["日本 \\é".encode() * 300, b"\\", b"\\x", b"\\N", b"\x01\x7f"]
+    block = b"".join(r + b"\n" for r in rows)
+    assert fast.mask_block(block) == b"".join(slow.mask_line(r) + b"\n" for r in rows)
+    spec = fast.transforms["c0"].native()
+    handed_back = []
+    one = kernel._kernel.Masker(((spec[0], False, *spec[1:], handed_back.append),))
+    assert one.mask_block(block) == fast.mask_block(block) and handed_back == []
+    assert outcome(one.mask_block, b"\xff\n")[0] == "error" and handed_back == [b"\xff"]  # Python's to refuse
+
+
+def test_fit_length_with_words_the_kernel_cannot_capitalize_stays_in_python():
+    fast, _ = maskers(("{transform: faker, provider: city, locale: fr_FR, fit_length: true}",))
+    words = fast.transforms["c0"].words
+    assert any(not w.isascii() for w in words) and fast.transforms["c0"].native() is None
 
 
 def test_a_table_of_keep_rules_passes_through_the_kernel_untouched():

@@ -130,6 +130,72 @@ static void b2_hash(const B2Key *k, const uint8_t *msg, size_t len, uint8_t *out
     for (int i = 0; i < k->outlen; i++) out[i] = (uint8_t)(h[i >> 3] >> (8 * (i & 7)));
 }
 
+/* ---------------- SHAKE256 (FIPS 202), for card_number's digit stream ---------------- */
+
+static const uint64_t KECCAK_RC[24] = {
+    0x0000000000000001ULL, 0x0000000000008082ULL, 0x800000000000808aULL, 0x8000000080008000ULL,
+    0x000000000000808bULL, 0x0000000080000001ULL, 0x8000000080008081ULL, 0x8000000000008009ULL,
+    0x000000000000008aULL, 0x0000000000000088ULL, 0x0000000080008009ULL, 0x000000008000000aULL,
+    0x000000008000808bULL, 0x800000000000008bULL, 0x8000000000008089ULL, 0x8000000000008003ULL,
+    0x8000000000008002ULL, 0x8000000000000080ULL, 0x000000000000800aULL, 0x800000008000000aULL,
+    0x8000000080008081ULL, 0x8000000000008080ULL, 0x0000000080000001ULL, 0x8000000080008008ULL};
+static const int KECCAK_ROT[25] = {0, 1, 62, 28, 27, 36, 44, 6, 55, 20, 3, 10, 43, 25, 39, 41, 45, 15, 21, 8, 18, 2, 61, 56, 14};
+
+static inline uint64_t rotl64(uint64_t x, int n) { return n ? (x << n) | (x >> (64 - n)) : x; }
+
+static void keccak_f(uint64_t a[25]) { /* lanes a[x + 5y] */
+    for (int r = 0; r < 24; r++) {
+        uint64_t c[5], d, b[25];
+        for (int x = 0; x < 5; x++) c[x] = a[x] ^ a[x + 5] ^ a[x + 10] ^ a[x + 15] ^ a[x + 20];
+        for (int x = 0; x < 5; x++) {
+            d = c[(x + 4) % 5] ^ rotl64(c[(x + 1) % 5], 1);
+            for (int y = 0; y < 25; y += 5) a[x + y] ^= d;
+        }
+        for (int x = 0; x < 5; x++) /* rho and pi: B[y, 2x + 3y] = rot(A[x, y]) */
+            for (int y = 0; y < 5; y++) b[y + 5 * ((2 * x + 3 * y) % 5)] = rotl64(a[x + 5 * y], KECCAK_ROT[x + 5 * y]);
+        for (int y = 0; y < 25; y += 5)
+            for (int x = 0; x < 5; x++) a[x + y] = b[x + y] ^ (~b[(x + 1) % 5 + y] & b[(x + 2) % 5 + y]);
+        a[0] ^= KECCAK_RC[r];
+    }
+}
+
+#define SHAKE256_RATE 136
+
+/* The first outlen bytes of SHAKE256(a || b || c). */
+static void shake256(const uint8_t *parts[3], const size_t lens[3], uint8_t *out, size_t outlen) {
+    uint64_t st[25] = {0};
+    uint8_t block[SHAKE256_RATE];
+    size_t fill = 0;
+    for (int p = 0; p < 3; p++) {
+        const uint8_t *m = parts[p];
+        size_t n = lens[p];
+        while (n) {
+            size_t take = SHAKE256_RATE - fill < n ? SHAKE256_RATE - fill : n;
+            memcpy(block + fill, m, take);
+            fill += take;
+            m += take;
+            n -= take;
+            if (fill == SHAKE256_RATE) {
+                for (int i = 0; i < SHAKE256_RATE / 8; i++) st[i] ^= load64(block + 8 * i);
+                keccak_f(st);
+                fill = 0;
+            }
+        }
+    }
+    memset(block + fill, 0, SHAKE256_RATE - fill);
+    block[fill] ^= 0x1f;
+    block[SHAKE256_RATE - 1] ^= 0x80;
+    for (int i = 0; i < SHAKE256_RATE / 8; i++) st[i] ^= load64(block + 8 * i);
+    for (;;) {
+        keccak_f(st);
+        size_t n = outlen < SHAKE256_RATE ? outlen : SHAKE256_RATE;
+        for (size_t i = 0; i < n; i++) out[i] = (uint8_t)(st[i >> 3] >> (8 * (i & 7)));
+        out += n;
+        outlen -= n;
+        if (!outlen) return;
+    }
+}
+
 /* ---------------- output buffer ---------------- */
 
 typedef struct {
@@ -221,7 +287,7 @@ static int put_decimal(Buf *b, uint64_t v, int width) { /* str(v).zfill(width) *
 
 /* ---------------- columns ---------------- */
 
-enum { K_KEEP, K_CALL, K_CONST, K_HASH, K_PICK, K_VARIANTS, K_EMAIL, K_JSON };
+enum { K_KEEP, K_CALL, K_CONST, K_HASH, K_PICK, K_VARIANTS, K_EMAIL, K_JSON, K_CARD, K_FIT };
 enum { F_HEX, F_DIGITS, F_UUID };
 enum { S_DIGITS, S_IP, S_WORD };
 
@@ -244,12 +310,15 @@ typedef struct Col {
     int kind;
     int mask_nulls, unique;
     PyObject *fn;    /* K_CALL */
-    PyObject *data;  /* K_CONST: bytes; K_HASH: prefix; K_PICK: pool tuple; K_EMAIL: (firsts, lasts, domains) */
+    PyObject *data;  /* K_CONST: bytes; K_HASH: prefix; K_PICK: pool tuple; K_EMAIL: (firsts, lasts, domains);
+                        K_FIT: the words */
+    PyObject *key;   /* K_CARD, K_FIT: the sub-key */
     int fmt, length; /* K_HASH */
     B2Key h64, tag, wide; /* wide: 32 bytes (hash) or 64 (variants) */
     int nframes;
     Frame *frames;
-    struct JTree *tree; /* K_JSON; fn is then the Python transform, for documents the kernel leaves to it */
+    struct JTree *tree; /* K_JSON; fn is then the Python transform, for documents the kernel leaves to it
+                           (K_CARD, K_FIT: for the values they leave) */
 } Col;
 
 /* json paths: the rules' paths as a trie. A node is a path; its rule, and its children by key and [*]. */
@@ -407,6 +476,44 @@ static int do_email(Col *c, const char *v, size_t len, Buf *out) {
     return put_bytes(out, PyTuple_GET_ITEM(domains, (h >> 30) % (uint64_t)PyTuple_GET_SIZE(domains)));
 }
 
+/* card.py, CardNumber._number for a value of 12-19 ASCII digits, alone or grouped by single spaces or hyphens
+ * (regroup keeps the separators): the first digit kept, the middle ones moved by the keyed stream, a Luhn
+ * check digit last. HAND_BACK: anything else (escapes, letters, other lengths) goes to the Python transform. */
+#define HAND_BACK 1
+
+static int do_card(Col *c, const char *v, size_t len, Buf *out) {
+    uint8_t digits[19], stream[19];
+    size_t nd = 0;
+    if (!len || v[0] < '0' || v[0] > '9' || v[len - 1] < '0' || v[len - 1] > '9') return HAND_BACK;
+    for (size_t i = 0; i < len; i++) {
+        char ch = v[i];
+        if (ch >= '0' && ch <= '9') {
+            if (nd == 19) return HAND_BACK;
+            digits[nd++] = (uint8_t)(ch - '0');
+        } else if (ch != ' ' && ch != '-') {
+            return HAND_BACK;
+        } else if (v[i + 1] < '0' || v[i + 1] > '9') { /* a separator stands between digits (the last is one) */
+            return HAND_BACK;
+        }
+    }
+    if (nd < 12) return HAND_BACK;
+    char text[19];
+    for (size_t i = 0; i < nd; i++) text[i] = (char)('0' + digits[i]);
+    const uint8_t *parts[3] = {(const uint8_t *)PyBytes_AS_STRING(c->key), (const uint8_t *)"card", (const uint8_t *)text};
+    const size_t lens[3] = {(size_t)PyBytes_GET_SIZE(c->key), 5, nd}; /* "card\0" */
+    shake256(parts, lens, stream, nd - 2);
+    for (size_t i = 1; i + 1 < nd; i++) digits[i] = (uint8_t)((digits[i] + 1 + stream[i - 1] % 9) % 10);
+    int sum = 0; /* Luhn over digits[0:nd-1]: from its last digit leftwards, every other one doubled */
+    for (size_t k = 0; k + 1 < nd; k++) {
+        int d = digits[nd - 2 - k];
+        sum += k % 2 ? d : (d > 4 ? 2 * d - 9 : 2 * d);
+    }
+    digits[nd - 1] = (uint8_t)((10 - sum % 10) % 10);
+    if (buf_reserve(out, len)) return -1;
+    for (size_t i = 0, j = 0; i < len; i++) out->p[out->n++] = v[i] >= '0' && v[i] <= '9' ? (char)('0' + digits[j++]) : v[i];
+    return 0;
+}
+
 /* ---------------- rows ---------------- */
 
 /* ts == NULL: this thread holds the GIL. Functions below may drop it while they work and take it
@@ -457,12 +564,12 @@ static int call_python(Col *c, const char *v, size_t len, Buf *out, PyThreadStat
 
 static int apply_native(Col *c, const char *v, size_t len, Buf *out);
 
-static int utf8_ok(const unsigned char *s, size_t n) {
+static int utf8_valid(const unsigned char *s, size_t n, int any_ascii) {
     size_t i = 0;
     while (i < n) {
         unsigned char c = s[i];
         if (c < 0x80) {
-            if (c < 0x20 || c == '\\') return 0; /* control characters and escapes: the Python path's */
+            if (!any_ascii && (c < 0x20 || c == '\\')) return 0; /* control characters and escapes: the Python path's */
             i++;
             continue;
         }
@@ -485,6 +592,76 @@ static int utf8_ok(const unsigned char *s, size_t n) {
         i += len;
     }
     return 1;
+}
+
+static int utf8_ok(const unsigned char *s, size_t n) { return utf8_valid(s, n, 0); }
+
+static inline int is_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+
+/* len(copytext.decode(v)) for valid UTF-8 v: an escape is one character. */
+static size_t copy_chars(const char *v, size_t len) {
+    size_t n = 0, i = 0;
+    while (i < len) {
+        if (v[i] == '\\' && i + 1 < len) {
+            char e = v[i + 1];
+            i += 2;
+            if (e == 'x' && i < len && is_hex(v[i])) {
+                i += 1 + (i + 1 < len && is_hex(v[i + 1]));
+            } else if (e >= '0' && e <= '7') {
+                for (int k = 0; k < 2 && i < len && v[i] >= '0' && v[i] <= '7'; k++) i++;
+            } else {
+                while (i < len && ((unsigned char)v[i] & 0xC0) == 0x80) i++; /* the rest of the escaped character */
+            }
+        } else {
+            i++;
+            while (i < len && ((unsigned char)v[i] & 0xC0) == 0x80) i++;
+        }
+        n++;
+    }
+    return n;
+}
+
+/* faker_values.py, FakerTransform._fitted, with words of ASCII lower-case letters (kernel.py checks): sentences
+ * of keyed words, cut at the value's length in characters. HAND_BACK: text that is not UTF-8 (Python's error). */
+static int do_fit(Col *c, const char *v, size_t len, Buf *out) {
+    if (!utf8_valid((const unsigned char *)v, len, 1)) return HAND_BACK;
+    size_t n = copy_chars(v, len), chunk = 2 * n + 40, have = chunk, i = 0, start = out->n;
+    uint8_t *d = malloc(chunk);
+    if (!d) return -1;
+    const uint8_t *parts[3] = {(const uint8_t *)PyBytes_AS_STRING(c->key), (const uint8_t *)"fit", (const uint8_t *)v};
+    size_t lens[3] = {(size_t)PyBytes_GET_SIZE(c->key), 4, len}; /* "fit\0" */
+    shake256(parts, lens, d, chunk);
+    uint32_t nw = (uint32_t)PyTuple_GET_SIZE(c->data);
+    size_t length = 0; /* of the text so far, with the space after it: Python's length + 1 */
+    while (length < n + 1) {
+        if (i + 37 > have) { /* a long text: more draws, chained from the last ones */
+            uint8_t *more = realloc(d, have + chunk);
+            if (!more) goto nomem;
+            d = more;
+            parts[2] = d + have - 32;
+            lens[2] = 32;
+            shake256(parts, lens, d + have, chunk);
+            have += chunk;
+        }
+        int words = 4 + d[i] % 9;
+        size_t first = out->n;
+        for (int k = 0; k < words; k++) {
+            const uint8_t *x = d + i + 1 + 3 * k;
+            PyObject *w = PyTuple_GET_ITEM(c->data, (((uint32_t)x[0] << 16) | ((uint32_t)x[1] << 8) | x[2]) % nw);
+            if ((k && buf_put(out, " ", 1)) || put_bytes(out, w)) goto nomem;
+        }
+        if (buf_put(out, ". ", 2)) goto nomem;
+        out->p[first] = (char)(out->p[first] - 'a' + 'A'); /* capitalize(): the words are lower case already */
+        length += out->n - first;
+        i += 1 + 3 * (size_t)words;
+    }
+    free(d);
+    out->n = start + n; /* ASCII: characters are bytes */
+    if (n && out->p[out->n - 1] == ' ') out->p[out->n - 1] = '.';
+    return 0;
+nomem:
+    free(d);
+    return -1;
 }
 
 /* The length of the JSON scalar at s (number, true, false, null) as json_paths' regex matches it; 0 if none. */
@@ -727,6 +904,11 @@ static int apply(Col *c, const char *v, size_t len, Buf *out, PyThreadState **ts
     if (c->kind == K_JSON) {
         int rc = do_json(c, v, len, out);
         if (rc == JSON_BAIL) return call_python(c, v, len, out, ts, release);
+        return rc ? no_memory(ts) : 0;
+    }
+    if (c->kind == K_CARD || c->kind == K_FIT) {
+        int rc = c->kind == K_CARD ? do_card(c, v, len, out) : do_fit(c, v, len, out);
+        if (rc == HAND_BACK) return call_python(c, v, len, out, ts, release);
         return rc ? no_memory(ts) : 0;
     }
     return apply_native(c, v, len, out) ? no_memory(ts) : 0;
@@ -1153,6 +1335,23 @@ static int setup_col(Col *c, PyObject *spec) {
         c->kind = K_JSON;
         if (!PyArg_ParseTuple(spec, "spiO!O", &kind, &c->mask_nulls, &unlisted, &PyTuple_Type, &nodes, &c->fn)) return -1;
         return setup_tree(c, unlisted, nodes);
+    }
+    if (!strcmp(kind, "card")) {
+        c->kind = K_CARD;
+        return PyArg_ParseTuple(spec, "spSO", &kind, &c->mask_nulls, &c->key, &c->fn) ? 0 : -1;
+    }
+    if (!strcmp(kind, "fit")) {
+        c->kind = K_FIT;
+        if (!PyArg_ParseTuple(spec, "spSOO", &kind, &c->mask_nulls, &c->key, &c->data, &c->fn)) return -1;
+        if (bytes_tuple(c->data, "the words")) return -1;
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(c->data); j++) {
+            PyObject *w = PyTuple_GET_ITEM(c->data, j);
+            if (!PyBytes_GET_SIZE(w) || PyBytes_AS_STRING(w)[0] < 'a' || PyBytes_AS_STRING(w)[0] > 'z') {
+                PyErr_SetString(PyExc_ValueError, "fit: words start with a lower-case ASCII letter");
+                return -1;
+            }
+        }
+        return 0;
     }
     PyErr_Format(PyExc_ValueError, "unknown column kind %s", kind);
     return -1;

@@ -60,13 +60,14 @@ def compile_table(masker) -> _kernel.Masker:
     """A TableMasker's rules for the kernel: each masked column native where its transform can say how
     (``Transform.native``), else a call back into Python (with the column's bounded cache)."""
     from prodclone.catalog import column_name  # here: `prodclone --version` runs on the standard library alone
+    from prodclone.masking.transforms.base import HANDS_BACK
     specs: list[tuple] = [("keep",)] * len(masker.columns)
     for i, fn, mask_nulls in masker.simple:
         native = masker.transforms[masker.columns[i]].native()
         where = column_name(masker.table.name, masker.columns[i])
         if native is None:
             specs[i] = ("call", mask_nulls, _named(fn, where))
-        elif native[0] == "json":  # the transform itself takes the documents the kernel leaves to it
+        elif native[0] in HANDS_BACK:  # the transform itself takes the values the kernel leaves to it
             specs[i] = (native[0], mask_nulls, *native[1:], _named(fn, where))
         else:
             specs[i] = (native[0], mask_nulls, *native[1:])
@@ -82,10 +83,12 @@ def passthrough() -> _kernel.Masker:
 def value_function(transform):
     """The transform as a function of one COPY field, native if the kernel can run it, else itself:
     for transforms that mask parts of a value (json paths) and call their inner rules per part."""
+    from prodclone.masking.transforms.base import HANDS_BACK
+
     native = transform.native() if enabled() else None
     if native is None:
         return transform
-    one = _kernel.Masker(((native[0], False, *native[1:]),))
+    one = _kernel.Masker(((native[0], False, *native[1:], *((transform,) if native[0] in HANDS_BACK else ())),))
 
     def run(v: bytes) -> bytes:  # a COPY field holds no raw tab or newline, so it is one row of one field
         return one.mask_block(v + b"\n")[:-1]

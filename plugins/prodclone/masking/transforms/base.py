@@ -17,6 +17,8 @@ from prodclone.masking.transforms.outputs import ANY_TEXT, Output
 REGISTRY: dict[str, type[Transform]] = {}
 
 # Options every rule may carry, handled by the engine, not by transforms.
+HANDS_BACK = ("json", "card", "fit")  # native kinds the kernel builds with the transform, for the values it leaves
+
 COMMON_PARAMS = {
     "transform": {"type": "string"},
     "unique": {"type": "boolean", "description": "Output must stay unique (required on UNIQUE/PK columns)."},
@@ -91,7 +93,8 @@ class Transform:
 
     def native(self) -> tuple | None:
         """How the compiled kernel computes this transform: (kind, sub-key or value, ...) as kernel.py and
-        _kernel.c agree; None (the default) if it cannot, and then the kernel calls back into Python."""
+        _kernel.c agree; None (the default) if it cannot, and then the kernel calls back into Python. A kind in
+        HANDS_BACK computes only some values and hands the others back to the transform itself."""
         return None
 
     def pick(self, pool: list[bytes], value: bytes) -> bytes:

@@ -69,6 +69,9 @@ class CardNumber(Transform):
             return regroup(self._number(re.sub(r"[^0-9]", "", text)), text).encode()  # ASCII: nothing to escape
         return encode(_moved(text, self._stream(text)))
 
+    def native(self) -> tuple:
+        return ("card", self.subkey)  # numbers in the kernel (_kernel.c, do_card); anything else comes back here
+
     def _number(self, digits: str) -> str:
         stream = self._stream(digits)
         return with_check_digit(digits[0] + "".join([_MOVE[ord(c) - 48][b] for c, b in zip(digits[1:-1], stream,

@@ -29,7 +29,7 @@ class FakerTransform(Transform):
                       "distinct): for lookup-like columns such as job titles."},
         "fit_length": {"type": "boolean", "description": "Free text as long as the original, in characters: "
                        "sentences of the provider's words drawn by the keyed hash, cut at the original's length "
-                       "(so the column keeps its width; none of the original's words stay). Computed in Python."},
+                       "(so the column keeps its width; none of the original's words stay)."},
     }
     required = ("provider",)
     examples = ({"transform": "faker", "provider": "first_name"},
@@ -43,7 +43,8 @@ class FakerTransform(Transform):
         where = (self.spec["provider"], self.spec.get("args", {}), self.spec.get("locale", self.ctx.locale),
                  self.spec.get("pool_size", self.ctx.pool_size), self.subkey)
         self.pool = text_pool(*where)
-        self.variants = None if self.spec.get("pool_only") else text_variants(*where)
+        # fit_length draws from the pool's words alone: no variants to build (the vocabulary's Faker draws are slow)
+        self.variants = None if self.spec.get("pool_only") or self.spec.get("fit_length") else text_variants(*where)
         self._members = None
         self.words = None
         if self.spec.get("fit_length"):
@@ -87,8 +88,9 @@ class FakerTransform(Transform):
         return encode(text[:-1] + "." if text.endswith(" ") else text)
 
     def native(self) -> tuple | None:
-        if self.words:
-            return None
+        if self.words:  # the kernel capitalizes ASCII only; its input must be UTF-8 (else Python says why)
+            plain = all(w.isascii() and w.isalpha() and w.islower() for w in self.words)
+            return ("fit", self.subkey, tuple(w.encode() for w in self.words)) if plain else None
         if self.variants is None:
             return ("pick", self.subkey, self.unique, self.pool)
         frames = self.variants.native()

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from prodclone.errors import RulesError, UncoveredValue
 from prodclone.masking import kernel
 from prodclone.masking.copytext import NULL, decode, encode
-from prodclone.masking.transforms.base import Transform, register
+from prodclone.masking.transforms.base import HANDS_BACK, Transform, register
 from prodclone.masking.transforms.outputs import Output
 from prodclone.masking.transforms.scrub import identifiers
 
@@ -138,7 +138,7 @@ class JsonPaths(Transform):
 
         for path, rule in self.rules.items():
             native = rule.native() if rule.masks else None
-            nodes[node(path)][0] = (("keep",) if not rule.masks else ("python",) if native is None or native[0] == "json"
+            nodes[node(path)][0] = (("keep",) if not rule.masks else ("python",) if native is None or native[0] in HANDS_BACK
                                     else ("mask", (native[0], False, *native[1:]), rule.null_output == "always"))
         for prefix in self.prefixes:
             nodes[node(prefix)][4] = True
