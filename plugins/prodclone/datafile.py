@@ -24,21 +24,17 @@ def check(compression: str) -> str:
     return compression
 
 
-class Writer:
-    """Turns COPY text into the bytes to store, block by block; ``finish()`` gives what is left."""
+def stored(blocks: Iterator[bytes], compression: str) -> Iterator[bytes]:
+    """``blocks`` of COPY text as the bytes to store, block by block (the mirror of ``read``)."""
+    if check(compression) == "none":
+        yield from blocks
+        return
+    import zstandard
 
-    def __init__(self, compression: str):
-        self._z = None
-        if check(compression) == "zstd":
-            import zstandard
-
-            self._z = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compressobj()
-
-    def add(self, block: bytes) -> bytes:
-        return block if self._z is None else self._z.compress(block)
-
-    def finish(self) -> bytes:
-        return b"" if self._z is None else self._z.flush()
+    z = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compressobj()
+    for block in blocks:
+        yield z.compress(block)
+    yield z.flush()
 
 
 def read(storage, path: str, compression: str, digest) -> Iterator[bytes]:

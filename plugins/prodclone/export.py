@@ -220,20 +220,20 @@ def export_unit(source_dsn: str, point: SourcePoint, catalog: Catalog, masking: 
     started = time.perf_counter()
     digest = hashlib.sha256()
     rows = size = stored = 0
-    encode = datafile.Writer(unit.compression)
+
+    def counted(copy):
+        nonlocal rows, size
+        for block, n in masked_blocks(conn, copy, masker):
+            size += len(block)
+            rows += n
+            yield block
+
     try:
         with storage.writer(unit.path) as out, conn.cursor().copy(_copy_query(table, where, unit)) as copy:
-            for block, n in masked_blocks(conn, copy, masker):
-                size += len(block)
-                rows += n
-                block = encode.add(block)
+            for block in datafile.stored(counted(copy), unit.compression):
                 digest.update(block)
                 out.write(block)
                 stored += len(block)
-            block = encode.finish()
-            digest.update(block)
-            out.write(block)
-            stored += len(block)
     finally:
         if own_conn:
             conn.close()
