@@ -16,9 +16,9 @@ from prodclone.masking.transforms.outputs import ANY_TEXT, Output
 
 REGISTRY: dict[str, type[Transform]] = {}
 
-# Options every rule may carry, handled by the engine, not by transforms.
 HANDS_BACK = ("json", "card", "fit")  # native kinds the kernel builds with the transform, for the values it leaves
 
+# Options every rule may carry, handled by the engine, not by transforms.
 COMMON_PARAMS = {
     "transform": {"type": "string"},
     "unique": {"type": "boolean", "description": "Output must stay unique (required on UNIQUE/PK columns)."},
